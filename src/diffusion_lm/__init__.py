@@ -1,0 +1,25 @@
+"""diffusion-lm: adapt autoregressive LMs into masked-diffusion LMs, native to the Hugging Face ecosystem."""
+
+from .models import register_auto_classes
+from .modeling.configuration_diffugpt import DiffuGPTConfig
+from .modeling.configuration_diffullama import DiffuLlamaConfig
+from .modeling.configuration_diffuqwen2 import DiffuQwen2Config
+from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion, DiffuGPTModel
+from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion, DiffuLlamaModel
+from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion, DiffuQwen2Model
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+__all__ = [
+    "DiffuGPTConfig",
+    "DiffuGPTForMaskedDiffusion",
+    "DiffuGPTModel",
+    "DiffuLlamaConfig",
+    "DiffuLlamaForMaskedDiffusion",
+    "DiffuLlamaModel",
+    "DiffuQwen2Config",
+    "DiffuQwen2ForMaskedDiffusion",
+    "DiffuQwen2Model",
+]

@@ -1,0 +1,48 @@
+"""Forward (noising) process: replace maskable tokens by [MASK] independently with probability 1 - alpha_t."""
+
+from __future__ import annotations
+
+import torch
+
+from .noise_schedule import masking_probability
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    noise_levels: torch.Tensor,
+    mask_token_id: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrupt ``input_ids`` (B, L) at per-sequence noise levels ``noise_levels`` (B,).
+
+    Only positions where ``maskable`` is True can be masked: given tokens (prompts, position 0) and padding
+    never are. Returns ``(noisy_ids, is_masked)``. ``is_masked`` is the corruption indicator; the loss must use
+    it rather than ``noisy_ids == mask_token_id``, because the mask id may be a real vocabulary token.
+    """
+    if input_ids.shape != maskable.shape:
+        raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    if noise_levels.shape != (input_ids.shape[0],):
+        raise ValueError(f"noise_levels must have shape ({input_ids.shape[0]},), got {tuple(noise_levels.shape)}")
+    draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+    is_masked = (draws < masking_probability(noise_levels)[:, None]) & maskable.bool()
+    noisy_ids = torch.where(is_masked, torch.full_like(input_ids, mask_token_id), input_ids)
+    return noisy_ids, is_masked
+
+
+def maskable_positions(
+    attention_mask: torch.Tensor | None,
+    input_ids: torch.Tensor,
+    given: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Positions the forward process may mask: not padding, not given, and never position 0.
+
+    Position 0 is never predicted under the AR shift (nothing precedes it), so it always stays clean.
+    """
+    maskable = torch.ones_like(input_ids, dtype=torch.bool)
+    if attention_mask is not None:
+        maskable &= attention_mask.bool()
+    if given is not None:
+        maskable &= ~given.bool()
+    maskable[:, 0] = False
+    return maskable

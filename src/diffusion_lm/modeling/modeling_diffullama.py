@@ -1,0 +1,102 @@
+"""DiffuLLaMA: a LLaMA decoder run as a masked-diffusion LM (bidirectional attention, AR shift kept).
+
+Weight names are those of ``LlamaForCausalLM`` (``model.*``, ``lm_head.*``), so AR checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+
+from .configuration_diffullama import DiffuLlamaConfig
+from .generation_diffusion import DiffusionGenerationMixin
+from .modeling_diffusion_utils import (
+    DiffusionAutoMapMixin,
+    MaskedDiffusionLMOutput,
+    attention_mask_for_layers,
+    check_no_cache,
+    make_attention_bidirectional,
+    positions_from_padding,
+)
+
+
+class DiffuLlamaModel(LlamaModel):
+    """The LLaMA decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
+
+    config_class = DiffuLlamaConfig
+
+    def __init__(self, config: DiffuLlamaConfig):
+        super().__init__(config)
+        make_attention_bidirectional(self)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        anneal_ratio: float | None = None,
+        past_key_values=None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> MaskedDiffusionLMOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        check_no_cache(past_key_values, use_cache)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch_size, seq_len = inputs_embeds.shape[:2]
+        if position_ids is None:
+            position_ids = positions_from_padding(attention_mask, batch_size, seq_len, inputs_embeds.device)
+        layer_mask = attention_mask_for_layers(self.config, attention_mask, inputs_embeds, anneal_ratio)
+
+        hidden_states = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
+        for decoder_layer in self.layers[: self.config.num_hidden_layers]:
+            hidden_states = decoder_layer(
+                hidden_states,
+                attention_mask=layer_mask,
+                position_ids=position_ids,
+                position_embeddings=position_embeddings,
+            )
+        return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states))
+
+
+class DiffuLlamaForMaskedDiffusion(DiffusionAutoMapMixin, LlamaPreTrainedModel, DiffusionGenerationMixin):
+    """DiffuLLaMA with its LM head; ``generate`` runs diffusion decoding."""
+
+    config_class = DiffuLlamaConfig
+    _tied_weights_keys = LlamaForCausalLM._tied_weights_keys
+    _tp_plan = LlamaForCausalLM._tp_plan
+    _pp_plan = LlamaForCausalLM._pp_plan
+
+    def __init__(self, config: DiffuLlamaConfig):
+        super().__init__(config)
+        self.model = DiffuLlamaModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        anneal_ratio: float | None = None,
+        **kwargs,
+    ) -> MaskedDiffusionLMOutput:
+        """``anneal_ratio`` in [0, 1) applies the annealed attention pattern of that ratio (training only)."""
+        hidden_states = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            anneal_ratio=anneal_ratio,
+            **kwargs,
+        ).last_hidden_state
+        return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
+
+
+__all__ = ["DiffuLlamaModel", "DiffuLlamaForMaskedDiffusion"]
