@@ -29,3 +29,59 @@ def require_embedded_gguf() -> str:
             "(or pass --base with a Hub id, directory or .gguf file)"
         )
     return path
+
+
+EMBEDDED_TOPICS = (
+    "the ocean", "a city at night", "baking bread", "mountains", "a public library", "rain", "steam trains",
+    "migrating birds", "the history of maps", "honeybees", "a lighthouse", "winter in the forest", "volcanoes",
+    "the moon", "an old market", "learning to swim", "clocks", "deserts", "a river delta", "the printing press",
+    "coral reefs", "bicycles", "thunderstorms", "a small village", "glaciers", "the violin", "tea", "comets",
+    "gardens in spring", "bridges", "caves", "the postal service", "owls", "the first telescopes", "salt",
+    "a harbour at dawn", "windmills", "paper", "wolves", "a quiet museum", "islands", "ancient roads",
+    "autumn leaves", "the compass", "a bakery", "snow", "rivers", "the alphabet",
+)
+
+
+def sample_embedded_corpus(
+    model, tokenizer, num_documents: int = 48, tokens_per_document: int = 160, batch_size: int = 24, seed: int = 0
+) -> list[str]:
+    """Short encyclopedic paragraphs sampled from the AR base itself (the offline default corpus).
+
+    Adapting on the base model's own samples needs no download and keeps the demo honest: the diffusion model
+    learns to reproduce the distribution its AR weights already encode.
+    """
+    import torch
+
+    if tokenizer.chat_template is None:
+        raise ValueError("the embedded corpus is sampled through the base model's chat template, which is missing")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    topics = [EMBEDDED_TOPICS[i % len(EMBEDDED_TOPICS)] for i in range(num_documents)]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Write an informative paragraph about {topic}."}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for topic in topics
+    ]
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    documents: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=tokens_per_document,
+                    do_sample=True,
+                    temperature=0.8,
+                    top_p=0.9,
+                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                )
+            completions = output[:, batch["input_ids"].shape[1] :]
+            documents += [text.strip() for text in tokenizer.batch_decode(completions, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = padding_side
+        torch.random.set_rng_state(generator_state)
+    return [doc for doc in documents if doc]

@@ -1,0 +1,236 @@
+"""Scores of token spans: Monte-Carlo diffusion loss (masked-diffusion LMs) and exact log-likelihood (AR LMs).
+
+A *scoring request* is a token sequence plus the positions whose tokens are scored. For a diffusion LM only those
+positions may be masked; everything else (the context) stays frozen. Two Monte-Carlo estimators are offered:
+
+- ``"levels"`` (the DiffuGPT / DiffuLLaMA reference): K noise levels t = k/K, k = 1..K, one random mask per level,
+  unweighted mean cross-entropy over the masked tokens, averaged over levels.
+- ``"elbo"`` (LLaDA): K stratified noise levels in (eps, 1), 1/t-weighted cross-entropy summed over masked tokens;
+  divided by the number of scored tokens it is an unbiased estimate of the per-token negative ELBO, an upper bound
+  on the per-token negative log-likelihood.
+
+Every request draws its noise from its own ``torch.Generator``, seeded from (seed, key), so a score depends only on
+the seed and the request's key, never on batch size, batch composition or order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..modeling.corruption import mask_tokens
+from ..modeling.diffusion_loss import masked_diffusion_loss
+from ..modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
+from ..modeling.shift import align_logits_with_targets
+
+ESTIMATORS = ("levels", "elbo")
+
+
+@dataclass
+class ScoringRequest:
+    """``input_ids`` (L,) and a bool mask ``scored`` (L,) of the positions whose tokens are scored."""
+
+    input_ids: torch.Tensor
+    scored: torch.Tensor
+
+    @classmethod
+    def from_parts(cls, context_ids: Sequence[int], target_ids: Sequence[int], suffix_ids: Sequence[int] = ()):
+        """Context (frozen), then the scored target tokens, then an optional frozen suffix."""
+        if len(context_ids) == 0:
+            raise ValueError("the context must hold at least one token (position 0 is never predicted)")
+        if len(target_ids) == 0:
+            raise ValueError("the scored target is empty")
+        ids = torch.tensor([*context_ids, *target_ids, *suffix_ids], dtype=torch.long)
+        scored = torch.zeros(len(ids), dtype=torch.bool)
+        scored[len(context_ids) : len(context_ids) + len(target_ids)] = True
+        return cls(ids, scored)
+
+    def __post_init__(self):
+        if self.input_ids.dim() != 1 or self.input_ids.shape != self.scored.shape:
+            raise ValueError("input_ids and scored must be 1-D tensors of the same length")
+        self.scored = self.scored.bool()
+        if bool(self.scored[0]):
+            raise ValueError("position 0 cannot be scored: nothing predicts it (prepend a BOS token)")
+        if not bool(self.scored.any()):
+            raise ValueError("a scoring request needs at least one scored position")
+
+    @property
+    def num_scored(self) -> int:
+        return int(self.scored.sum())
+
+
+@dataclass
+class SpanScore:
+    """Negative log-likelihood (or its Monte-Carlo bound) of a request's scored tokens, in nats.
+
+    ``per_token_samples`` holds one value per Monte-Carlo sample (a single exact value for AR models).
+    """
+
+    per_token_samples: list[float]
+    num_tokens: int
+
+    @property
+    def per_token(self) -> float:
+        return float(np.mean(self.per_token_samples))
+
+    @property
+    def total(self) -> float:
+        return self.per_token * self.num_tokens
+
+    @property
+    def per_token_std_error(self) -> float:
+        n = len(self.per_token_samples)
+        return float(np.std(self.per_token_samples, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+def example_generator(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one example: its stream depends only on (seed, key), not on batching or order."""
+    # SeedSequence mixes the integers so that nearby (seed, key) pairs give unrelated streams
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in key)]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) % (2**63))
+
+
+def estimator_noise_levels(
+    estimator: str, num_samples: int, generator: torch.Generator, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
+    """The K noise levels of one request's Monte-Carlo samples."""
+    if estimator == "levels":
+        # the reference grid t = k/K includes t = 1, so at least one sample masks every scored token
+        return torch.arange(1, num_samples + 1, dtype=torch.float32) / num_samples
+    return sample_noise_levels(num_samples, eps, stratified=True, generator=generator)
+
+
+def _check_estimator(estimator: str, num_samples: int) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if num_samples < 1:
+        raise ValueError(f"the number of Monte-Carlo samples must be >= 1, got {num_samples}")
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _pad_right(rows: list[torch.Tensor], pad_value) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-D rows into (B, L_max), right-padded, and the attention mask of the real positions."""
+    length = max(len(r) for r in rows)
+    batch = torch.full((len(rows), length), pad_value, dtype=rows[0].dtype)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = row
+        attention_mask[i, : len(row)] = 1
+    return batch, attention_mask
+
+
+def diffusion_config_values(model, mask_token_id: int | None = None, shift: bool | None = None) -> tuple[int, bool]:
+    """The mask id and shift flag of a diffusion model (from its config unless given)."""
+    config = getattr(model, "config", None)
+    if mask_token_id is None:
+        mask_token_id = getattr(config, "mask_token_id", None)
+    if mask_token_id is None:
+        raise ValueError("the model has no mask_token_id (is it a diffusion checkpoint?); pass mask_token_id")
+    if shift is None:
+        shift = getattr(config, "shift", True)
+    return int(mask_token_id), bool(shift)
+
+
+@torch.no_grad()
+def diffusion_span_scores(
+    model: torch.nn.Module,
+    requests: Sequence[ScoringRequest],
+    *,
+    keys: Sequence[tuple[int, ...]] | None = None,
+    estimator: str = "levels",
+    num_samples: int = 32,
+    seed: int = 0,
+    eps: float = DEFAULT_EPS,
+    batch_size: int = 16,
+    mask_token_id: int | None = None,
+    shift: bool | None = None,
+    progress: bool | str = False,
+) -> list[SpanScore]:
+    """Monte-Carlo diffusion loss of each request's scored tokens given the rest of its sequence (frozen).
+
+    ``keys[i]`` seeds request i's noise (default: its index); ``batch_size`` counts corrupted rows per forward pass.
+    """
+    _check_estimator(estimator, num_samples)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if keys is None:
+        keys = [(i,) for i in range(len(requests))]
+    if len(keys) != len(requests):
+        raise ValueError(f"got {len(keys)} keys for {len(requests)} requests")
+    mask_token_id, shift = diffusion_config_values(model, mask_token_id, shift)
+    device = _model_device(model)
+
+    # Draw every request's corruptions first, each from its own generator (independent of batching).
+    rows = []  # (request index, noisy ids, clean ids, is_masked, scored, noise level)
+    for index, (request, key) in enumerate(zip(requests, keys)):
+        generator = example_generator(seed, *key)
+        levels = estimator_noise_levels(estimator, num_samples, generator, eps)
+        clean = request.input_ids.unsqueeze(0).expand(num_samples, -1)
+        scored = request.scored.unsqueeze(0).expand(num_samples, -1)
+        noisy, is_masked = mask_tokens(clean, scored, levels, mask_token_id, generator=generator)
+        for k in range(num_samples):
+            rows.append((index, noisy[k], request.input_ids, is_masked[k], request.scored, levels[k]))
+
+    samples: list[list[float]] = [[] for _ in requests]
+    rows.sort(key=lambda row: len(row[1]))  # similar lengths together: less padding
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    description = progress if isinstance(progress, str) else "diffusion scoring"
+    for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+        noisy, attention_mask = _pad_right([row[1] for row in batch], mask_token_id)
+        logits = model(input_ids=noisy.to(device), attention_mask=attention_mask.to(device)).logits
+        for b, (index, _, clean, is_masked, scored, level) in enumerate(batch):
+            length = len(clean)
+            loss = masked_diffusion_loss(
+                logits[b : b + 1, :length],
+                clean[None].to(device),
+                is_masked[None].to(device),
+                level.reshape(1).to(device),
+                scored[None].to(device),
+                normalization="elbo",
+                shift=shift,
+            )
+            if estimator == "elbo":
+                samples[index].append(float(loss.loss))  # weighted sum / number of scored tokens
+            elif int(loss.num_masked) > 0:  # a level that masked nothing carries no information
+                samples[index].append(float(loss.unweighted_loss))
+    return [SpanScore(values, request.num_scored) for values, request in zip(samples, requests)]
+
+
+@torch.no_grad()
+def ar_span_scores(
+    model: torch.nn.Module,
+    requests: Sequence[ScoringRequest],
+    *,
+    batch_size: int = 16,
+    progress: bool | str = False,
+) -> list[SpanScore]:
+    """Exact negative log-likelihood of each request's scored tokens under an AR (causal) LM."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = _model_device(model)
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
+    scores: list[SpanScore | None] = [None] * len(requests)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    description = progress if isinstance(progress, str) else "AR scoring"
+    for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+        ids, attention_mask = _pad_right([requests[i].input_ids for i in batch], 0)
+        scored, _ = _pad_right([requests[i].scored for i in batch], False)
+        logits = model(input_ids=ids.to(device), attention_mask=attention_mask.to(device)).logits
+        logits, targets, scored = align_logits_with_targets(logits, ids.to(device), scored.to(device), shift=True)
+        token_nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+        for b, index in enumerate(batch):
+            num = int(scored[b].sum())
+            scores[index] = SpanScore([float(token_nll[b][scored[b]].sum()) / num], num)
+    return scores  # type: ignore[return-value]
