@@ -57,7 +57,8 @@ class AdaptSettings:
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int | None = 2
-    eval_steps: int | None = None
+    eval_steps: int | None = None  # default with --eval-dataset: evaluate only at start (if asked) and at the end
+    eval_on_start: bool = False
     resume: str | bool | None = None  # True/"latest" = last checkpoint in output_dir, or a checkpoint path
     report_to: str = "none"
     sample_prompt: str | None = "The history of"
@@ -101,6 +102,8 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         adam_beta1=settings.adam_beta1,
         adam_beta2=settings.adam_beta2,
         bf16=use_bf16,
+        # without an accelerator, torch.distributed processes (accelerate launch / torchrun) use gloo on CPU
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         gradient_checkpointing=settings.gradient_checkpointing,
         anneal_steps=settings.anneal_steps,
         loss_normalization=settings.loss_normalization,
@@ -109,8 +112,9 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         logging_steps=settings.logging_steps,
         save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit,
-        eval_strategy="steps" if has_eval and settings.eval_steps else "no",
-        eval_steps=settings.eval_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=settings.eval_steps or settings.max_steps,
+        eval_on_start=settings.eval_on_start and has_eval,
         report_to=settings.report_to,
         **settings.extra_training_args,
     )
@@ -196,7 +200,7 @@ def _card_writer():
     return write_model_card_from_info
 
 
-def run_adaptation(settings: AdaptSettings) -> dict:
+def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> dict:
     """The whole run: load, convert, pack, train (resumable), save, sample. Returns a summary dict."""
     started = time.time()
     ar_model, tokenizer, base_name = load_base(settings)
@@ -218,10 +222,11 @@ def run_adaptation(settings: AdaptSettings) -> dict:
         eval_dataset=eval_dataset,
         data_collator=DiffusionDataCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
     tokens_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps * \
-        settings.block_size * args.world_size
+        settings.block_size * trainer.accelerator.num_processes
     info = {
         "base_model": base_name,
         "datasets": [settings.dataset or EMBEDDED_CORPUS_NAME],
@@ -236,7 +241,7 @@ def run_adaptation(settings: AdaptSettings) -> dict:
         "loss_normalization": settings.loss_normalization,
         "learning_rate": settings.learning_rate,
         "lr_scheduler_type": settings.lr_scheduler_type,
-        "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * args.world_size,
+        "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * trainer.accelerator.num_processes,
         "final_train_loss": result.training_loss,
     }
     save_final(trainer, tokenizer, settings, info)

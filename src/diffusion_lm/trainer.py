@@ -85,7 +85,8 @@ class DiffusionTrainer(Trainer):
             self.maskable(inputs),
             mask_token_id=self.mask_token_id,
             attention_mask=inputs.get("attention_mask"),
-            normalization=self.args.loss_normalization,
+            # evaluation reports the ELBO bound (nats per modelled token), whatever the training normalisation
+            normalization=self.args.loss_normalization if training else "elbo",
             shift=self.shift,
             eps=self.args.noise_eps,
             anneal_ratio=self.current_anneal_ratio() if training else None,

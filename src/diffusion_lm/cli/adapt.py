@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     add("--streaming", action="store_true", default=None, help="stream the dataset instead of downloading it")
     add("--eval-dataset", help="held-out text file(s) for the diffusion loss during/after training")
     add("--eval-steps", type=int, help="evaluate every N steps (needs --eval-dataset)")
+    add("--eval-on-start", action="store_true", default=None, help="also evaluate before the first step")
+    add("--eval-samples", type=int, help="held-out blocks to evaluate on (default 64)")
     add("--output-dir", help="where checkpoints and the final model go")
     add("--preset", help="adaptation preset from hub_configs/ (gpt2, gpt2-medium, Llama-2-7b, SmolLM2-135M) or a YAML path")
     add("--max-steps", type=int, help="optimizer steps")

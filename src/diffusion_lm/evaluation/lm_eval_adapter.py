@@ -1,0 +1,197 @@
+"""lm-evaluation-harness model type ``diffusion_lm`` (optional: needs ``pip install lm-eval``).
+
+- ``loglikelihood``: the Monte-Carlo diffusion score of the continuation given its frozen context, returned as
+  ``(-loss, False)``; by default the ELBO estimator summed over the continuation's tokens, a lower bound on its
+  log-likelihood, so the harness's ``acc`` / ``acc_norm`` (which divides by length itself) mean what they say.
+- ``loglikelihood_rolling``: the ELBO bound of the whole text.
+- ``generate_until``: diffusion decoding of ``max_gen_toks`` tokens, cut at the first stop string.
+
+Importing this module registers the model. lm-eval releases that discover plugins through the ``lm_eval.models``
+entry-point group find it by themselves; with older ones (0.4.x up to at least 0.4.13) run the harness through
+``diffusion_lm.evaluation.lm_eval_cli``, which imports this module first:
+
+    python -m diffusion_lm.evaluation.lm_eval_cli run --model diffusion_lm --model_args pretrained=DIR --tasks ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from tqdm.auto import tqdm
+
+try:
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+except ImportError as error:  # keep the error actionable: lm-eval is an optional dependency
+    raise ImportError(
+        "the lm-evaluation-harness adapter needs lm-eval: pip install 'lm-eval>=0.4' (or diffusion-lm[eval])"
+    ) from error
+
+from .evaluators import (
+    DecodingSettings,
+    DiffusionEvaluator,
+    ScoringSettings,
+    context_token_ids,
+    continuation_token_ids,
+    cut_at_eos,
+)
+from .scoring import ScoringRequest, diffusion_span_scores
+
+# arguments lm_eval itself adds to every model's constructor
+_HARNESS_ARGUMENTS = ("batch_size", "max_batch_size", "device")
+
+
+def _stable_key(*texts: str) -> tuple[int]:
+    """A request's Monte-Carlo key from its text, so its score does not depend on the order of the requests."""
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "little") % (2**62),)
+
+
+@register_model("diffusion_lm")
+class DiffusionLMEval(LM):
+    """``--model_args pretrained=DIR[,mc_samples=32,estimator=elbo,seed=0,steps=N,alg=confidence,max_gen_toks=256,
+    dtype=float32]``; a loaded model can be passed instead as ``DiffusionLMEval(model=..., tokenizer=...)``."""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        *,
+        model=None,
+        tokenizer=None,
+        device: str | None = None,
+        dtype: str = "float32",
+        batch_size: int | str | None = 16,
+        max_batch_size: int | None = None,
+        mc_samples: int = 32,
+        estimator: str = "elbo",
+        seed: int = 0,
+        steps: int | None = None,
+        alg: str = "confidence",
+        max_gen_toks: int = 256,
+        max_length: int | None = None,
+    ):
+        super().__init__()
+        if (pretrained is None) == (model is None):
+            raise ValueError("pass exactly one of pretrained (a checkpoint) and model (a loaded model)")
+        if model is not None and tokenizer is None:
+            raise ValueError("a loaded model needs its tokenizer")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if pretrained is not None:
+            from ..cli.eval import load_diffusion_checkpoint
+
+            model, tokenizer = load_diffusion_checkpoint(str(pretrained), getattr(torch, dtype), device)
+        if batch_size in (None, "auto") or str(batch_size).startswith("auto"):
+            batch_size = 16  # no automatic batch-size search: a fixed, memory-safe default
+        scoring = ScoringSettings(int(mc_samples), str(estimator), int(seed), batch_size=int(batch_size))
+        decoding = DecodingSettings(steps=int(steps) if steps else None, alg=str(alg), seed=int(seed))
+        self.evaluator = DiffusionEvaluator(model, tokenizer, scoring, decoding)
+        self.tokenizer = tokenizer
+        self._device = torch.device(device)
+        self.max_gen_toks = int(max_gen_toks)
+        config = model.config
+        self.max_length = int(
+            max_length or getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+        )
+
+    # -- scoring --
+
+    def _score(self, requests: list[ScoringRequest], keys, description: str) -> list[float]:
+        s = self.evaluator.scoring
+        scores = diffusion_span_scores(
+            self.evaluator.model,
+            requests,
+            keys=keys,
+            estimator=s.estimator,
+            num_samples=s.mc_samples,
+            seed=s.seed,
+            eps=s.eps,
+            batch_size=s.batch_size,
+            progress=description,
+        )
+        return [-score.total for score in scores]
+
+    def _truncate_left(self, context_ids: list[int], target_ids: list[int]) -> list[int]:
+        """Drop the oldest context tokens so context + target fits the model (at least one context token stays)."""
+        if len(target_ids) >= self.max_length:
+            raise ValueError(f"a continuation of {len(target_ids)} tokens does not fit max_length={self.max_length}")
+        return context_ids[-(self.max_length - len(target_ids)) :]
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        batch, keys, positions = [], [], []
+        for position, request in enumerate(requests):
+            context, continuation = request.args
+            target_ids = continuation_token_ids(self.tokenizer, continuation)
+            if not target_ids:  # the empty continuation has probability 1
+                results[position] = (0.0, False)
+                continue
+            context_ids = self._truncate_left(context_token_ids(self.tokenizer, context), target_ids)
+            batch.append(ScoringRequest.from_parts(context_ids, target_ids))
+            keys.append(_stable_key(context, continuation))
+            positions.append(position)
+        if batch:
+            for position, value in zip(positions, self._score(batch, keys, "diffusion loglikelihood")):
+                results[position] = (value, False)  # a diffusion LM has no greedy continuation to compare with
+        for request, result in zip(requests, results):
+            self.cache_hook.add_partial("loglikelihood", request.args, result)
+        return results  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """ELBO bound of each text, in windows of ``max_length`` tokens; each window starts with the token before
+        it (BOS for the first), which is given, not scored."""
+        start = context_token_ids(self.tokenizer, "")
+        batch, keys, owners = [], [], []
+        for index, request in enumerate(requests):
+            (text,) = request.args
+            ids = continuation_token_ids(self.tokenizer, text)
+            if not ids:
+                raise ValueError(f"loglikelihood_rolling request {index} holds an empty text")
+            window = self.max_length - 1
+            for offset in range(0, len(ids), window):
+                given = start if offset == 0 else ids[offset - 1 : offset]
+                batch.append(ScoringRequest.from_parts(given, ids[offset : offset + window]))
+                keys.append((*_stable_key(text), offset))
+                owners.append(index)
+        totals = [0.0] * len(requests)
+        for owner, value in zip(owners, self._score(batch, keys, "diffusion rolling loglikelihood")):
+            totals[owner] += value
+        for request, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    # -- generation --
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        outputs = []
+        for request in tqdm(requests, desc="diffusion generate_until", disable=disable_tqdm):
+            context, gen_kwargs = request.args
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new_tokens = int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
+            prompt_ids = context_token_ids(self.tokenizer, context)
+            prompt_ids = prompt_ids[-max(1, self.max_length - max_new_tokens) :]
+            generated = self.evaluator.continue_text(prompt_ids, max_new_tokens, _stable_key(context)[0])
+            text = self.tokenizer.decode(cut_at_eos(generated, self.tokenizer.eos_token_id), skip_special_tokens=True)
+            for stop in until:  # cut at the first stop string
+                if stop:
+                    text = text.split(stop, 1)[0]
+            outputs.append(text)
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        return outputs
+
+    # -- chat templates (--apply_chat_template) --
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.tokenizer.chat_template if chat_template else None
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+

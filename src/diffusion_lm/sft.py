@@ -1,0 +1,462 @@
+"""Instruction tuning (SFT) of a diffusion LM with TRL's ``SFTTrainer``, optionally with a PEFT ``LoraConfig``.
+
+Only the loss differs from AR SFT (METHOD.md section 4). Everything TRL does stays: dataset formats (plain text,
+prompt/completion, conversational ``messages`` / prompt-completion, the tokenizer's chat template), tokenisation,
+truncation, PEFT wrapping, saving and pushing.
+
+What is diffusion-specific, and why:
+
+- ``maskable`` = completion tokens (TRL's ``labels != -100``, built from ``completion_mask`` / ``assistant_masks``)
+  + the EOS + the padding after it; never prompt tokens, never position 0. The prompt is always given, as at
+  inference.
+- Padding. TRL's collator pads on the right with ``pad_token`` and ``attention_mask = 0`` there. Diffusion SFT must
+  teach the model where the answer stops, so trailing padding is *target text*: it is replaced by the EOS id and the
+  model sees every position (no attention mask, which also keeps fast attention kernels). The model thus learns
+  "answer, EOS, EOS, ..." and diffusion decoding of a fixed-size canvas ends the answer at the first EOS (LLaDA's
+  convention). Left padding is rejected: it would put the filler in front of the prompt.
+- Conversational ``messages`` rows are split into a conversational prompt/completion pair (everything before the
+  last assistant message is given, the last assistant turn is the completion), unless ``assistant_only_loss=True``
+  (TRL's assistant masks then decide) or ``messages_to_prompt_completion=False`` (whole conversation maskable).
+- The loss is :func:`diffusion_lm.objective.diffusion_objective`, the one continual pre-training uses; no attention
+  annealing (the model is already bidirectional).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from trl import SFTConfig, SFTTrainer
+from trl.data_utils import is_conversational_from_value
+
+from .modeling.corruption import maskable_positions
+from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
+from .modeling.noise_schedule import DEFAULT_EPS
+from .objective import diffusion_objective
+
+# ShareGPT / LLaMA-Factory role names -> chat-template roles
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
+                   "observation": "tool", "tool": "tool", "function_call": "assistant"}
+
+
+@dataclass
+class DiffusionSFTConfig(SFTConfig):
+    r"""
+    [`~trl.SFTConfig`] plus the masked-diffusion fields.
+
+    Parameters:
+        loss_normalization (`str`, *optional*, defaults to `"masked_tokens"`):
+            `"masked_tokens"` divides the 1/t-weighted loss by the number of masked tokens (DiffuGPT / DiffuLLaMA
+            reference); `"elbo"` divides by the number of maskable tokens (unbiased ELBO estimate, paper Eq. 7).
+        noise_eps (`float`, *optional*, defaults to `1e-3`):
+            Noise levels are drawn from U(noise_eps, 1).
+        mask_token_id (`int`, *optional*):
+            [MASK] id; defaults to the model config's `mask_token_id`, then the tokenizer's.
+        messages_to_prompt_completion (`bool`, *optional*, defaults to `True`):
+            Turn conversational `messages` rows into conversational prompt/completion pairs (the last assistant turn
+            is the completion, everything before it is given). Ignored with `assistant_only_loss=True`.
+    """
+
+    loss_normalization: str = field(
+        default="masked_tokens",
+        metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per maskable token)."},
+    )
+    noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
+    mask_token_id: int | None = field(
+        default=None, metadata={"help": "Override the [MASK] id (default: model config, then tokenizer)."}
+    )
+    messages_to_prompt_completion: bool = field(
+        default=True,
+        metadata={"help": "Split `messages` rows into prompt (given) / last assistant turn (completion)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}")
+        if not 0.0 <= self.noise_eps < 1.0:
+            raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
+        if self.mask_token_id is not None and self.mask_token_id < 0:
+            raise ValueError(f"mask_token_id must be >= 0, got {self.mask_token_id}")
+        # packed / padding-free rows would let documents attend to each other (bidirectional attention) and leave
+        # no trailing padding to learn the stop from
+        if self.packing or self.padding_free:
+            raise ValueError("diffusion SFT does not support packing or padding_free: set packing=False, padding_free=False")
+        if self.completion_only_loss is False:
+            raise ValueError("diffusion SFT never noises the prompt: completion_only_loss=False is not supported")
+        if self.loss_type != "nll":
+            raise ValueError(f"loss_type {self.loss_type!r} has no diffusion counterpart; the loss is the diffusion ELBO")
+        if self.label_smoothing_factor:
+            raise ValueError("label_smoothing_factor is not supported by the diffusion loss")
+
+
+class DiffusionSFTTrainer(SFTTrainer):
+    """[`~trl.SFTTrainer`] whose loss is the masked-diffusion objective with the prompt always given.
+
+    Same arguments as ``SFTTrainer`` (``peft_config=LoraConfig(...)`` included); ``args`` is a
+    [`DiffusionSFTConfig`]. The behaviour lives in small overridable methods: :meth:`diffusion_inputs`
+    (what is fed and what may be noised), :meth:`diffusion_loss`, :meth:`noise_generator`.
+    """
+
+    _tag_names = ["trl", "sft", "diffusion-lm", "masked-diffusion"]
+    _name = "Diffusion SFT"
+    # compute_loss returns a per-micro-batch mean; Trainer divides it over gradient accumulation
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: DiffusionSFTConfig | TrainingArguments | None = None,
+        data_collator=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        compute_loss_func=None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else (model.config._name_or_path or "model")
+            args = DiffusionSFTConfig(f"{os.path.basename(str(name).rstrip('/')) or 'model'}-diffusion-sft")
+        elif not isinstance(args, DiffusionSFTConfig):
+            if not isinstance(args, TrainingArguments):
+                raise ValueError(f"args must be a DiffusionSFTConfig, got {type(args).__name__}")
+            fields = args.to_dict()
+            fields["hub_token"] = args.hub_token  # to_dict hides it
+            args = DiffusionSFTConfig(**fields)
+        if compute_loss_func is not None:
+            raise ValueError("DiffusionSFTTrainer computes the diffusion loss itself; do not pass compute_loss_func")
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+        train_dataset = self.prepare_conversations(train_dataset, args)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self.prepare_conversations(v, args) for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = self.prepare_conversations(eval_dataset, args)
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        base = self.base_model()
+        self.mask_token_id = self.resolve_mask_token_id(base)
+        self.shift = getattr(base.config, "shift", True)
+        if self._tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token: diffusion SFT trains the padding after answers as EOS")
+        self.padding_fill_id = self._tokenizer.eos_token_id
+        configure_chat_generation(base, self._tokenizer)
+        self._eval_generator: torch.Generator | None = None
+
+    # --- data -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def prepare_conversations(dataset, args: DiffusionSFTConfig):
+        """ShareGPT ``conversations`` -> ``messages``; ``messages`` -> conversational prompt/completion (see module doc)."""
+        first = next(iter(dataset))
+        if "input_ids" in first:  # already tokenized: TRL uses it as is
+            return dataset
+        if is_conversational_from_value(first):
+            dataset = dataset.map(sharegpt_to_messages, remove_columns=["conversations"])
+            first = next(iter(dataset))
+        if "messages" in first and args.messages_to_prompt_completion and not args.assistant_only_loss:
+            dataset = dataset.map(split_last_assistant_turn, remove_columns=["messages"])
+        return dataset
+
+    def base_model(self) -> PreTrainedModel:
+        """The diffusion model under any accelerate / PEFT wrapping."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def resolve_mask_token_id(self, model: PreTrainedModel) -> int:
+        for candidate in (self.args.mask_token_id, getattr(model.config, "mask_token_id", None),
+                          getattr(self._tokenizer, "mask_token_id", None)):
+            if candidate is not None:
+                if candidate >= model.get_input_embeddings().num_embeddings:
+                    raise ValueError(f"mask_token_id {candidate} is outside the model's embedding matrix")
+                return int(candidate)
+        raise ValueError(
+            "no [MASK] id: convert the model first (diffusion_lm.conversion) or set DiffusionSFTConfig.mask_token_id"
+        )
+
+    # --- the objective, in small overridable pieces -------------------------------------------------------
+    def diffusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(input_ids, maskable, attention_mask)`` handed to the objective for a collated batch.
+
+        Trailing padding becomes EOS filler that is maskable and visible; prompt tokens (``labels == -100`` before
+        the padding) and position 0 are never maskable. The returned attention mask is ``None`` (all visible).
+        """
+        input_ids = inputs["input_ids"]
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None and "position_ids" in inputs:
+            raise ValueError("padding-free / packed batches are not supported by diffusion SFT")
+        if attention_mask is None:
+            padding = torch.zeros_like(input_ids, dtype=torch.bool)
+        else:
+            if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+                raise ValueError("left padding is not supported in diffusion SFT training: pad on the right")
+            padding = ~attention_mask.bool()
+        labels = inputs.get("labels")
+        completion = labels != -100 if labels is not None else torch.ones_like(padding)
+        given = ~(completion | padding)
+        maskable = maskable_positions(None, input_ids, given=given)
+        input_ids = torch.where(padding, torch.full_like(input_ids, self.padding_fill_id), input_ids)
+        return input_ids, maskable, None
+
+    def noise_generator(self, device: torch.device) -> torch.Generator | None:
+        """Training draws from the global RNG (seeded by Trainer); evaluation from a fixed stream (comparable runs)."""
+        if self.model.training:
+            return None
+        if self._eval_generator is None or self._eval_generator.device != torch.device(device):
+            self._eval_generator = torch.Generator(device=device).manual_seed(self.args.seed)
+        return self._eval_generator
+
+    def diffusion_loss(self, model, inputs: dict[str, torch.Tensor]) -> DiffusionLossOutput:
+        input_ids, maskable, attention_mask = self.diffusion_inputs(inputs)
+        return diffusion_objective(
+            model,
+            input_ids,
+            maskable,
+            mask_token_id=self.mask_token_id,
+            attention_mask=attention_mask,
+            normalization=self.args.loss_normalization,
+            shift=self.shift,
+            eps=self.args.noise_eps,
+            generator=self.noise_generator(input_ids.device),
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # num_items_in_batch (a label count) is ignored: the loss is normalised per micro-batch over masked tokens
+        output = self.diffusion_loss(model, inputs)
+        self.record_metrics(output, inputs, "train" if self.model.training else "eval")
+        return (output.loss, output) if return_outputs else output.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # no logits: diffusion predictions of one random corruption are not token predictions to score
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluate(self, *args, **kwargs):
+        self._eval_generator = None  # restart the fixed noise stream: every evaluation scores the same corruptions
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._eval_generator = None
+
+    # --- logging ------------------------------------------------------------------------------------------------
+    def record_metrics(self, output: DiffusionLossOutput, inputs: dict[str, torch.Tensor], mode: str) -> None:
+        """Per-batch metrics (averaged by ``SFTTrainer.log``): 1/t-weighted and unweighted loss, ELBO, mask ratio."""
+        gather = self.accelerator.gather_for_metrics
+        stats = torch.stack([output.weighted_sum.detach().float(), output.unweighted_sum.detach().float(),
+                             output.num_masked.float(), output.num_modelled.float()])
+        weighted, unweighted, masked, modelled = gather(stats[None]).sum(0).tolist()
+        metrics = self._metrics[mode]
+        metrics["loss_weighted"].append(weighted / max(masked, 1.0))
+        metrics["loss_unweighted"].append(unweighted / max(masked, 1.0))
+        metrics["elbo"].append(weighted / max(modelled, 1.0))
+        metrics["masked_fraction"].append(masked / max(modelled, 1.0))
+        if mode == "train":
+            self._total_train_tokens += int(gather(torch.tensor(inputs["input_ids"].numel(),
+                                                                device=inputs["input_ids"].device)).sum())
+            metrics["num_tokens"] = [self._total_train_tokens]
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's card, re-rendered by ``diffusion_lm.hub`` when that module offers a card writer."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        try:
+            from . import hub
+        except ImportError:
+            return
+        writer = getattr(hub, "write_model_card", None)
+        if writer is not None:
+            writer(self.args.output_dir, model=self.base_model(), training="sft",
+                   dataset=dataset_name, peft=hasattr(self.accelerator.unwrap_model(self.model), "peft_config"))
+
+
+# --- generation -----------------------------------------------------------------------------------------------
+def chat_stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Special token(s) that close an assistant turn in the tokenizer's chat template (e.g. ``<|im_end|>``)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    user = [{"role": "user", "content": "hi"}]
+    try:
+        prefix = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": "ok"}], tokenize=False)
+    except Exception:  # templates may reject the probe (e.g. they require a system turn); then nothing to add
+        return []
+    # what the template writes after the assistant's text closes the turn
+    end = full.rfind("ok")
+    if not full.startswith(prefix) or end < len(prefix):
+        return []
+    suffix_ids = tokenizer(full[end + 2 :], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special
+    }
+    return [i for i in suffix_ids if i in special][:1]
+
+
+def configure_chat_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make ``model.generate`` stop at EOS and at the chat template's end-of-turn token; set pad / mask ids."""
+    config = model.generation_config
+    eos = config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    for token_id in [tokenizer.eos_token_id, *chat_stop_token_ids(tokenizer)]:
+        if token_id is not None and token_id not in eos:
+            eos.append(token_id)
+    config.eos_token_id = eos if len(eos) != 1 else eos[0]
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if getattr(config, "mask_token_id", None) is None and getattr(model.config, "mask_token_id", None) is not None:
+        config.mask_token_id = model.config.mask_token_id
+
+
+# --- dataset formats --------------------------------------------------------------------------------------------
+def sharegpt_to_messages(example: dict[str, Any]) -> dict[str, Any]:
+    """LLaMA-Factory / ShareGPT ``conversations`` (from/value; human/gpt) -> ``messages`` (role/content)."""
+    messages = []
+    for turn in example["conversations"]:
+        role = _SHAREGPT_ROLES.get(turn["from"])
+        if role is None:
+            raise ValueError(f"unknown conversation role {turn['from']!r}; expected one of {sorted(_SHAREGPT_ROLES)}")
+        messages.append({"role": role, "content": turn["value"]})
+    if example.get("system"):
+        messages.insert(0, {"role": "system", "content": example["system"]})
+    return {"messages": messages}
+
+
+def split_last_assistant_turn(example: dict[str, Any]) -> dict[str, Any]:
+    """``messages`` -> ``prompt`` (everything before the last assistant message) / ``completion`` (the rest)."""
+    messages = example["messages"]
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise ValueError(f"a conversation has no assistant message to learn: {messages!r:.200}")
+    if last == 0:
+        raise ValueError("a conversation starts with the assistant message: there is no prompt to condition on")
+    return {"prompt": messages[:last], "completion": messages[last:]}
+
+
+ALPACA_PROMPT = "{instruction}\n\n{input}"
+
+
+def alpaca_to_prompt_completion(example: dict[str, Any], chat: bool) -> dict[str, Any]:
+    """Alpaca / LLaMA-Factory (instruction, input, output[, history, system]) -> prompt/completion.
+
+    ``chat=True`` gives conversational messages (rendered by the chat template, history turns included);
+    ``chat=False`` gives plain text, the prompt ending in a newline, with history turns prepended as text.
+    """
+    if "instruction" not in example or "output" not in example:
+        raise ValueError(f"alpaca rows need 'instruction' and 'output', got keys {sorted(example)}")
+    query = example["instruction"].strip()
+    if example.get("input"):
+        query = ALPACA_PROMPT.format(instruction=query, input=example["input"].strip())
+    history = example.get("history") or []
+    if chat:
+        prompt = [{"role": "system", "content": example["system"]}] if example.get("system") else []
+        for user, assistant in history:
+            prompt += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        prompt.append({"role": "user", "content": query})
+        return {"prompt": prompt, "completion": [{"role": "assistant", "content": example["output"]}]}
+    turns = [f"{user}\n{assistant}\n\n" for user, assistant in history]
+    return {"prompt": "".join(turns) + query + "\n", "completion": example["output"]}
+
+
+def load_sft_dataset(
+    dataset: str, *, split: str = "train", chat: bool = True, config_name: str | None = None
+) -> Dataset:
+    """A dataset in a format TRL accepts, from a local .json/.jsonl file or a Hub name.
+
+    Alpaca rows (instruction/input/output, as in LLaMA-Factory) become prompt/completion (conversational when
+    ``chat``); ShareGPT ``conversations`` become ``messages``; ``messages``, ``prompt``/``completion`` and ``text``
+    rows pass through.
+    """
+    from datasets import load_dataset
+
+    if dataset.endswith((".json", ".jsonl")):
+        if not os.path.isfile(dataset):
+            raise ValueError(f"dataset file not found: {dataset}")
+        rows = _read_json_rows(dataset)
+        if not rows:
+            raise ValueError(f"dataset file {dataset} has no rows")
+        data = Dataset.from_list(rows)
+    elif os.path.exists(dataset) and not os.path.isdir(dataset):
+        raise ValueError(f"unsupported dataset file {dataset}: use .json or .jsonl")
+    else:
+        data = load_dataset(dataset, config_name, split=split)
+    return to_trl_format(data, chat=chat)
+
+
+def to_trl_format(data: Dataset, *, chat: bool = True) -> Dataset:
+    columns = set(data.column_names)
+    if {"instruction", "output"} <= columns:
+        return data.map(alpaca_to_prompt_completion, fn_kwargs={"chat": chat}, remove_columns=data.column_names)
+    if "conversations" in columns:
+        return data.map(sharegpt_to_messages, remove_columns=data.column_names)
+    if "messages" in columns or {"prompt", "completion"} <= columns or "text" in columns:
+        return data
+    raise ValueError(
+        f"unrecognised SFT dataset columns {sorted(columns)}: expected instruction/input/output (alpaca), "
+        "conversations (ShareGPT), messages, prompt/completion, or text"
+    )
+
+
+def _read_json_rows(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        rows = json.load(f)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path} must hold a JSON list of rows")
+    return rows
+
+
+# --- PEFT ---------------------------------------------------------------------------------------------------------
+def lora_config_for(model: PreTrainedModel, r: int = 16, alpha: int | None = None, dropout: float = 0.05,
+                    train_embeddings: bool = True):
+    """The reference LoRA setting: every linear layer, alpha = 2r, embeddings (and LM head) trained in full.
+
+    The embedding module names are read from the model (``embed_tokens`` for LLaMA / Qwen2, ``wte`` for GPT-2); with
+    tied input / output embeddings PEFT keeps the two saved copies tied.
+    """
+    from peft import LoraConfig
+
+    modules_to_save = None
+    if train_embeddings:
+        names = {id(module): name.split(".")[-1] for name, module in model.named_modules()}
+        modules_to_save = [names[id(model.get_input_embeddings())]]
+        output = model.get_output_embeddings()
+        if output is not None and id(output) in names:
+            modules_to_save.append(names[id(output)])
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha if alpha is not None else 2 * r,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        modules_to_save=modules_to_save,
+        ensure_weight_tying=tied and modules_to_save is not None,
+        task_type="CAUSAL_LM",
+    )
+
+
+__all__ = [
+    "DiffusionSFTConfig",
+    "DiffusionSFTTrainer",
+    "alpaca_to_prompt_completion",
+    "chat_stop_token_ids",
+    "configure_chat_generation",
+    "load_sft_dataset",
+    "lora_config_for",
+    "sharegpt_to_messages",
+    "split_last_assistant_turn",
+    "to_trl_format",
+]

@@ -1,0 +1,142 @@
+"""Continual pre-training end to end on tiny checkpoints: CLI, Auto loading, exact resume, accelerate."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from tiny import WORDS, save_tiny_ar_checkpoint, tiny_tokenizer
+from transformers import AutoModel, TrainerCallback
+
+from diffusion_lm.adapt import AdaptSettings, run_adaptation
+from diffusion_lm.cli import main
+from diffusion_lm.data import DiffusionDataCollator, load_text_dataset, pack_tokens
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "corpus.txt"
+    docs = [" ".join(rng.choice(WORDS[:60]) for _ in range(rng.randint(10, 40))) for _ in range(80)]
+    path.write_text("\n\n".join(docs))
+    return str(path)
+
+
+def tiny_flags(base, corpus, out, steps=4):
+    return ["adapt", "--base", base, "--dataset", corpus, "--output-dir", out, "--max-steps", str(steps),
+            "--anneal-steps", "2", "--block-size", "16", "--batch-size", "4", "--save-steps", "2",
+            "--logging-steps", "1", "--seed", "0", "--no-sample"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_cli_adapts_a_tiny_checkpoint_that_loads_through_automodel(tmp_path, corpus, family):
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), family)
+    out = str(tmp_path / "out")
+    assert main(tiny_flags(base, corpus, out)) == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.json",
+                 "generation_config.json", "diffusion_lm_training.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, ".staging"))
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert model.config.mask_token_id == 90 and model.config.model_type.startswith("diffu")
+    state = json.load(open(os.path.join(out, "trainer_state.json")))
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [e["anneal_ratio"] for e in logged[:2]] == [0.5, 1.0]
+    assert all("loss_unweighted" in e for e in logged)
+    info = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
+    assert info["steps"] == 4 and info["block_size"] == 16 and info["anneal_steps"] == 2
+
+
+class CrashAfter(TrainerCallback):
+    """Dies like a killed process right after ``step`` (its checkpoint is already on disk)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def logged_losses(out):
+    state = json.load(open(os.path.join(out, "trainer_state.json")))
+    return {e["step"]: (e["loss"], e["anneal_ratio"]) for e in state["log_history"] if "loss" in e}
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, corpus):
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), "llama")
+
+    def settings(out):
+        return AdaptSettings(base=base, dataset=corpus, output_dir=out, max_steps=8, anneal_steps=6, block_size=16,
+                             batch_size=4, save_steps=4, logging_steps=1, seed=0, sample_prompt="",
+                             learning_rate=1e-3)
+
+    run_adaptation(settings(str(tmp_path / "straight")))
+    interrupted = settings(str(tmp_path / "resumed"))
+    with pytest.raises(KeyboardInterrupt):
+        run_adaptation(interrupted, callbacks=[CrashAfter(6)])
+    assert os.path.isdir(tmp_path / "resumed" / "checkpoint-4")
+    interrupted.resume = True
+    run_adaptation(interrupted)
+    straight, resumed = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 9))  # steps 1-4 come from checkpoint-4's trainer state
+    for step in range(5, 9):
+        assert resumed[step][0] == pytest.approx(straight[step][0], rel=1e-5), step
+        assert resumed[step][1] == straight[step][1]
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_launch_completes(tmp_path, corpus):
+    # `--multi_gpu` makes accelerate spawn torch.distributed workers; without a GPU they join over gloo on CPU
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), "gpt2")
+    out = str(tmp_path / "out")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "diffusion_lm.cli", *tiny_flags(base, corpus, out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
+    assert info["global_batch_size"] == 8  # 4 per process x 2 processes
+    AutoModel.from_pretrained(out, trust_remote_code=True)
+
+
+def test_packing_joins_documents_with_eos(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": "the cat sat"}\n{"text": "a dog ran"}\n{"text": ""}\n')
+    tokenizer = tiny_tokenizer()
+    packed = pack_tokens(load_text_dataset(str(path)), tokenizer, 4)
+    stream = [t for row in packed["input_ids"] for t in row]
+    eos = tokenizer.eos_token_id
+    assert stream == tokenizer("the cat sat").input_ids + [eos] + tokenizer("a dog ran").input_ids[:0] or \
+        stream == (tokenizer("the cat sat").input_ids + [eos] + tokenizer("a dog ran").input_ids + [eos])[:8]
+    batch = DiffusionDataCollator(pad_token_id=0)([{"input_ids": [5, 6, 7]}, {"input_ids": [5]}])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_bad_inputs_fail_early(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        main(["adapt", "--preset", "no-such-model"])
+    with pytest.raises(ValueError, match="text column"):
+        path = tmp_path / "d.jsonl"
+        path.write_text('{"body": "x"}\n')
+        pack_tokens(load_text_dataset(str(path)), tiny_tokenizer(), 4)
+    with pytest.raises(ValueError, match="loss_normalization"):
+        from diffusion_lm.trainer import DiffusionTrainingArguments
+
+        DiffusionTrainingArguments(output_dir=str(tmp_path), loss_normalization="mean")
+
+
+def test_presets_load_and_cli_flags_override():
+    from diffusion_lm.adapt import resolve_settings
+    from diffusion_lm.presets import available_presets
+
+    assert {"gpt2", "gpt2-medium", "Llama-2-7b", "SmolLM2-135M"} <= set(available_presets())
+    settings = resolve_settings("gpt2", {"max_steps": 10, "block_size": 256})
+    assert settings.reuse_mask_token_id == 10541 and settings.mask_token is None
+    assert settings.anneal_steps == 10000 and settings.max_steps == 10 and settings.block_size == 256
+    llama = resolve_settings("llama-2-7b", {})
+    assert llama.reuse_mask_token_id == 811 and llama.lr_scheduler_type == "constant" and llama.adam_beta2 == 0.95
