@@ -23,3 +23,5 @@ __all__ = [
     "DiffuQwen2ForMaskedDiffusion",
     "DiffuQwen2Model",
 ]
+
+from .sft import DiffusionSFTConfig, DiffusionSFTTrainer  # noqa: E402

@@ -154,6 +154,7 @@ class DiffusionSFTTrainer(SFTTrainer):
         self.padding_fill_id = self._tokenizer.eos_token_id
         configure_chat_generation(base, self._tokenizer)
         self._eval_generator: torch.Generator | None = None
+        self.dataset_names: list[str] = []  # recorded in the card; set by callers that know where the data came from
 
     # --- data -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -268,19 +269,58 @@ class DiffusionSFTTrainer(SFTTrainer):
                                                                 device=inputs["input_ids"].device)).sum())
             metrics["num_tokens"] = [self._total_train_tokens]
 
+    # --- saving: training record and card ---------------------------------------------------------------------
+    def is_peft(self) -> bool:
+        return hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+
+    def training_record(self) -> dict[str, Any]:
+        """What produced this checkpoint, as a ``diffusion_lm.hub.TrainingInfo`` dict (rendered into the card)."""
+        base = self.base_model()
+        args = self.args
+        extra = {"loss_normalization": args.loss_normalization, "noise_eps": args.noise_eps,
+                 "max_length": args.max_length, "lr_scheduler": str(args.lr_scheduler_type)}
+        if self.is_peft():
+            peft_config = self.accelerator.unwrap_model(self.model).peft_config["default"]
+            extra["lora"] = {"r": getattr(peft_config, "r", None), "alpha": getattr(peft_config, "lora_alpha", None),
+                             "modules_to_save": sorted(getattr(peft_config, "modules_to_save", None) or [])}
+        return {
+            "stage": "sft",
+            "base_model": base.config._name_or_path or None,
+            "datasets": list(self.dataset_names),
+            "steps": self.state.global_step,
+            "tokens": self._total_train_tokens,
+            "anneal_steps": 0,
+            "learning_rate": args.learning_rate,
+            "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+            * args.world_size,
+            "extra": extra,
+        }
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        output_dir = output_dir or self.args.output_dir
+        if not self.is_peft():  # the model writes the record next to its weights (DiffusionAutoMapMixin)
+            self.base_model().training_info = self.training_record()
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            self.write_card(output_dir)
+
+    def write_card(self, output_dir: str) -> None:
+        """Full checkpoints get diffusion_lm.hub's card; adapters keep TRL's card plus the training record."""
+        from .hub import TrainingInfo, write_card
+
+        info = TrainingInfo.from_dict(self.training_record())
+        if self.is_peft() or not os.path.isfile(os.path.join(output_dir, "config.json")):
+            info.save(output_dir)
+        else:
+            write_card(output_dir, info, tags=list(self._tag_names))
+
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """TRL's card, re-rendered by ``diffusion_lm.hub`` when that module offers a card writer."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if not self.is_world_process_zero():
-            return
-        try:
-            from . import hub
-        except ImportError:
-            return
-        writer = getattr(hub, "write_model_card", None)
-        if writer is not None:
-            writer(self.args.output_dir, model=self.base_model(), training="sft",
-                   dataset=dataset_name, peft=hasattr(self.accelerator.unwrap_model(self.model), "peft_config"))
+        if dataset_name and dataset_name not in self.dataset_names:
+            self.dataset_names.append(dataset_name)
+        if self.is_peft():
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        elif self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, "config.json")):
+            self.write_card(self.args.output_dir)
 
 
 # --- generation -----------------------------------------------------------------------------------------------
@@ -318,6 +358,58 @@ def configure_chat_generation(model: PreTrainedModel, tokenizer: PreTrainedToken
         config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if getattr(config, "mask_token_id", None) is None and getattr(model.config, "mask_token_id", None) is not None:
         config.mask_token_id = model.config.mask_token_id
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], chat: bool = False) -> list[int]:
+    """Token ids of a prompt as SFT saw it: chat messages (or ``chat=True`` text as one user turn) through the chat
+    template with the generation prompt; plain text through the tokenizer as TRL tokenizes prompts."""
+    if isinstance(prompt, str) and chat:
+        prompt = [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat prompts need a tokenizer with a chat template")
+        return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"])
+    if not isinstance(prompt, str):
+        raise ValueError(f"a prompt is a string or a list of chat messages, got {type(prompt).__name__}")
+    return tokenizer(prompt)["input_ids"]
+
+
+@torch.no_grad()
+def generate_completions(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str | list[dict]],
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    chat: bool = False,
+    **generate_kwargs,
+) -> list[str]:
+    """Diffusion-decode one reply per prompt (greedy unless ``temperature`` is given); returns the decoded replies,
+    cut at the first EOS / end-of-turn token. Batches are left-padded with an attention mask (inference only)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    generate_kwargs.setdefault("temperature", 0.0)
+    stops = model.generation_config.eos_token_id
+    stops = set([] if stops is None else [stops] if isinstance(stops, int) else stops)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, p, chat) for p in prompts[start:start + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask if not attention_mask.all() else None,
+            max_new_tokens=max_new_tokens,
+            **generate_kwargs,
+        )
+        for row in output[:, width:].tolist():
+            cut = next((i for i, token in enumerate(row) if token in stops), len(row))
+            replies.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return replies
 
 
 # --- dataset formats --------------------------------------------------------------------------------------------
@@ -454,6 +546,8 @@ __all__ = [
     "alpaca_to_prompt_completion",
     "chat_stop_token_ids",
     "configure_chat_generation",
+    "encode_prompt",
+    "generate_completions",
     "load_sft_dataset",
     "lora_config_for",
     "sharegpt_to_messages",

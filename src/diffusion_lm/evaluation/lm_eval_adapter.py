@@ -38,9 +38,6 @@ from .evaluators import (
 )
 from .scoring import ScoringRequest, diffusion_span_scores
 
-# arguments lm_eval itself adds to every model's constructor
-_HARNESS_ARGUMENTS = ("batch_size", "max_batch_size", "device")
-
 
 def _stable_key(*texts: str) -> tuple[int]:
     """A request's Monte-Carlo key from its text, so its score does not depend on the order of the requests."""
@@ -61,8 +58,8 @@ class DiffusionLMEval(LM):
         tokenizer=None,
         device: str | None = None,
         dtype: str = "float32",
-        batch_size: int | str | None = 16,
-        max_batch_size: int | None = None,
+        batch_size: int | str | None = 1,
+        max_batch_size: int | None = None,  # passed by the harness; unused (no automatic batch search)
         mc_samples: int = 32,
         estimator: str = "elbo",
         seed: int = 0,
@@ -81,9 +78,11 @@ class DiffusionLMEval(LM):
             from ..cli.eval import load_diffusion_checkpoint
 
             model, tokenizer = load_diffusion_checkpoint(str(pretrained), getattr(torch, dtype), device)
-        if batch_size in (None, "auto") or str(batch_size).startswith("auto"):
-            batch_size = 16  # no automatic batch-size search: a fixed, memory-safe default
-        scoring = ScoringSettings(int(mc_samples), str(estimator), int(seed), batch_size=int(batch_size))
+        if batch_size is None or str(batch_size).startswith("auto"):
+            batch_size = 1  # no automatic batch-size search
+        # the harness's batch size counts requests; each request is scored on mc_samples corrupted rows
+        rows_per_forward = max(1, int(batch_size)) * int(mc_samples)
+        scoring = ScoringSettings(int(mc_samples), str(estimator), int(seed), batch_size=rows_per_forward)
         decoding = DecodingSettings(steps=int(steps) if steps else None, alg=str(alg), seed=int(seed))
         self.evaluator = DiffusionEvaluator(model, tokenizer, scoring, decoding)
         self.tokenizer = tokenizer

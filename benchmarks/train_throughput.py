@@ -1,0 +1,142 @@
+"""Training throughput and peak memory: diffusion training vs plain causal-LM training of the same model and batch.
+
+Phases, each measured in a fresh process so peak memory is its own:
+  causal-lm          the AR model with its usual shifted next-token loss (the baseline)
+  diffusion-anneal   diffusion objective during attention annealing (ratio 0.5: an L x L mask per sequence)
+  diffusion          diffusion objective after annealing (bidirectional, no L x L mask)
+Prints tokens/s and peak memory, and their ratios against the baseline measured in the same run.
+
+    python benchmarks/train_throughput.py                       # tiny LLaMA-shaped model, CPU, ~1 min
+    python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+
+PHASES = ("causal-lm", "diffusion-anneal", "diffusion")
+
+
+def build_models(args):
+    """(AR model, diffusion model) with identical weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from diffusion_lm.conversion import ARSource, convert_ar_model, load_ar_model
+
+    if args.base:
+        from diffusion_lm.embedded import require_embedded_gguf
+
+        base = require_embedded_gguf() if args.base == "embedded" else args.base
+        ar, tokenizer = load_ar_model(ARSource.parse(base))
+    else:
+        from transformers import PreTrainedTokenizerFast
+        from tokenizers import Tokenizer, models
+
+        torch.manual_seed(0)
+        vocab = {f"w{i}": i for i in range(8192)}
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")),
+                                            eos_token="w1", pad_token="w0")
+        config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                             num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048)
+        ar = LlamaForCausalLM(config)
+    ar.set_attn_implementation(args.attn)
+    diffusion, tokenizer = convert_ar_model(ar, tokenizer)
+    diffusion.set_attn_implementation(args.attn)
+    return ar, diffusion, tokenizer
+
+
+def run_phase(phase: str, args, queue) -> None:
+    from diffusion_lm.modeling.corruption import maskable_positions
+    from diffusion_lm.objective import diffusion_objective
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    ar, diffusion, tokenizer = build_models(args)
+    model = (ar if phase == "causal-lm" else diffusion).to(device).train()
+    del ar, diffusion  # only the measured model stays alive
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size - 1
+    batches = [torch.randint(2, vocab, (args.batch_size, args.block_size), generator=generator).to(device)
+               for _ in range(args.steps + args.warmup)]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def step(input_ids):
+        with autocast:
+            if phase == "causal-lm":
+                loss = model(input_ids=input_ids, labels=input_ids).loss
+            else:
+                loss = diffusion_objective(
+                    model, input_ids, maskable_positions(None, input_ids), mask_token_id=model.config.mask_token_id,
+                    anneal_ratio=0.5 if phase == "diffusion-anneal" else None,
+                ).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for input_ids in batches[: args.warmup]:
+        step(input_ids)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for input_ids in batches[args.warmup :]:
+        step(input_ids)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB, whole process
+    elapsed = time.perf_counter() - start
+    queue.put({"phase": phase, "tokens_per_s": args.steps * args.batch_size * args.block_size / elapsed,
+               "peak_mib": peak})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", help="AR checkpoint (Hub id, dir, .gguf) or 'embedded'; default: tiny random LLaMA")
+    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rounds", type=int, default=3, help="phases alternate this many times; medians are shown")
+    args = parser.parse_args()
+
+    context = mp.get_context("spawn")
+    runs = {phase: [] for phase in PHASES}
+    for _ in range(args.rounds):  # alternating phases spreads machine noise evenly over them
+        for phase in PHASES:
+            queue = context.Queue()
+            process = context.Process(target=run_phase, args=(phase, args, queue))
+            process.start()
+            runs[phase].append(queue.get())
+            process.join()
+    results = {
+        phase: {key: statistics.median(r[key] for r in measured) for key in ("tokens_per_s", "peak_mib")}
+        for phase, measured in runs.items()
+    }
+
+    base = results["causal-lm"]
+    memory_kind = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+    print(f"\nmedians of {args.rounds} rounds; model={args.base or 'tiny-llama(4x256)'} device={args.device} attn={args.attn} "
+          f"batch={args.batch_size}x{args.block_size} steps={args.steps} (after {args.warmup} warm-up)")
+    print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | memory ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for phase in PHASES:
+        r = results[phase]
+        print(f"| {phase} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.3f} | "
+              f"{r['peak_mib']:.0f} | {r['peak_mib'] / base['peak_mib']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

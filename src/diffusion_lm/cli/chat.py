@@ -1,0 +1,100 @@
+"""``diffusion-lm chat MODEL_DIR``: a short interactive session with an instruction-tuned diffusion LM.
+
+Reads one user message per stdin line and prints the reply; ends on EOF, ``exit`` or ``quit``. MODEL_DIR is a full
+checkpoint or a LoRA adapter directory (its base model is loaded from the adapter's ``base_model_name_or_path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
+    add = parser.add_argument
+    add("model", metavar="MODEL_DIR", help="diffusion checkpoint or LoRA adapter directory (or Hub id)")
+    add("--max-new-tokens", type=int, default=128, help="reply canvas in tokens (default 128)")
+    add("--steps", type=int, help="diffusion decoding steps (default: one per new token)")
+    add("--alg", default="confidence", choices=["confidence", "margin", "entropy", "random"])
+    add("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    add("--top-p", type=float)
+    add("--top-k", type=int)
+    add("--block-length", type=int, help="semi-autoregressive block size")
+    add("--system", help="system message to start the conversation with")
+    add("--no-history", action="store_true", help="answer each line on its own, without earlier turns")
+    add("--seed", type=int, default=0)
+    add("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def load_chat_model(path: str, device: str | None = None):
+    """(model, tokenizer) of a full checkpoint or of a PEFT adapter on top of its base; generation stops at EOS and at
+    the chat template's end-of-turn token."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ..sft import configure_chat_generation
+    from .sft import load_diffusion_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        from peft import PeftConfig, PeftModel
+
+        base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+        if not base_path:
+            raise ValueError(f"adapter {path} does not name its base model (base_model_name_or_path)")
+        base, tokenizer = load_diffusion_model(base_path)
+        model = PeftModel.from_pretrained(base, path)
+        if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        configure_chat_generation(model.get_base_model(), tokenizer)
+    else:
+        model, tokenizer = load_diffusion_model(path)
+        configure_chat_generation(model, tokenizer)
+    return model.to(device).eval(), tokenizer
+
+
+def _validate(args) -> None:
+    if args.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    if args.temperature < 0:
+        raise ValueError("--temperature must be >= 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    _validate(args)
+    import torch
+
+    from ..sft import generate_completions
+
+    model, tokenizer = load_chat_model(args.model, args.device)
+    use_template = bool(getattr(tokenizer, "chat_template", None))
+    generate_kwargs = {"steps": args.steps or args.max_new_tokens, "alg": args.alg, "temperature": args.temperature}
+    for key in ("top_p", "top_k", "block_length"):
+        if getattr(args, key) is not None:
+            generate_kwargs[key] = getattr(args, key)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(start)
+    interactive = sys.stdin.isatty()
+    torch.manual_seed(args.seed)
+    while True:
+        if interactive:
+            print(">>> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            break
+        line = line.strip()
+        if line in ("exit", "quit"):
+            break
+        if not line:
+            continue
+        history = list(start) if args.no_history else history
+        history.append({"role": "user", "content": line})
+        prompt = history if use_template else line  # no template: the line is the prompt as plain text
+        reply = generate_completions(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens,
+                                     **generate_kwargs)[0]
+        history.append({"role": "assistant", "content": reply})
+        print(reply, flush=True)
+    return 0

@@ -1,0 +1,293 @@
+"""Import of the released reference checkpoints (METHOD.md section 6) into diffusion-lm's classes.
+
+Two layouts exist:
+
+- **DiffuGPT** (diffusionfamily/diffugpt-s, -m): a GPT-2 ``config.json`` and tokenizer, and one ``model.safetensors``
+  written by a wrapper module: ``embed_tokens.weight``, ``denoise_model.<GPT2Model keys without wte>`` and
+  ``lm_head.weight`` (tied, may be absent). The mask token is id 10541 for -s (its tokenizer has none) and the added
+  token ``[¨M¨]`` (id 50257) for -m.
+- **DiffuLLaMA** (diffusionfamily/diffullama): a plain ``LlamaForCausalLM`` checkpoint; mask token id 811.
+
+Weights are not changed; the output is a push-ready diffusion-lm checkpoint (see ``diffusion_lm.hub``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from huggingface_hub import ModelCard, snapshot_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .conversion import configure_generation, diffusion_config_from_ar, set_mask_token
+from .hub import TrainingInfo, save_for_hub
+from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
+from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion
+
+LAYOUTS = ("diffugpt", "diffullama")
+# mask ids the reference models were trained with, when their tokenizer files do not name a mask token
+DEFAULT_MASK_TOKEN_IDS = {"diffugpt": 10541, "diffullama": 811}
+DIFFUGPT_ADDED_MASK_TOKEN = "[¨M¨]"  # diffugpt-m's added token (id 50257)
+# wrapper module names -> GPT2LMHeadModel names (transformers' key_mapping: regex -> replacement)
+DIFFUGPT_KEY_MAPPING = {r"^embed_tokens\.": "transformer.wte.", r"^denoise_model\.": "transformer."}
+# the causal-mask buffers older GPT-2 checkpoints carry are not weights; a bidirectional model has no use for them
+IGNORED_UNEXPECTED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# what snapshot_download fetches: configs, tokenizer files, weights and the card, not training leftovers
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+SOURCE_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "README.md"]
+
+_PAPER = "https://arxiv.org/abs/2410.17891"
+_TABLE1 = ("lambada", "hellaswag", "winogrande", "social_i_qa", "piqa")
+
+
+def _paper_results(scores: tuple[float, ...], rouge: tuple[float, float, float]) -> list[dict]:
+    """Paper Table 1 zero-shot results as EvalResult keyword dicts (reported by the paper, not re-run here)."""
+    names = {"lambada": "LAMBADA", "hellaswag": "HellaSwag", "winogrande": "Winogrande", "social_i_qa": "SIQA",
+             "piqa": "PIQA"}
+    source = {"source_name": "Gong et al. 2025, Table 1", "source_url": _PAPER}
+    results = [
+        {"task_type": "text-generation" if dataset == "lambada" else "multiple-choice", "dataset_type": dataset,
+         "dataset_name": names[dataset], "metric_type": "accuracy", "metric_value": score, **source}
+        for dataset, score in zip(_TABLE1, scores)
+    ]
+    for metric, value in zip(("rouge1", "rouge2", "rougeL"), rouge):
+        results.append({"task_type": "text-generation", "dataset_type": "rocstories",
+                        "dataset_name": "ROCStories (infilling)", "metric_type": metric, "metric_value": value, **source})
+    return results
+
+
+# What METHOD.md states about each release's adaptation, for its card.
+REFERENCE_RELEASES = {
+    "diffusionfamily/diffugpt-s": dict(
+        base_model="openai-community/gpt2", anneal_steps=10_000,
+        eval_results=_paper_results((21.6, 33.4, 50.8, 37.0, 57.7), (13.7, 1.4, 12.6)),
+    ),
+    "diffusionfamily/diffugpt-m": dict(
+        base_model="openai-community/gpt2-medium", steps=160_000, block_size=1024, anneal_steps=10_000,
+        learning_rate=3e-4, global_batch_size=1280,
+        eval_results=_paper_results((30.3, 37.2, 52.6, 39.0, 59.6), (18.7, 2.7, 17.0)),
+    ),
+    "diffusionfamily/diffullama": dict(
+        base_model="meta-llama/Llama-2-7b-hf", tokens=65_000_000_000, block_size=2049, anneal_steps=0,
+        learning_rate=2e-5,
+        eval_results=_paper_results((53.9, 58.7, 56.4, 43.2, 63.3), (23.3, 5.5, 21.2)),
+    ),
+}
+
+
+def resolve_source(src: str, *, revision: str | None = None, token: str | None = None) -> str:
+    """Local directory of ``src``: a directory as it is, or a Hub repo id downloaded with ``snapshot_download``."""
+    if os.path.isdir(src):
+        return src
+    if os.path.exists(src):
+        raise ValueError(f"SRC must be a checkpoint directory or a Hub repo id, got the file {src}")
+    try:
+        validate_repo_id(src)
+    except HFValidationError:
+        raise ValueError(f"SRC {src!r} is neither a local directory nor a Hub repo id") from None
+    path = snapshot_download(src, revision=revision, token=token, allow_patterns=SOURCE_FILES)
+    if not any(name.endswith(".safetensors") for name in os.listdir(path)):  # an older repo with .bin weights only
+        path = snapshot_download(src, revision=revision, token=token,
+                                 allow_patterns=SOURCE_FILES + ["pytorch_model*.bin"])
+    return path
+
+
+def detect_layout(directory: str) -> str:
+    """``"diffugpt"`` or ``"diffullama"``; ValueError naming what was found otherwise."""
+    if os.path.isfile(os.path.join(directory, "adapter_config.json")):
+        raise ValueError(f"{directory} holds a LoRA adapter: import its base model, then load the adapter with PEFT")
+    config = _read_json(os.path.join(directory, "config.json"))
+    if config is None:
+        raise ValueError(f"{directory} has no config.json")
+    names = set(_weight_shapes(directory))
+    model_type = config.get("model_type")
+    if model_type == "gpt2":
+        if "embed_tokens.weight" in names and any(name.startswith("denoise_model.") for name in names):
+            return "diffugpt"
+        raise ValueError(
+            f"{directory} is a GPT-2 checkpoint without the DiffuGPT wrapper keys (embed_tokens.*, denoise_model.*); "
+            "convert an autoregressive checkpoint with `diffusion-lm adapt` instead"
+        )
+    if model_type == "llama":
+        if "model.embed_tokens.weight" in names:
+            return "diffullama"
+        raise ValueError(f"{directory} has a LLaMA config but not LlamaForCausalLM weights (model.embed_tokens.*)")
+    raise ValueError(
+        f"{directory} has model_type {model_type!r}; the reference layouts are the DiffuGPT wrapper (gpt2) "
+        "and DiffuLLaMA (llama)"
+    )
+
+
+def import_reference(
+    src: str,
+    out_dir: str | None = None,
+    *,
+    mask_token_id: int | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    dtype: torch.dtype | str = "auto",
+    repo_id: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Convert a released DiffuGPT / DiffuLLaMA checkpoint (Hub id or directory) into our classes.
+
+    ``mask_token_id`` overrides the reference's mask id (the tokenizer's mask token, else ``[¨M¨]`` for DiffuGPT
+    when present, else 10541 / 811). With ``out_dir`` the result is saved there push-ready, card included.
+    """
+    directory = resolve_source(src, revision=revision, token=token)
+    layout = detect_layout(directory)
+    if not any(os.path.isfile(os.path.join(directory, name)) for name in TOKENIZER_FILES):
+        raise ValueError(f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    mask_token_id = set_mask_token(tokenizer, reuse_token_id=_reference_mask_token_id(layout, tokenizer, mask_token_id))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    if layout == "diffugpt":
+        model = _load_diffugpt(directory, tokenizer, mask_token_id, dtype)
+    else:
+        model = _load_diffullama(directory, tokenizer, mask_token_id, dtype)
+    model.config._name_or_path = src
+    configure_generation(model, tokenizer)
+    model.eval()
+    if out_dir is not None:
+        save_for_hub(model, tokenizer, out_dir, _training_info(src, directory), repo_id=repo_id)
+    return model, tokenizer
+
+
+def _reference_mask_token_id(layout: str, tokenizer, override: int | None) -> int:
+    if override is not None:
+        return override
+    if tokenizer.mask_token_id is not None:
+        return tokenizer.mask_token_id
+    if layout == "diffugpt" and DIFFUGPT_ADDED_MASK_TOKEN in tokenizer.get_vocab():
+        return tokenizer.convert_tokens_to_ids(DIFFUGPT_ADDED_MASK_TOKEN)
+    return DEFAULT_MASK_TOKEN_IDS[layout]
+
+
+def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
+    shapes = _weight_shapes(directory)
+    vocab_size = shapes["embed_tokens.weight"][0]
+    config = diffusion_config_from_ar(
+        AutoConfig.from_pretrained(directory),
+        _checked_mask_id(mask_token_id, vocab_size),
+        vocab_size=vocab_size,  # diffugpt-m's embedding has a row more than its GPT-2 config says
+        tie_word_embeddings=_lm_head_is_tied(directory, shapes),
+        pad_token_id=tokenizer.pad_token_id,
+        shift=True,
+        attention_mode="bidirectional",
+    )
+    model, loading_info = DiffuGPTForMaskedDiffusion.from_pretrained(
+        directory, config=config, key_mapping=DIFFUGPT_KEY_MAPPING, dtype=dtype, output_loading_info=True
+    )
+    _check_loading(directory, loading_info)
+    return model
+
+
+def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
+    vocab_size = _weight_shapes(directory)["model.embed_tokens.weight"][0]
+    config = diffusion_config_from_ar(
+        AutoConfig.from_pretrained(directory),
+        _checked_mask_id(mask_token_id, vocab_size),
+        pad_token_id=tokenizer.pad_token_id,
+        shift=True,
+        attention_mode="bidirectional",
+    )
+    model, loading_info = DiffuLlamaForMaskedDiffusion.from_pretrained(
+        directory, config=config, dtype=dtype, output_loading_info=True
+    )
+    _check_loading(directory, loading_info)
+    return model
+
+
+def _checked_mask_id(mask_token_id: int, vocab_size: int) -> int:
+    if not 0 <= mask_token_id < vocab_size:
+        raise ValueError(f"mask token id {mask_token_id} is outside the checkpoint's {vocab_size} embedding rows")
+    return mask_token_id
+
+
+def _check_loading(directory: str, loading_info: dict) -> None:
+    unexpected = [k for k in loading_info["unexpected_keys"] if not k.endswith(IGNORED_UNEXPECTED_SUFFIXES)]
+    missing = list(loading_info["missing_keys"])
+    mismatched = list(loading_info["mismatched_keys"])
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"weights in {directory} do not match the reference layout: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}, mismatched {sorted(mismatched)}"
+        )
+
+
+def _lm_head_is_tied(directory: str, shapes: dict) -> bool:
+    """The wrapper saved ``lm_head.weight`` only sometimes; it is tied unless it differs from ``embed_tokens``."""
+    if "lm_head.weight" not in shapes:
+        return True
+    return torch.equal(_read_tensor(directory, "embed_tokens.weight"), _read_tensor(directory, "lm_head.weight"))
+
+
+def _weight_shapes(directory: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from safetensors headers (or .bin files, memory-mapped), without loading the weights."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for path in _weight_files(directory):
+        if path.endswith(".safetensors"):
+            with safe_open(path, framework="pt") as f:
+                shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        else:
+            shapes.update({key: tuple(value.shape) for key, value in _load_bin(path).items()})
+    return shapes
+
+
+def _read_tensor(directory: str, name: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    for path in _weight_files(directory):
+        if path.endswith(".safetensors"):
+            with safe_open(path, framework="pt") as f:
+                if name in f.keys():
+                    return f.get_tensor(name)
+        else:
+            state = _load_bin(path)
+            if name in state:
+                return state[name]
+    raise ValueError(f"tensor {name} not found in {directory}")
+
+
+def _weight_files(directory: str) -> list[str]:
+    """The safetensors files when there are any, else the pytorch_model*.bin files."""
+    names = sorted(os.listdir(directory))
+    files = [n for n in names if n.endswith(".safetensors")]
+    files = files or [n for n in names if n.startswith("pytorch_model") and n.endswith(".bin")]
+    if not files:
+        raise ValueError(f"no weights (*.safetensors or pytorch_model*.bin) in {directory}")
+    return [os.path.join(directory, n) for n in files]
+
+
+def _load_bin(path: str) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+def _training_info(src: str, directory: str) -> TrainingInfo:
+    """The card's record: the release's published settings where known, license and languages from its card."""
+    release = dict(REFERENCE_RELEASES.get(src.rstrip("/"), {}))
+    info = TrainingInfo(stage="import", reference=src, **release)
+    readme = os.path.join(directory, "README.md")
+    if os.path.isfile(readme):
+        card_data = ModelCard.load(readme, ignore_metadata_errors=True).data
+        info.license = card_data.license
+        info.language = [card_data.language] if isinstance(card_data.language, str) else list(card_data.language or [])
+        if not info.datasets:
+            datasets = card_data.datasets
+            info.datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+    if release:
+        info.notes = ("Adaptation settings and evaluation results are those reported for the reference release "
+                      f"(Gong et al., ICLR 2025, [arXiv:2410.17891]({_PAPER})); they were not re-run here.")
+    return info
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

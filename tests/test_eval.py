@@ -1,0 +1,361 @@
+"""Evaluation: Monte-Carlo scorer and likelihood bound, task readers, task runners, `diffusion-lm eval`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from diffusion_lm.evaluation import (
+    AREvaluator,
+    DiffusionEvaluator,
+    ScoringRequest,
+    ScoringSettings,
+    ar_likelihood,
+    diffusion_likelihood_bound,
+    diffusion_span_scores,
+    format_table,
+    load_task,
+    parse_task_list,
+)
+from diffusion_lm.evaluation import runner, tasks
+from diffusion_lm.evaluation.tasks import (
+    CompletionExample,
+    InfillingExample,
+    MathExample,
+    MultipleChoiceExample,
+    gsm8k_final_answer,
+)
+from tiny import tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
+
+
+class ConstantUnigramLM(nn.Module):
+    """Predicts the same distribution (softmax of a fixed logit vector) at every position, whatever the input."""
+
+    def __init__(self, logits: torch.Tensor, mask_token_id: int):
+        super().__init__()
+        self.unigram_logits = nn.Parameter(logits.clone(), requires_grad=False)
+        self.config = SimpleNamespace(mask_token_id=mask_token_id, shift=True)
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        batch, length = input_ids.shape
+        return SimpleNamespace(logits=self.unigram_logits.expand(batch, length, -1))
+
+    def exact_nll(self, sequences) -> float:
+        log_probs = torch.log_softmax(self.unigram_logits.float(), -1)
+        return float(sum(-log_probs[torch.tensor(s[1:])].sum() for s in sequences))
+
+
+def unigram_model(vocab_size: int = 50, seed: int = 0) -> ConstantUnigramLM:
+    generator = torch.Generator().manual_seed(seed)
+    return ConstantUnigramLM(2.0 * torch.randn(vocab_size, generator=generator), mask_token_id=vocab_size - 1)
+
+
+# ---- Monte-Carlo scorer ----
+
+
+@pytest.mark.parametrize("estimator", ["levels", "elbo"])
+def test_scorer_spread_over_seeds_shrinks_as_samples_grow(estimator):
+    model, _ = tiny_diffusion_model(seed=0)
+    request = [ScoringRequest.from_parts([1, 10, 11, 12], [13, 14, 15, 16, 17, 18, 19, 20])]
+
+    def spread(num_samples: int) -> float:
+        scores = [
+            diffusion_span_scores(model, request, num_samples=num_samples, seed=seed, estimator=estimator)[0]
+            for seed in range(32)
+        ]
+        return float(torch.tensor([s.per_token for s in scores]).std())
+
+    few, some, many = spread(2), spread(8), spread(32)
+    assert many < some < few
+    assert many < 0.5 * few
+
+
+def test_scores_are_reproducible_and_independent_of_batching_and_order():
+    model, _ = tiny_diffusion_model(seed=1)
+    requests = [
+        ScoringRequest.from_parts([1, 6 + i], list(range(20, 24 + i)), [30, 31][: i % 3]) for i in range(6)
+    ]
+    keys = [(i,) for i in range(6)]
+    first = diffusion_span_scores(model, requests, keys=keys, num_samples=8, seed=3, batch_size=4)
+    again = diffusion_span_scores(model, requests, keys=keys, num_samples=8, seed=3, batch_size=4)
+    assert [s.per_token_samples for s in first] == [s.per_token_samples for s in again]
+
+    reordered = diffusion_span_scores(
+        model, requests[::-1], keys=keys[::-1], num_samples=8, seed=3, batch_size=1
+    )[::-1]
+    for a, b in zip(first, reordered):
+        assert a.per_token == pytest.approx(b.per_token, abs=1e-5)
+
+    other_seed = diffusion_span_scores(model, requests, keys=keys, num_samples=8, seed=4, batch_size=4)
+    assert [s.per_token for s in other_seed] != [s.per_token for s in first]
+
+
+def test_elbo_bound_equals_exact_nll_for_a_context_free_unigram_model():
+    model = unigram_model()
+    generator = torch.Generator().manual_seed(1)
+    sequences = [torch.randint(0, 48, (30,), generator=generator).tolist() for _ in range(8)]
+    exact = model.exact_nll(sequences)
+
+    bound = diffusion_likelihood_bound(model, sequences, mc_samples=64, seed=0, batch_size=64)
+    assert bound.num_tokens == 8 * 29  # position 0 of each sequence is given
+    assert 0 < bound.std_error < 0.05 * exact
+    assert abs(bound.nll - exact) < 4 * bound.std_error
+
+    # the AR path scores the same tokens exactly
+    ar = ar_likelihood(model, sequences)
+    assert ar.num_tokens == bound.num_tokens
+    assert ar.nll == pytest.approx(exact, rel=1e-5)
+    assert ar.bits_per_token == pytest.approx(exact / ar.num_tokens / math.log(2), rel=1e-5)
+    assert ar.perplexity == pytest.approx(math.exp(exact / ar.num_tokens), rel=1e-5)
+
+
+def test_reference_estimator_is_exact_for_single_token_choices_of_a_unigram_model():
+    # t = 1 is on the reference grid and masks the single token at every level: score = -log p(token)
+    model = unigram_model()
+    log_probs = torch.log_softmax(model.unigram_logits, -1)
+    score = diffusion_span_scores(model, [ScoringRequest.from_parts([1, 2], [7])], num_samples=4)[0]
+    assert score.per_token == pytest.approx(float(-log_probs[7]), rel=1e-5)
+
+
+def test_bad_scoring_requests_fail_early():
+    model, _ = tiny_diffusion_model()
+    with pytest.raises(ValueError, match="context"):
+        ScoringRequest.from_parts([], [5])
+    with pytest.raises(ValueError, match="empty"):
+        ScoringRequest.from_parts([1], [])
+    with pytest.raises(ValueError, match="position 0"):
+        ScoringRequest(torch.tensor([1, 2]), torch.tensor([True, True]))
+    request = [ScoringRequest.from_parts([1], [5])]
+    with pytest.raises(ValueError, match="estimator"):
+        diffusion_span_scores(model, request, estimator="bogus")
+    with pytest.raises(ValueError, match="samples"):
+        diffusion_span_scores(model, request, num_samples=0)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        diffusion_span_scores(tiny_ar_model(), request)
+    with pytest.raises(ValueError, match="at least 2"):
+        diffusion_likelihood_bound(model, [[1]])
+
+
+# ---- task runners ----
+
+
+def test_multiple_choice_picks_the_lowest_loss_for_diffusion_and_ar():
+    model = unigram_model(vocab_size=len(tiny_tokenizer()) + 1)
+    model.config.mask_token_id = len(tiny_tokenizer())
+    tokenizer = tiny_tokenizer()
+    log_probs = torch.log_softmax(model.unigram_logits, -1)
+    words = ["cat", "dog", "bird", "fish"]
+    best = max(range(4), key=lambda i: float(log_probs[tokenizer.convert_tokens_to_ids(words[i])]))
+    examples = [
+        MultipleChoiceExample([("the", " " + w) for w in words], best),
+        MultipleChoiceExample([("the", " " + w) for w in words], (best + 1) % 4),
+    ]
+    diffusion = DiffusionEvaluator(model, tokenizer, ScoringSettings(mc_samples=4))
+    result = runner.run_multiple_choice(diffusion, examples, progress=False)
+    assert result == {"acc": 0.5, "num_examples": 2, "predictions": [best, best]}
+    assert runner.run_multiple_choice(AREvaluator(model, tokenizer), examples, progress=False)["acc"] == 0.5
+
+
+class OracleEvaluator:
+    """Generates the gold tokens it is asked for: checks the task runners' plumbing and metrics."""
+
+    kind = "oracle"
+
+    def __init__(self, tokenizer, gold: dict):
+        self.tokenizer, self.gold = tokenizer, gold
+
+    def fill(self, prefix_ids, length, suffix_ids, key):
+        ids = self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"]
+        assert len(ids) == length  # generated at the gold length
+        return ids
+
+    def continue_text(self, prompt_ids, max_new_tokens, key):
+        return self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+
+def test_generation_task_metrics_with_gold_outputs():
+    tokenizer = tiny_tokenizer()
+    lambada = [CompletionExample("once upon a time there lived a", "king")]
+    assert runner.run_lambada(OracleEvaluator(tokenizer, {0: " king"}), lambada, progress=False)["acc"] == 1.0
+    assert runner.run_lambada(OracleEvaluator(tokenizer, {0: " queen"}), lambada, progress=False)["acc"] == 0.0
+
+    stories = [InfillingExample("the cat sat .", "the dog ran .", "it was happy . the end")]
+    rouge = runner.run_rocstories(OracleEvaluator(tokenizer, {0: " the dog ran ."}), stories, progress=False)
+    assert rouge["rouge1"] == rouge["rouge2"] == rouge["rougeL"] == pytest.approx(1.0)
+
+    math_examples = [MathExample("what is two plus two ?", "2 + 2 = 4\n#### 4", "4")]
+    gsm = runner.run_gsm8k(OracleEvaluator(tokenizer, {0: "it is 4 # # # # 4"}), math_examples, progress=False)
+    assert gsm["last_number_match"] == 1.0
+    assert gsm8k_final_answer("so 1,234 apples\n#### 1,234\nmore") == "1234"
+    assert gsm8k_final_answer("no marker 5") is None
+    assert runner.last_number("pay $1,200.50 now") == "1200.50"
+
+
+def test_ar_infilling_sees_the_prefix_only_and_generates_the_gold_length():
+    tokenizer = tiny_tokenizer()
+    evaluator = AREvaluator(tiny_ar_model(), tokenizer)
+    out = evaluator.fill([1, 10, 11], 5, [20, 21], key=0)
+    assert len(out) == 5
+    assert out == evaluator.fill([1, 10, 11], 5, [30, 31, 32], key=0)  # the suffix is not seen
+    stories = [InfillingExample("the cat sat .", "the dog ran on the mat .", "it was happy .")]
+    result = runner.run_rocstories(evaluator, stories, progress=False)
+    assert set(result) >= {"rouge1", "rouge2", "rougeL", "num_examples"}
+
+
+def test_table_has_the_paper_columns_and_one_row_per_model():
+    results = {
+        "models": {
+            "AR base": {"tasks": {"piqa": {"acc": 0.621}, "rocstories": {"rouge1": 0.078, "rouge2": 0.008, "rougeL": 0.074}},
+                        "likelihood": {"perplexity": 20.0, "exact": True}},
+            "diffusion": {"tasks": {"piqa": {"acc": 0.577}, "rocstories": {"rouge1": 0.137, "rouge2": 0.014, "rougeL": 0.126}},
+                          "likelihood": {"perplexity": 30.0, "exact": False}},
+        }
+    }
+    table = format_table(results).splitlines()
+    assert table[0] == "| model | PIQA | ROCStories R1/R2/RL | PPL (bound) |"
+    assert table[2] == "| AR base | 62.1 | 7.8/0.8/7.4 | exact 20.00 |"
+    assert table[3] == "| diffusion | 57.7 | 13.7/1.4/12.6 | <= 30.00 |"
+
+
+# ---- task readers ----
+
+
+@pytest.mark.shared_data
+def test_readers_parse_the_shared_eval_files(shared_data):
+    data_dir = os.path.join(shared_data, "eval")
+    expected = {"piqa": (1838, 2), "siqa": (1954, 3), "winogrande": (1267, 2)}
+    for task, (count, num_choices) in expected.items():
+        examples = load_task(task, data_dir)
+        assert len(examples) == count
+        assert all(len(e.choices) == num_choices and 0 <= e.label < num_choices for e in examples)
+        assert {e.label for e in examples} == set(range(num_choices))
+    winogrande = load_task("winogrande", data_dir, limit=1)[0]
+    assert winogrande.choices[0][1] == winogrande.choices[1][1]  # options differ in the context only
+    assert "_" not in winogrande.choices[0][0]
+
+    lambada = load_task("lambada", data_dir)
+    assert len(lambada) == 5153 and all(e.target and " " not in e.target for e in lambada)
+    stories = load_task("rocstories", data_dir)
+    assert len(stories) == 1871 and all(e.prefix and e.middle and e.suffix for e in stories)
+    gsm8k = load_task("gsm8k", data_dir, limit=50)
+    assert len(gsm8k) == 50 and all(e.target.lstrip("-").replace(".", "").isdigit() for e in gsm8k)
+    assert load_task("socialiqa", data_dir, limit=3) == load_task("siqa", data_dir, limit=3)
+
+
+def test_readers_reject_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_task_list("piqa,mmlu")
+    assert parse_task_list("PIQA, socialiqa,piqa") == ["piqa", "siqa"]
+    bad = tmp_path / "piqa.jsonl"
+    bad.write_text('{"goal": "g", "sol1": "a"}\n')
+    with pytest.raises(ValueError, match="record 1"):
+        load_task(f"piqa={bad}")
+    wrong_label = tmp_path / "wino.jsonl"
+    wrong_label.write_text('{"sentence": "a _ b", "option1": "x", "option2": "y", "answer": "3"}\n')
+    with pytest.raises(ValueError, match="label"):
+        load_task(f"winogrande={wrong_label}")
+    with pytest.raises(ValueError, match="data directory"):
+        load_task("piqa", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="limit"):
+        load_task("piqa", str(tmp_path), limit=0)
+
+
+# ---- command line ----
+
+
+def write_tiny_task_files(folder) -> str:
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, tasks.LOCAL_FILES["piqa"]), "w") as f:
+        for i in range(3):
+            f.write(json.dumps({"goal": "the cat", "sol1": "sat on the mat", "sol2": "flew over the sky", "label": i % 2}) + "\n")
+    with open(os.path.join(folder, tasks.LOCAL_FILES["siqa"]), "w") as f:
+        record = {"context": "the dog ran", "question": "what ?", "answerA": "happy", "answerB": "sad",
+                  "answerC": "big", "correct": "B"}
+        f.write(json.dumps(record) + "\n")
+    with open(os.path.join(folder, tasks.LOCAL_FILES["winogrande"]), "w") as f:
+        f.write(json.dumps({"sentence": "the cat and the dog : _ was happy .", "option1": "cat", "option2": "dog",
+                            "answer": "1"}) + "\n")
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path):
+    from tiny import save_tiny_ar_checkpoint
+
+    model, tokenizer = tiny_diffusion_model(seed=0)
+    diffusion_dir = str(tmp_path / "diffusion")
+    model.save_pretrained(diffusion_dir)
+    tokenizer.save_pretrained(diffusion_dir)
+    return diffusion_dir, save_tiny_ar_checkpoint(str(tmp_path / "ar"), seed=0)
+
+
+def test_cli_eval_writes_results_table_and_model_card(tiny_checkpoints, tmp_path, capsys):
+    from diffusion_lm.cli import main
+
+    diffusion_dir, ar_dir = tiny_checkpoints
+    data_dir = write_tiny_task_files(tmp_path / "data")
+    ppl_file = tmp_path / "text.txt"
+    ppl_file.write_text("the cat sat on the mat and then it was happy . " * 20)
+    output = tmp_path / "out" / "results.json"
+    argv = ["eval", "--model", diffusion_dir, "--ar-baseline", ar_dir, "--tasks", "piqa,siqa,winogrande",
+            "--data-dir", data_dir, "--mc-samples", "4", "--seed", "1", "--output", str(output),
+            "--ppl-data", str(ppl_file), "--ppl-block-size", "16", "--limit", "3", "--update-card", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| model | Wino | SIQA | PIQA | PPL (bound) |" in printed
+    results = json.loads(output.read_text())
+    assert list(results["models"]) == ["AR ar", "diffusion diffusion"]
+    diffusion = results["models"]["diffusion diffusion"]
+    assert diffusion["tasks"]["piqa"]["num_examples"] == 3
+    assert diffusion["likelihood"]["num_tokens"] == results["models"]["AR ar"]["likelihood"]["num_tokens"] == 3 * 15
+    assert results["settings"]["mc_samples"] == 4
+
+    # same seed, same numbers
+    assert main(argv[:-2] + ["--output", str(tmp_path / "again.json"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    for task in ("piqa", "siqa", "winogrande"):
+        assert again["models"]["diffusion diffusion"]["tasks"][task]["acc"] == diffusion["tasks"][task]["acc"]
+    assert again["models"]["diffusion diffusion"]["likelihood"]["nll"] == diffusion["likelihood"]["nll"]
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(os.path.join(diffusion_dir, "README.md"))
+    by_dataset = {r.dataset_type: r for r in card.data.eval_results}
+    assert by_dataset["baber/piqa"].metric_value == pytest.approx(100 * diffusion["tasks"]["piqa"]["acc"], abs=0.01)
+    assert len(card.data.eval_results) == 3
+    update_again = main(argv)  # re-running replaces the entries instead of appending
+    assert update_again == 0 and len(ModelCard.load(os.path.join(diffusion_dir, "README.md")).data.eval_results) == 3
+
+
+def test_cli_eval_rejects_bad_arguments(tiny_checkpoints, tmp_path):
+    from diffusion_lm.cli import main
+
+    diffusion_dir, ar_dir = tiny_checkpoints
+    with pytest.raises(ValueError, match="unknown task"):
+        main(["eval", "--model", diffusion_dir, "--tasks", "mmlu"])
+    with pytest.raises(ValueError, match="--mc-samples"):
+        main(["eval", "--model", diffusion_dir, "--mc-samples", "0"])
+    with pytest.raises(ValueError, match="--data-dir"):
+        main(["eval", "--model", diffusion_dir, "--data-dir", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="not a diffusion checkpoint"):
+        main(["eval", "--model", ar_dir, "--tasks", "piqa", "--data-dir", write_tiny_task_files(tmp_path / "d")])
+
+
+def test_card_metadata_fallback_merges_results(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from diffusion_lm.evaluation.model_card import _update_readme_metadata, eval_results_for_card
+
+    entries = eval_results_for_card({"piqa": {"acc": 0.5, "num_examples": 4}, "gsm8k": {"exact_match": 0.1}}, {"seed": 0})
+    assert [e["metric_value"] for e in entries] == [50.0, 10.0]
+    _update_readme_metadata(str(tmp_path), entries, "tiny")
+    _update_readme_metadata(str(tmp_path), entries[:1], "tiny")  # replaced, not appended
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.model_name == "tiny"
+    assert sorted(r.dataset_type for r in card.data.eval_results) == ["baber/piqa", "openai/gsm8k"]

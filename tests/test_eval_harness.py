@@ -1,0 +1,150 @@
+"""lm-evaluation-harness adapter: `--model diffusion_lm` on tasks defined over local files (skipped without lm-eval)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval is not installed (optional: pip install 'lm-eval>=0.4')")
+
+from tiny import tiny_diffusion_model  # noqa: E402
+
+CHOICE_TASK = """\
+task: tiny_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+GENERATE_TASK = """\
+task: tiny_generate
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 4
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
+DOCS = [
+    {"question": "the cat sat on the", "choices": ["mat", "sky", "river"], "label": 0, "answer": "mat"},
+    {"question": "the bird flew over the", "choices": ["tree", "fish"], "label": 0, "answer": "tree"},
+    {"question": "one two three", "choices": ["four", "red"], "label": 0, "answer": "four"},
+]
+
+
+@pytest.fixture
+def harness_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in DOCS))
+    tasks_dir = tmp_path / "tasks"
+    tasks_dir.mkdir()
+    (tasks_dir / "tiny_choice.yaml").write_text(CHOICE_TASK.format(data=data))
+    (tasks_dir / "tiny_generate.yaml").write_text(GENERATE_TASK.format(data=data))
+    model, tokenizer = tiny_diffusion_model(seed=0)
+    checkpoint = str(tmp_path / "checkpoint")
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    from lm_eval.tasks import TaskManager
+
+    # the harness's own task catalogue is not needed and takes seconds to index
+    return checkpoint, TaskManager(include_path=str(tasks_dir), include_defaults=False), (model, tokenizer)
+
+
+def test_registered_model_answers_loglikelihood_requests(harness_setup):
+    import lm_eval
+    from lm_eval.api.registry import get_model
+
+    import diffusion_lm.evaluation.lm_eval_adapter as adapter
+
+    checkpoint, task_manager, _ = harness_setup
+    assert get_model("diffusion_lm") is adapter.DiffusionLMEval
+
+    def evaluate():
+        return lm_eval.simple_evaluate(
+            model="diffusion_lm",
+            model_args=f"pretrained={checkpoint},mc_samples=4,seed=0",
+            tasks=["tiny_choice"],
+            task_manager=task_manager,
+            device="cpu",
+            log_samples=True,
+        )
+
+    results = evaluate()
+    assert results["results"]["tiny_choice"]["acc,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    samples = results["samples"]["tiny_choice"]
+    assert len(samples) == 3
+    # every choice got a diffusion score: (-loss, is_greedy=False), -loss < 0
+    for sample in samples:
+        for log_likelihood, is_greedy in [r[0] for r in sample["resps"]]:
+            assert log_likelihood < 0 and is_greedy is False
+    # fixed seed: the same scores again
+    again = evaluate()["samples"]["tiny_choice"]
+    assert [s["resps"] for s in again] == [s["resps"] for s in samples]
+
+
+def test_adapter_scores_do_not_depend_on_request_order(harness_setup):
+    from lm_eval.api.instance import Instance
+
+    from diffusion_lm.evaluation.lm_eval_adapter import DiffusionLMEval
+
+    _, _, (model, tokenizer) = harness_setup
+    lm = DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=4, device="cpu")
+
+    def instance(context, continuation, idx):
+        return Instance("loglikelihood", {}, (context, continuation), idx)
+
+    requests = [instance("the cat sat on the", " mat", 0), instance("one two", " three four", 1), instance("", " the end", 2)]
+    forward = lm.loglikelihood(requests)
+    backward = lm.loglikelihood(requests[::-1])[::-1]
+    for (a, _), (b, _) in zip(forward, backward):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert lm.loglikelihood([instance("the", "", 0)]) == [(0.0, False)]
+    rolling = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("the cat sat on the mat",), 0)])
+    assert len(rolling) == 1 and rolling[0] < 0
+
+
+def test_adapter_needs_a_model():
+    from diffusion_lm.evaluation.lm_eval_adapter import DiffusionLMEval
+
+    with pytest.raises(ValueError, match="exactly one"):
+        DiffusionLMEval()
+
+
+def test_registered_model_answers_generate_until_requests(harness_setup):
+    import lm_eval
+
+    checkpoint, task_manager, _ = harness_setup
+    results = lm_eval.simple_evaluate(
+        model="diffusion_lm",
+        model_args=f"pretrained={checkpoint},steps=4",
+        tasks=["tiny_generate"],
+        task_manager=task_manager,
+        device="cpu",
+        log_samples=True,
+    )
+    assert 0.0 <= results["results"]["tiny_generate"]["exact_match,none"] <= 1.0
+    outputs = [s["resps"][0][0] for s in results["samples"]["tiny_generate"]]
+    assert len(outputs) == 3 and all(isinstance(o, str) and "." not in o for o in outputs)

@@ -1,0 +1,385 @@
+"""Hub round trip: push-ready checkpoints, model cards, loading without diffusion_lm, and what a push uploads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import ModelCard
+
+from diffusion_lm.hub import (
+    GENERATED_CARD_MARKER,
+    TRAINING_INFO_NAME,
+    TrainingInfo,
+    card_template_path,
+    commit_operations,
+    push_checkpoint,
+    push_readiness_problems,
+    record_eval_results,
+    render_card,
+    save_for_hub,
+    write_card,
+)
+from tiny import tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+REPO_ID = "someone/tiny-diffugpt"
+ADAPT_RECORD = {  # the flat record the adapt trainer writes
+    "stage": "adapt",
+    "base_model": "openai-community/gpt2",
+    "datasets": ["HuggingFaceFW/fineweb-edu", "local/corpus.txt"],
+    "license": "mit",
+    "steps": 1200,
+    "tokens": 4_915_200,
+    "block_size": 1024,
+    "anneal_steps": 100,
+    "learning_rate": 3e-4,
+    "global_batch_size": 4,
+    "loss_normalization": "masked_tokens",
+    "final_train_loss": 3.25,
+    "shift": True,
+    "eval_results": [
+        {"task_type": "text-generation", "dataset_type": "lambada", "dataset_name": "LAMBADA",
+         "metric_type": "accuracy", "metric_value": 0.25},
+    ],
+}
+
+
+class FakeHubApi:
+    """Records what a push asks the Hub for; create_commit writes the operations into a local folder."""
+
+    def __init__(self, remote_dir):
+        self.remote_dir = remote_dir
+        self.calls = []
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
+        self.calls.append(("create_repo", repo_id, private))
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def create_branch(self, repo_id, branch, exist_ok=False, **kwargs):
+        self.calls.append(("create_branch", repo_id, branch))
+
+    def create_commit(self, repo_id, operations, *, commit_message, revision=None, create_pr=False, **kwargs):
+        self.calls.append(("create_commit", repo_id, revision, commit_message))
+        self.operations = list(operations)
+        materialize(self.operations, self.remote_dir)
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+
+    def upload_folder(self, *, repo_id, folder_path, revision=None, commit_message=None, **kwargs):
+        self.calls.append(("upload_folder", repo_id, revision, commit_message))
+        shutil.copytree(folder_path, self.remote_dir, dirs_exist_ok=True)
+
+
+def materialize(operations, directory):
+    """Write commit operations into ``directory`` with huggingface_hub's own accessor (``as_file``)."""
+    for operation in operations:
+        path = os.path.join(directory, operation.path_in_repo)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with operation.as_file() as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Push-ready tiny GPT-2 and LLaMA checkpoints written by save_for_hub, and a push of the GPT-2 one."""
+    root = tmp_path_factory.mktemp("hub")
+    dirs = {}
+    for family in ("gpt2", "llama"):
+        model, tokenizer = tiny_diffusion_model(family)
+        dirs[family] = save_for_hub(model, tokenizer, root / f"tiny-{family}", ADAPT_RECORD)
+    # a Trainer leaves these behind; they must not be uploaded
+    os.makedirs(root / "tiny-gpt2" / "checkpoint-10")
+    (root / "tiny-gpt2" / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    (root / "tiny-gpt2" / "optimizer.pt").write_bytes(b"x")
+    api = FakeHubApi(str(root / "remote"))
+    push_checkpoint(dirs["gpt2"], REPO_ID, api=api)
+    dirs["pushed"], dirs["api"] = str(root / "remote"), api
+    return dirs
+
+
+CLEAN_SCRIPT = """
+import json, sys, traceback
+# the environment of a Hub user: none of diffusion-lm's own packages (None in sys.modules makes imports fail)
+for name in ("diffusion_lm", "datasets", "trl", "peft", "accelerate"):
+    sys.modules[name] = None
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+report = {}
+
+def part(name, fn):
+    try:
+        report[name] = fn() or "ok"
+    except Exception:
+        report[name] = "FAILED\\n" + traceback.format_exc()
+
+def load_and_generate(directory):
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
+    model = AutoModel.from_pretrained(directory, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    prompt = tokenizer("the cat sat on", return_tensors="pt").input_ids
+    torch.manual_seed(0)
+    output = model.generate(prompt, max_new_tokens=4, steps=4)
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    assert sequences.shape == (1, prompt.shape[1] + 4), sequences.shape
+    assert torch.equal(sequences[0, : prompt.shape[1]], prompt[0]), "the prompt changed"
+    assert (sequences != model.config.mask_token_id).all(), "masks left"
+    return {"class": type(model).__name__, "mask_token": tokenizer.mask_token}
+
+for name, directory in json.loads(sys.argv[1]).items():
+    part(name, lambda directory=directory: load_and_generate(directory))
+part("snippet", lambda: exec(sys.argv[2], {"__name__": "__snippet__"}))
+report["diffusion_lm_importable"] = any(k.startswith("diffusion_lm") and v is not None for k, v in sys.modules.items())
+print("REPORT" + json.dumps(report))
+"""
+
+
+def usage_snippet(card_text: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", card_text, flags=re.DOTALL)
+    assert len(blocks) == 1, "the card should hold exactly one python block"
+    return blocks[0]
+
+
+@pytest.fixture(scope="module")
+def clean_run(checkpoints, tmp_path_factory):
+    """One fresh interpreter without diffusion_lm, cwd outside the repository: loads, generates, runs the snippet."""
+    work = tmp_path_factory.mktemp("clean")
+    snippet = usage_snippet(render_card(checkpoints["gpt2"], repo_id=REPO_ID).content)
+    snippet = snippet.replace(f'"{REPO_ID}"', json.dumps(checkpoints["gpt2"]))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HOME")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(work / "hf"), HF_MODULES_CACHE=str(work / "modules"),
+               PYTHONNOUSERSITE="1")
+    directories = {name: checkpoints[name] for name in ("gpt2", "llama", "pushed")}
+    result = subprocess.run(
+        [sys.executable, "-c", CLEAN_SCRIPT, json.dumps(directories), snippet],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
+    assert lines, f"the clean process failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(lines[-1][len("REPORT"):])
+
+
+# --- checkpoint directories ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_saved_directory_is_push_ready(checkpoints, family):
+    directory = checkpoints[family]
+    assert push_readiness_problems(directory) == []
+    names = set(os.listdir(directory))
+    module = {"gpt2": "diffugpt", "llama": "diffullama"}[family]
+    code = {f"configuration_{module}.py", f"modeling_{module}.py", "modeling_diffusion_utils.py",
+            "generation_diffusion.py", "attention_annealing.py"}
+    assert code <= names
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md",
+            TRAINING_INFO_NAME} <= names
+    config = json.load(open(os.path.join(directory, "config.json")))
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+
+
+def test_readiness_names_what_is_missing(checkpoints, tmp_path):
+    broken = shutil.copytree(checkpoints["llama"], tmp_path / "broken")
+    os.remove(broken / "attention_annealing.py")
+    os.remove(broken / "README.md")
+    os.remove(broken / "generation_config.json")
+    problems = "\n".join(push_readiness_problems(broken))
+    assert "attention_annealing.py is missing" in problems
+    assert "README.md" in problems and "generation_config.json" in problems
+    with pytest.raises(ValueError, match="not ready to push"):
+        push_checkpoint(broken, REPO_ID, api=FakeHubApi(str(tmp_path / "remote")))
+
+
+def test_readiness_flags_code_that_needs_diffusion_lm(checkpoints, tmp_path):
+    leaky = shutil.copytree(checkpoints["gpt2"], tmp_path / "leaky")
+    with open(leaky / "modeling_diffugpt.py", "a") as f:
+        f.write("\nimport diffusion_lm.objective\n")
+    assert any("diffusion_lm" in problem for problem in push_readiness_problems(leaky))
+
+
+def test_save_for_hub_rejects_bad_input(tmp_path):
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    with pytest.raises(ValueError, match="mask token id"):
+        save_for_hub(model, tiny_tokenizer(), tmp_path / "a")
+    with pytest.raises(ValueError, match="diffusion-lm model"):
+        save_for_hub(tiny_ar_model("gpt2"), tokenizer, tmp_path / "b")
+    with pytest.raises(ValueError, match="stage"):
+        save_for_hub(model, tokenizer, tmp_path / "c", {"stage": "pretrain"})
+
+
+# --- loading where diffusion_lm is not installed --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["gpt2", "llama", "pushed"])
+def test_loads_and_generates_without_diffusion_lm(clean_run, name):
+    assert clean_run["diffusion_lm_importable"] is False
+    result = clean_run[name]
+    assert isinstance(result, dict), result
+    assert result["class"].endswith("ForMaskedDiffusion") and result["mask_token"] == "<|mdm_mask|>"
+
+
+def test_card_usage_snippet_runs_without_diffusion_lm(clean_run):
+    assert clean_run["snippet"] == "ok", clean_run["snippet"]
+
+
+# --- the card -------------------------------------------------------------------------------------------------
+def test_card_metadata_parses(checkpoints):
+    card = ModelCard.load(os.path.join(checkpoints["gpt2"], "README.md"))
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-generation"
+    assert {"diffusion-lm", "masked-diffusion", "diffugpt"} <= set(data.tags)
+    assert data.base_model == "openai-community/gpt2"
+    assert data.datasets == ["HuggingFaceFW/fineweb-edu", "local/corpus.txt"]
+    assert data.license == "mit"
+    (result,) = data.eval_results
+    assert (result.dataset_type, result.metric_type, result.metric_value) == ("lambada", "accuracy", 0.25)
+
+
+def test_card_states_the_adaptation(checkpoints):
+    text = open(os.path.join(checkpoints["llama"], "README.md")).read()
+    rows = dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", text, flags=re.MULTILINE))
+    assert rows["Training steps"] == "1,200"
+    assert rows["Training tokens"].startswith("4.9M")
+    assert rows["Block size"] == "1,024 tokens"
+    assert rows["Attention-mask annealing"].startswith("100 steps")
+    assert rows["Shift"].startswith("yes")
+    assert rows["Mask token"] == r"`<\|mdm_mask\|>` (id 90), added to the vocabulary"
+    assert "openai-community/gpt2" in rows["Base model"]
+    assert rows["Loss normalization"] == "masked_tokens"
+    assert "| LAMBADA | accuracy | 0.25 |" in text
+    assert "trust_remote_code=True" in text and "max_new_tokens=0" in text
+
+
+def test_card_without_record_or_license(tmp_path):
+    model, tokenizer = tiny_diffusion_model("llama")
+    model.save_pretrained(tmp_path)  # no tokenizer yet: a Trainer saves it after the model
+    card = render_card(tmp_path)
+    assert card.data.license == "other" and "No license was recorded" in card.content
+    assert "| Mask token | id 90 |" in card.content
+    assert card.data.base_model is None
+
+
+def test_template_ships_with_the_package():
+    path = card_template_path()
+    assert os.path.isfile(path) and "{{ card_data }}" in open(path).read()
+    repo_copy = os.path.join(os.path.dirname(__file__), "..", "model_cards", "diffusion_lm_card.md")
+    assert open(repo_copy).read() == open(path).read()
+
+
+def test_training_info_round_trip_and_validation(tmp_path):
+    info = TrainingInfo.from_dict(ADAPT_RECORD)
+    assert info.extra == {"loss_normalization": "masked_tokens", "final_train_loss": 3.25, "shift": True}
+    os.makedirs(tmp_path / "ckpt")
+    info.save(tmp_path / "ckpt")
+    saved = json.load(open(tmp_path / "ckpt" / TRAINING_INFO_NAME))
+    assert saved["diffusion_lm_version"] and saved["loss_normalization"] == "masked_tokens"
+    assert TrainingInfo.load(tmp_path / "ckpt") == info
+    for bad, message in [
+        ({"steps": -1}, "steps"),
+        ({"tokens": "many"}, "tokens"),
+        ({"eval_results": [{"metric_value": 1}]}, "lacks"),
+        ({"eval_results": [{**ADAPT_RECORD["eval_results"][0], "source_name": "x"}]}, "source_url"),
+        ({"schema_version": 2}, "schema_version"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TrainingInfo.from_dict(bad)
+
+
+def test_record_eval_results_rerenders_the_card(checkpoints, tmp_path):
+    directory = shutil.copytree(checkpoints["llama"], tmp_path / "evaluated")
+    result = {"task_type": "multiple-choice", "dataset_type": "piqa", "dataset_name": "PIQA",
+              "metric_type": "accuracy", "metric_value": 0.5}
+    record_eval_results(directory, [result, {**ADAPT_RECORD["eval_results"][0], "metric_value": 0.3}])
+    card = ModelCard.load(directory / "README.md")
+    values = {r.dataset_type: r.metric_value for r in card.data.eval_results}
+    assert values == {"lambada": 0.3, "piqa": 0.5}
+
+
+# --- model.save_pretrained / from_pretrained / push_to_hub ----------------------------------------------------
+def test_model_save_pretrained_writes_card_and_keeps_existing_one(tmp_path):
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    model.training_info = {"stage": "convert", "base_model": "openai-community/gpt2"}
+    model.save_pretrained(tmp_path / "a")
+    text = open(tmp_path / "a" / "README.md").read()
+    assert GENERATED_CARD_MARKER in text and "not been trained" in text
+    assert json.load(open(tmp_path / "a" / TRAINING_INFO_NAME))["stage"] == "convert"
+
+    (tmp_path / "a" / "README.md").write_text("hand-written card\n")
+    model.save_pretrained(tmp_path / "a")
+    assert (tmp_path / "a" / "README.md").read_text() == "hand-written card\n"
+
+
+def test_from_pretrained_carries_record_and_card(checkpoints):
+    from diffusion_lm import DiffuGPTForMaskedDiffusion
+
+    model = DiffuGPTForMaskedDiffusion.from_pretrained(checkpoints["gpt2"])
+    assert model.training_info["steps"] == 1200
+    assert GENERATED_CARD_MARKER in model.model_card_text
+
+
+def test_model_push_to_hub_carries_card_code_and_record(checkpoints, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from diffusion_lm import DiffuLlamaForMaskedDiffusion
+
+    api = FakeHubApi(str(tmp_path / "remote"))
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
+    model = DiffuLlamaForMaskedDiffusion.from_pretrained(checkpoints["llama"])
+    model.push_to_hub("someone/pushed-llama", revision="v1", tags=["demo"])
+    assert [call[0] for call in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[1][2] == "v1"
+    remote = tmp_path / "remote"
+    card = ModelCard.load(remote / "README.md")
+    assert "demo" in card.data.tags and 'model_id = "someone/pushed-llama"' in card.content
+    assert "| Training steps | 1,200 |" in card.content  # the record came along from the loaded checkpoint
+    assert {"modeling_diffullama.py", "attention_annealing.py", "config.json", TRAINING_INFO_NAME} <= set(
+        os.listdir(remote))
+
+
+# --- push ---------------------------------------------------------------------------------------------------
+def test_push_uploads_the_checkpoint_with_a_card_for_the_repo(checkpoints):
+    api = checkpoints["api"]
+    assert api.calls[0] == ("create_repo", REPO_ID, None)
+    assert api.calls[-1][:3] == ("create_commit", REPO_ID, None)
+    uploaded = {op.path_in_repo for op in api.operations}
+    local = set(os.listdir(checkpoints["gpt2"])) - {"optimizer.pt", "checkpoint-10"}
+    assert uploaded == local
+    card = ModelCard.load(os.path.join(checkpoints["pushed"], "README.md"))
+    assert f'model_id = "{REPO_ID}"' in card.content
+
+
+def test_push_keeps_a_hand_written_card_and_validates_the_repo_id(checkpoints, tmp_path):
+    directory = shutil.copytree(checkpoints["llama"], tmp_path / "own-card")
+    write_card(directory)
+    card = ModelCard.load(directory / "README.md")
+    card.text = "My own words."
+    card.save(directory / "README.md")
+    (readme,) = [op for op in commit_operations(directory, REPO_ID) if op.path_in_repo == "README.md"]
+    assert readme.path_or_fileobj == str(directory / "README.md")
+    with pytest.raises(ValueError, match="invalid repo id"):
+        push_checkpoint(directory, "not a repo id!", api=FakeHubApi(str(tmp_path / "r")))
+
+
+def test_cli_push_and_card(checkpoints, tmp_path, monkeypatch):
+    import diffusion_lm.hub
+    from diffusion_lm.cli import main
+
+    directory = shutil.copytree(checkpoints["gpt2"], tmp_path / "cli")
+    os.remove(directory / "README.md")
+    assert main(["card", str(directory), "--repo-id", "me/cli-model"]) == 0
+    assert 'model_id = "me/cli-model"' in (directory / "README.md").read_text()
+
+    api = FakeHubApi(str(tmp_path / "remote"))
+    monkeypatch.setattr(diffusion_lm.hub, "HfApi", lambda token=None: api)
+    assert main(["push", str(directory), "me/cli-model", "--private", "--revision", "dev"]) == 0
+    assert api.calls[0] == ("create_repo", "me/cli-model", True)
+    assert ("create_branch", "me/cli-model", "dev") in api.calls
+    assert api.calls[-1][2] == "dev"
+
+
+def test_cli_card_rejects_a_non_checkpoint(tmp_path):
+    from diffusion_lm.cli import main
+
+    with pytest.raises(ValueError, match="no config.json"):
+        main(["card", str(tmp_path)])
+

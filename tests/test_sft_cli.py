@@ -1,0 +1,106 @@
+"""``diffusion-lm sft`` / ``diffusion-lm chat`` on tiny checkpoints (CPU, seconds)."""
+
+import io
+import json
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest
+from tiny import save_tiny_ar_checkpoint, tiny_diffusion_model
+
+from diffusion_lm.cli import main
+
+ROWS = [
+    {"instruction": "what is one plus one ?", "input": "", "output": "two"},
+    {"instruction": "hello", "input": "", "output": "good morning sun"},
+]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    directory = str(tmp_path / "base")
+    model, tokenizer = tiny_diffusion_model("llama")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def alpaca_file(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(ROWS))
+    return str(path)
+
+
+def summary_of(out: str) -> dict:
+    """The JSON summary the command prints last (Trainer's log lines come before it)."""
+    start = out.rfind("\n{\n")
+    return json.loads(out[start + 1 if start >= 0 else 0:])
+
+
+def sft(*extra):
+    return main(["sft", "--batch-size", "2", "--max-steps", "2", "--logging-steps", "1", *extra])
+
+
+def test_full_sft_writes_checkpoint_record_and_card(checkpoint, alpaca_file, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert sft("--model", checkpoint, "--dataset", alpaca_file, "--output-dir", out, "--format", "plain") == 0
+    summary = summary_of(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["train_rows"] == 2
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))
+    record = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
+    assert record["stage"] == "sft" and record["steps"] == 2 and record["base_model"] == checkpoint
+    card = open(os.path.join(out, "README.md")).read()
+    assert "diffusion-lm model card" in card and "supervised fine-tuning" in card
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "diffullama"
+
+
+def test_lora_sft_writes_adapter_and_merged_model(checkpoint, alpaca_file, tmp_path, capsys):
+    out = str(tmp_path / "adapter")
+    assert sft("--model", checkpoint, "--dataset", alpaca_file, "--output-dir", out, "--lora", "--lora-r", "4",
+               "--train-embeddings", "--merge", "--eval-dataset", alpaca_file) == 0
+    summary = summary_of(capsys.readouterr().out)
+    assert {"eval_loss_before", "eval_loss_after"} <= set(summary)
+    adapter = json.load(open(os.path.join(out, "adapter_config.json")))
+    assert adapter["r"] == 4 and set(adapter["modules_to_save"]) == {"embed_tokens", "lm_head"}
+    assert adapter["base_model_name_or_path"] == checkpoint
+    assert json.load(open(os.path.join(out, "diffusion_lm_training.json")))["lora"]["r"] == 4
+    merged = os.path.join(out, "merged")
+    assert json.load(open(os.path.join(merged, "diffusion_lm_training.json")))["stage"] == "sft"
+    assert "diffusion-lm model card" in open(os.path.join(merged, "README.md")).read()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--max-steps", "0"], "max-steps"), (["--merge"], "--lora"), (["--batch-size", "0"], "batch-size")],
+)
+def test_sft_rejects_bad_arguments(checkpoint, alpaca_file, tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        sft("--model", checkpoint, "--dataset", alpaca_file, "--output-dir", str(tmp_path / "o"), *extra)
+
+
+def test_sft_rejects_an_ar_checkpoint(alpaca_file, tmp_path):
+    ar = save_tiny_ar_checkpoint(str(tmp_path / "ar"))
+    with pytest.raises(ValueError, match="not a diffusion LM"):
+        sft("--model", ar, "--dataset", alpaca_file, "--output-dir", str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_chat_session_answers_each_line_and_exits(checkpoint, tmp_path, monkeypatch, capsys, lora):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
+                              for q, a in [("hello", "good morning sun"), ("story", "once upon a time")]))
+    out = str(tmp_path / "chat-model")
+    flags = ["--lora", "--lora-r", "8", "--train-embeddings"] if lora else []
+    sft("--model", checkpoint, "--dataset", str(data), "--output-dir", out, "--max-steps", "200",
+        "--learning-rate", "5e-3", "--lr-scheduler-type", "constant", "--logging-steps", "100", *flags)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\nstory\nexit\nnever read\n"))
+    assert main(["chat", out, "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["good morning sun", "once upon a time"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))  # EOF ends the session too
+    assert main(["chat", out, "--max-new-tokens", "8", "--no-history"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["good morning sun"]
