@@ -140,3 +140,51 @@ def test_presets_load_and_cli_flags_override():
     assert settings.anneal_steps == 10000 and settings.max_steps == 10 and settings.block_size == 256
     llama = resolve_settings("llama-2-7b", {})
     assert llama.reuse_mask_token_id == 811 and llama.lr_scheduler_type == "constant" and llama.adam_beta2 == 0.95
+
+
+@pytest.mark.parametrize("anneal_steps,expect_square", [(0, False), (100, True)])
+def test_trainer_builds_an_annealing_mask_only_while_annealing(tmp_path, anneal_steps, expect_square):
+    from tiny import tiny_diffusion_model
+
+    from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
+
+    model, tokenizer = tiny_diffusion_model("llama")
+    seen = []
+    for layer in model.model.layers:
+        layer.self_attn.register_forward_pre_hook(lambda m, a, k: seen.append(k.get("attention_mask")),
+                                                  with_kwargs=True)
+    train = [{"input_ids": list(range(6, 22))} for _ in range(8)]
+    args = DiffusionTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
+                                      anneal_steps=anneal_steps, report_to="none", use_cpu=True, save_strategy="no")
+    DiffusionTrainer(model=model, args=args, train_dataset=train,
+                     data_collator=DiffusionDataCollator(tokenizer.pad_token_id)).train()
+    assert seen
+    if expect_square:
+        assert all(m is not None and m.shape == (4, 1, 16, 16) for m in seen)
+    else:
+        assert all(m is None for m in seen)
+
+
+def test_trainer_requires_a_mask_token(tmp_path):
+    from tiny import tiny_diffusion_model
+
+    from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
+
+    model, _ = tiny_diffusion_model("gpt2")
+    model.config.mask_token_id = None
+    args = DiffusionTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match="mask token"):
+        DiffusionTrainer(model=model, args=args)
+
+
+@pytest.mark.smollm2
+def test_embedded_gguf_converts_with_a_dedicated_mask_token(smollm2_gguf):
+    from diffusion_lm.conversion import convert_checkpoint
+
+    model, tokenizer = convert_checkpoint(smollm2_gguf)
+    assert tokenizer.mask_token == "<|mdm_mask|>" and model.config.mask_token_id == 49152
+    assert model.config.vocab_size == 49153 and model.config.tie_word_embeddings
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    mean = embeddings[:-1].mean(0)
+    assert torch.allclose(embeddings[-1], mean, atol=0.05 * embeddings[:-1].std(0).max().item())

@@ -102,6 +102,14 @@ def test_model_without_mask_token_is_rejected(tmp_path):
                             processing_class=tokenizer)
 
 
+def test_ar_model_is_rejected(tmp_path):
+    from tiny import tiny_ar_model, tiny_tokenizer
+
+    with pytest.raises(ValueError, match="not a diffusion LM"):
+        DiffusionSFTTrainer(tiny_ar_model("llama"), args=config(tmp_path), train_dataset=prompt_completion_dataset(),
+                            processing_class=tiny_tokenizer(with_mask=True))
+
+
 # --- what is maskable -----------------------------------------------------------------------------------------------
 def test_prompt_is_never_noised(tmp_path):
     model, tokenizer = tiny_diffusion_model("llama")

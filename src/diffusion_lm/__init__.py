@@ -25,3 +25,4 @@ __all__ = [
 ]
 
 from .sft import DiffusionSFTConfig, DiffusionSFTTrainer  # noqa: E402
+from .trainer import DiffusionTrainer, DiffusionTrainingArguments  # noqa: E402

@@ -104,7 +104,6 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         bf16=use_bf16,
         # without an accelerator, torch.distributed processes (accelerate launch / torchrun) use gloo on CPU
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        gradient_checkpointing=settings.gradient_checkpointing,
         anneal_steps=settings.anneal_steps,
         loss_normalization=settings.loss_normalization,
         seed=settings.seed,
@@ -116,6 +115,8 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         eval_steps=settings.eval_steps or settings.max_steps,
         eval_on_start=settings.eval_on_start and has_eval,
         report_to=settings.report_to,
+        # passed only when wanted: the argument is deprecated in transformers 5 (``activation_checkpointing``)
+        **({"gradient_checkpointing": True} if settings.gradient_checkpointing else {}),
         **settings.extra_training_args,
     )
 

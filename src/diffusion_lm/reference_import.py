@@ -30,8 +30,6 @@ LAYOUTS = ("diffugpt", "diffullama")
 # mask ids the reference models were trained with, when their tokenizer files do not name a mask token
 DEFAULT_MASK_TOKEN_IDS = {"diffugpt": 10541, "diffullama": 811}
 DIFFUGPT_ADDED_MASK_TOKEN = "[¨M¨]"  # diffugpt-m's added token (id 50257)
-# wrapper module names -> GPT2LMHeadModel names (transformers' key_mapping: regex -> replacement)
-DIFFUGPT_KEY_MAPPING = {r"^embed_tokens\.": "transformer.wte.", r"^denoise_model\.": "transformer."}
 # the causal-mask buffers older GPT-2 checkpoints carry are not weights; a bidirectional model has no use for them
 IGNORED_UNEXPECTED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 # what snapshot_download fetches: configs, tokenizer files, weights and the card, not training leftovers
@@ -167,22 +165,38 @@ def _reference_mask_token_id(layout: str, tokenizer, override: int | None) -> in
 
 
 def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
-    shapes = _weight_shapes(directory)
-    vocab_size = shapes["embed_tokens.weight"][0]
+    # renamed by hand rather than with from_pretrained(key_mapping=...): a model loaded through a key mapping saves
+    # its weights back under the mapped-from names, which would write the wrapper layout again
+    weights = {_diffugpt_name(name): tensor for name, tensor in _load_weights(directory).items()}
+    embeddings = weights["transformer.wte.weight"]
+    lm_head = weights.pop("lm_head.weight", None)
+    tied = lm_head is None or torch.equal(lm_head, embeddings)
     config = diffusion_config_from_ar(
         AutoConfig.from_pretrained(directory),
-        _checked_mask_id(mask_token_id, vocab_size),
-        vocab_size=vocab_size,  # diffugpt-m's embedding has a row more than its GPT-2 config says
-        tie_word_embeddings=_lm_head_is_tied(directory, shapes),
+        _checked_mask_id(mask_token_id, embeddings.shape[0]),
+        vocab_size=embeddings.shape[0],  # diffugpt-m's embedding has a row more than its GPT-2 config says
+        tie_word_embeddings=tied,
         pad_token_id=tokenizer.pad_token_id,
         shift=True,
         attention_mode="bidirectional",
     )
-    model, loading_info = DiffuGPTForMaskedDiffusion.from_pretrained(
-        directory, config=config, key_mapping=DIFFUGPT_KEY_MAPPING, dtype=dtype, output_loading_info=True
-    )
-    _check_loading(directory, loading_info)
-    return model
+    if not tied:
+        weights["lm_head.weight"] = lm_head
+    model = DiffuGPTForMaskedDiffusion(config)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    _check_loading(directory, {"missing_keys": set(missing) - ({"lm_head.weight"} if tied else set()),
+                               "unexpected_keys": unexpected, "mismatched_keys": []})
+    model.tie_weights()
+    return model.to(embeddings.dtype if dtype == "auto" else dtype)
+
+
+def _diffugpt_name(name: str) -> str:
+    """Wrapper module name -> GPT2LMHeadModel name."""
+    if name == "embed_tokens.weight":
+        return "transformer.wte.weight"
+    if name.startswith("denoise_model."):
+        return "transformer." + name[len("denoise_model."):]
+    return name
 
 
 def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
@@ -218,13 +232,6 @@ def _check_loading(directory: str, loading_info: dict) -> None:
         )
 
 
-def _lm_head_is_tied(directory: str, shapes: dict) -> bool:
-    """The wrapper saved ``lm_head.weight`` only sometimes; it is tied unless it differs from ``embed_tokens``."""
-    if "lm_head.weight" not in shapes:
-        return True
-    return torch.equal(_read_tensor(directory, "embed_tokens.weight"), _read_tensor(directory, "lm_head.weight"))
-
-
 def _weight_shapes(directory: str) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, from safetensors headers (or .bin files, memory-mapped), without loading the weights."""
     from safetensors import safe_open
@@ -239,19 +246,13 @@ def _weight_shapes(directory: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _read_tensor(directory: str, name: str) -> torch.Tensor:
-    from safetensors import safe_open
+def _load_weights(directory: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
 
+    weights = {}
     for path in _weight_files(directory):
-        if path.endswith(".safetensors"):
-            with safe_open(path, framework="pt") as f:
-                if name in f.keys():
-                    return f.get_tensor(name)
-        else:
-            state = _load_bin(path)
-            if name in state:
-                return state[name]
-    raise ValueError(f"tensor {name} not found in {directory}")
+        weights.update(load_file(path) if path.endswith(".safetensors") else _load_bin(path))
+    return weights
 
 
 def _weight_files(directory: str) -> list[str]:

@@ -37,6 +37,7 @@ from trl.data_utils import is_conversational_from_value
 from .modeling.corruption import maskable_positions
 from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
+from .models import DIFFUSION_MODEL_TYPES
 from .objective import diffusion_objective
 
 # ShareGPT / LLaMA-Factory role names -> chat-template roles
@@ -147,6 +148,10 @@ class DiffusionSFTTrainer(SFTTrainer):
             **kwargs,
         )
         base = self.base_model()
+        if base.config.model_type not in DIFFUSION_MODEL_TYPES:
+            raise ValueError(
+                f"{type(base).__name__} ({base.config.model_type!r}) is not a diffusion LM: convert / adapt it first"
+            )
         self.mask_token_id = self.resolve_mask_token_id(base)
         self.shift = getattr(base.config, "shift", True)
         if self._tokenizer.eos_token_id is None:
