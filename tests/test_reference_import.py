@@ -115,6 +115,7 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
     assert push_readiness_problems(out) == []
     assert AutoTokenizer.from_pretrained(out).mask_token_id == 10541  # a reused id survives the round trip
     assert json.load(open(out / "generation_config.json"))["mask_token_id"] == 10541
+    # rtol=atol=0: the imported model computes exactly what the reference stack computes
     torch.testing.assert_close(imported_logits(out, IDS), diffugpt_reference_logits(out, tensors, IDS),
                                rtol=0, atol=0)
 

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from ..modeling.corruption import mask_tokens
 from ..modeling.diffusion_loss import masked_diffusion_loss
 from ..modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
-from ..modeling.shift import align_logits_with_targets
 
 ESTIMATORS = ("levels", "elbo")
 
@@ -131,6 +130,32 @@ def _pad_right(rows: list[torch.Tensor], pad_value) -> tuple[torch.Tensor, torch
     return batch, attention_mask
 
 
+# model types whose logits are exactly lm_head(base_model(...).last_hidden_state): no soft-capping or logit scale
+_PLAIN_HEAD_MODEL_TYPES = {"gpt2", "llama", "qwen2", "diffugpt", "diffullama", "diffuqwen2"}
+
+
+def logits_at_positions(model, input_ids, attention_mask, positions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Logits (len(positions[b]), V) of row b at the given positions.
+
+    For the supported families the LM head runs on those positions only: it is a fifth of a small model's
+    compute, and scoring needs it at the scored tokens, not over the whole context.
+    """
+    body = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if body is not None and body is not model and head is not None and model_type in _PLAIN_HEAD_MODEL_TYPES:
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return [head(hidden[b, pos]) for b, pos in enumerate(positions)]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return [logits[b, pos] for b, pos in enumerate(positions)]
+
+
+def predictor_positions(scored: torch.Tensor, shift: bool) -> torch.Tensor:
+    """Where the prediction of each scored token is read: position j - 1 under the AR shift (see ``shift.py``)."""
+    positions = scored.nonzero().squeeze(-1)
+    return positions - 1 if shift else positions
+
+
 def diffusion_config_values(model, mask_token_id: int | None = None, shift: bool | None = None) -> tuple[int, bool]:
     """The mask id and shift flag of a diffusion model (from its config unless given)."""
     config = getattr(model, "config", None)
@@ -189,17 +214,18 @@ def diffusion_span_scores(
     description = progress if isinstance(progress, str) else "diffusion scoring"
     for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
         noisy, attention_mask = _pad_right([row[1] for row in batch], mask_token_id)
-        logits = model(input_ids=noisy.to(device), attention_mask=attention_mask.to(device)).logits
-        for b, (index, _, clean, is_masked, scored, level) in enumerate(batch):
-            length = len(clean)
+        positions = [predictor_positions(row[4], shift).to(device) for row in batch]
+        logits = logits_at_positions(model, noisy.to(device), attention_mask.to(device), positions)
+        for row_logits, (index, _, clean, is_masked, scored, level) in zip(logits, batch):
+            # the scored tokens only, each lined up with its prediction (so no further shift below)
             loss = masked_diffusion_loss(
-                logits[b : b + 1, :length],
-                clean[None].to(device),
-                is_masked[None].to(device),
+                row_logits[None],
+                clean[scored][None].to(device),
+                is_masked[scored][None].to(device),
                 level.reshape(1).to(device),
-                scored[None].to(device),
+                torch.ones_like(clean[scored])[None].bool().to(device),
                 normalization="elbo",
-                shift=shift,
+                shift=False,
             )
             if estimator == "elbo":
                 samples[index].append(float(loss.loss))  # weighted sum / number of scored tokens
@@ -226,11 +252,11 @@ def ar_span_scores(
     description = progress if isinstance(progress, str) else "AR scoring"
     for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
         ids, attention_mask = _pad_right([requests[i].input_ids for i in batch], 0)
-        scored, _ = _pad_right([requests[i].scored for i in batch], False)
-        logits = model(input_ids=ids.to(device), attention_mask=attention_mask.to(device)).logits
-        logits, targets, scored = align_logits_with_targets(logits, ids.to(device), scored.to(device), shift=True)
-        token_nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        for b, index in enumerate(batch):
-            num = int(scored[b].sum())
-            scores[index] = SpanScore([float(token_nll[b][scored[b]].sum()) / num], num)
+        # an AR model's logit at j - 1 predicts token j
+        positions = [predictor_positions(requests[i].scored, shift=True).to(device) for i in batch]
+        logits = logits_at_positions(model, ids.to(device), attention_mask.to(device), positions)
+        for row_logits, index in zip(logits, batch):
+            targets = requests[index].input_ids[requests[index].scored].to(device)
+            nll = F.cross_entropy(row_logits.float(), targets, reduction="sum")
+            scores[index] = SpanScore([float(nll) / len(targets)], len(targets))
     return scores  # type: ignore[return-value]

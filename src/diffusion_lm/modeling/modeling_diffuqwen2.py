@@ -11,13 +11,11 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM, Qwen2Mode
 
 from .configuration_diffuqwen2 import DiffuQwen2Config
 from .generation_diffusion import DiffusionGenerationMixin
+from .modeling_diffullama import DiffuLlamaModel
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
     MaskedDiffusionLMOutput,
-    attention_mask_for_layers,
-    check_no_cache,
     make_attention_bidirectional,
-    positions_from_padding,
 )
 
 
@@ -30,37 +28,9 @@ class DiffuQwen2Model(Qwen2Model):
         super().__init__(config)
         make_attention_bidirectional(self)
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        anneal_ratio: float | None = None,
-        past_key_values=None,
-        use_cache: bool | None = None,
-        **kwargs,
-    ) -> MaskedDiffusionLMOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        check_no_cache(past_key_values, use_cache)
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        batch_size, seq_len = inputs_embeds.shape[:2]
-        if position_ids is None:
-            position_ids = positions_from_padding(attention_mask, batch_size, seq_len, inputs_embeds.device)
-        layer_mask = attention_mask_for_layers(self.config, attention_mask, inputs_embeds, anneal_ratio)
-
-        hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
-        for decoder_layer in self.layers[: self.config.num_hidden_layers]:
-            hidden_states = decoder_layer(
-                hidden_states,
-                attention_mask=layer_mask,
-                position_ids=position_ids,
-                position_embeddings=position_embeddings,
-            )
-        return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states))
+    # Qwen2's decoder has LLaMA's module layout (embed_tokens, layers, rotary_emb, norm), so the diffusion forward
+    # is the same code. Sliding-window layers, if configured, attend fully: diffusion attention is bidirectional.
+    forward = DiffuLlamaModel.forward
 
 
 class DiffuQwen2ForMaskedDiffusion(DiffusionAutoMapMixin, Qwen2PreTrainedModel, DiffusionGenerationMixin):
