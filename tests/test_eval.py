@@ -96,6 +96,22 @@ def test_scores_are_reproducible_and_independent_of_batching_and_order():
     assert [s.per_token for s in other_seed] != [s.per_token for s in first]
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_head_on_scored_positions_only_matches_full_logits(family, monkeypatch):
+    from diffusion_lm.evaluation import ar_span_scores, scoring
+
+    model, _ = tiny_diffusion_model(family, seed=2)
+    ar_model = tiny_ar_model(family, seed=2)
+    requests = [ScoringRequest.from_parts([1, 6, 7, 8][: 1 + i], [20 + i, 21, 22], [9] * i) for i in range(4)]
+    fast = diffusion_span_scores(model, requests, num_samples=4, estimator="elbo", batch_size=3)
+    fast_ar = ar_span_scores(ar_model, requests, batch_size=3)
+    monkeypatch.setattr(scoring, "_PLAIN_HEAD_MODEL_TYPES", set())  # forces the full-logits path
+    full = diffusion_span_scores(model, requests, num_samples=4, estimator="elbo", batch_size=3)
+    full_ar = ar_span_scores(ar_model, requests, batch_size=3)
+    for a, b in zip(fast + fast_ar, full + full_ar):
+        assert a.per_token_samples == pytest.approx(b.per_token_samples, rel=1e-5)
+
+
 def test_elbo_bound_equals_exact_nll_for_a_context_free_unigram_model():
     model = unigram_model()
     generator = torch.Generator().manual_seed(1)

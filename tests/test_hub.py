@@ -383,3 +383,16 @@ def test_cli_card_rejects_a_non_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         main(["card", str(tmp_path)])
 
+
+
+def test_model_save_pretrained_with_push_to_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    api = FakeHubApi(str(tmp_path / "remote"))
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
+    model, _ = tiny_diffusion_model("gpt2")
+    model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="me/saved", commit_message="first")
+    assert [call[0] for call in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[-1] == ("upload_folder", "me/saved", None, "first")
+    # transformers' own push would have replaced the card with a blank one
+    assert 'model_id = "me/saved"' in (tmp_path / "remote" / "README.md").read_text()

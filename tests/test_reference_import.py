@@ -106,6 +106,7 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
     served, calls = hub_ids
     tokenizer = numbered_tokenizer(10_600)  # no mask token in the files, like diffugpt-s
     tensors = write_diffugpt_reference(tmp_path / "release", tokenizer, lm_head="absent")
+    (tmp_path / "release" / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: en\n---\nDiffuGPT-S\n")
     served["diffusionfamily/diffugpt-s"] = str(tmp_path / "release")
 
     model, _ = import_reference("diffusionfamily/diffugpt-s", str(tmp_path / "out"))
@@ -121,6 +122,7 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
 
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "diffusionfamily/diffugpt-s"
+    assert card.data.license == "apache-2.0" and card.data.language == ["en"]  # taken from the release's card
     assert {r.dataset_type for r in card.data.eval_results} >= {"lambada", "hellaswag", "piqa"}
     assert "openai-community/gpt2" in card.content and "not re-run here" in card.content
 

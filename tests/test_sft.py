@@ -102,6 +102,16 @@ def test_model_without_mask_token_is_rejected(tmp_path):
                             processing_class=tokenizer)
 
 
+def test_model_given_as_a_path(tmp_path):
+    model, tokenizer = tiny_diffusion_model("qwen2")
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    trainer = DiffusionSFTTrainer(str(tmp_path / "base"), args=config(tmp_path), train_dataset=prompt_completion_dataset())
+    assert trainer.base_model().config.model_type == "diffuqwen2"
+    assert trainer.mask_token_id == model.config.mask_token_id
+    trainer.train()
+
+
 def test_ar_model_is_rejected(tmp_path):
     from tiny import tiny_ar_model, tiny_tokenizer
 

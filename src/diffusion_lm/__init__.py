@@ -26,3 +26,5 @@ __all__ = [
 
 from .sft import DiffusionSFTConfig, DiffusionSFTTrainer  # noqa: E402
 from .trainer import DiffusionTrainer, DiffusionTrainingArguments  # noqa: E402
+from .hub import TrainingInfo, push_checkpoint, record_eval_results, render_card, save_for_hub, write_card  # noqa: E402
+from .reference_import import import_reference  # noqa: E402

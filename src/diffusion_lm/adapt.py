@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -15,11 +14,11 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .conversion import DEFAULT_MASK_TOKEN, ARSource, convert_ar_model, load_ar_model
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from .embedded import EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
+from .hub import write_card
+from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
 from .presets import load_preset
 from .trainer import DiffusionTrainer, DiffusionTrainingArguments
 
-TRAINING_INFO_FILE = "diffusion_lm_training.json"
 EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 
 
@@ -179,11 +178,7 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
     trainer.save_model(staging)
     if trainer.args.should_save:
         tokenizer.save_pretrained(staging)
-        with open(os.path.join(staging, TRAINING_INFO_FILE), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
-        write_card = _card_writer()
-        if write_card is not None:
-            write_card(staging, info)
+        write_card(staging, info)  # README.md model card + diffusion_lm_training.json
         # config.json last: a reader that sees it sees complete weights
         files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
         for name in files:
@@ -191,14 +186,6 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
         shutil.rmtree(staging, ignore_errors=True)
         trainer.save_state()
     trainer.accelerator.wait_for_everyone()
-
-
-def _card_writer():
-    try:
-        from .hub import write_model_card_from_info
-    except ImportError:
-        return None
-    return write_model_card_from_info
 
 
 def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> dict:
@@ -229,6 +216,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     tokens_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps * \
         settings.block_size * trainer.accelerator.num_processes
     info = {
+        "stage": "adapt",
         "base_model": base_name,
         "datasets": [settings.dataset or EMBEDDED_CORPUS_NAME],
         "steps": trainer.state.global_step,
@@ -245,6 +233,8 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * trainer.accelerator.num_processes,
         "final_train_loss": result.training_loss,
     }
+    if settings.base is None:
+        info["license"] = EMBEDDED_BASE_LICENSE
     save_final(trainer, tokenizer, settings, info)
     summary = {**info, "output_dir": settings.output_dir, "wall_time_s": round(time.time() - started, 1)}
     if eval_dataset is not None:

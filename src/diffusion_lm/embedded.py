@@ -6,6 +6,7 @@ import importlib.util
 import os
 
 EMBEDDED_BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_BASE_LICENSE = "apache-2.0"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

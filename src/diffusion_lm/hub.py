@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
@@ -211,9 +212,10 @@ def render_card(
     family = FAMILY_NAMES.get(model_type, model_type or "unknown")
     mask = _mask_token_facts(model_dir, config.get("mask_token_id"))
 
+    parent = info.reference if info.stage == "import" else info.base_model  # the model this one derives from
     card_data = ModelCardData(
         model_name=model_id.split("/")[-1],
-        base_model=_hub_id_or_none(info.base_model if info.stage != "import" else info.reference or info.base_model),
+        base_model=_hub_id_or_none(parent),
         datasets=[d for d in info.datasets if _hub_id_or_none(d)] or None,
         language=info.language or None,
         license=info.license or "other",
@@ -275,8 +277,10 @@ def _summary(info: TrainingInfo, family: str) -> str:
     if info.stage == "sft":
         return (f"A masked-diffusion language model ({family} architecture) instruction-tuned"
                 f"{f' from {base}' if base else ''} with the masked-diffusion objective on the responses.")
-    return (f"A masked-diffusion language model adapted{f' from the autoregressive model {base}' if base else ''} "
-            f"by continual pre-training with the masked-diffusion objective ({family} architecture).")
+    if info.stage == "adapt":
+        return (f"A masked-diffusion language model adapted{f' from the autoregressive model {base}' if base else ''}"
+                f" by continual pre-training with the masked-diffusion objective ({family} architecture).")
+    return f"A masked-diffusion language model ({family} architecture)."
 
 
 def _usage_values() -> dict[str, Any]:
@@ -340,7 +344,8 @@ def _adaptation_rows(info: TrainingInfo, config: dict, mask: dict) -> list[tuple
         rows.append(("Datasets", ", ".join(_linked(d, "datasets") for d in info.datasets)))
     for key in sorted(set(info.extra) - CHECKPOINT_KEYS):
         value = info.extra[key]
-        rows.append((key.replace("_", " ").capitalize(), f"`{json.dumps(value)}`" if not isinstance(value, str) else value))
+        text = value if isinstance(value, str) else f"`{json.dumps(value)}`"
+        rows.append((key.replace("_", " ").capitalize(), text))
     return rows
 
 
@@ -372,9 +377,7 @@ def _mask_token_facts(model_dir, mask_token_id: int | None) -> dict[str, Any]:
 def _load_tokenizer(model_dir):
     from transformers import AutoTokenizer
 
-    from . import models
-
-    models.register_auto_classes()  # our model types resolve locally, so no remote-code prompt
+    # diffusion_lm registered its model types with the Auto classes on import, so no remote-code prompt here
     return AutoTokenizer.from_pretrained(model_dir)
 
 
@@ -513,19 +516,13 @@ def _code_problems(model_dir, filename: str, checked: set[str]) -> list[str]:
     # get_imports skips imports guarded by try/except, as transformers does when it checks remote code
     foreign = sorted(
         name for name in get_imports(path)
-        if name not in REMOTE_CODE_PACKAGES and name not in _stdlib_modules()
+        if name not in REMOTE_CODE_PACKAGES and name not in sys.stdlib_module_names
     )
     if foreign:
         problems.append(f"{filename} imports {foreign}, which a torch + transformers environment lacks")
     for module in get_relative_imports(path):
         problems += _code_problems(model_dir, f"{module}.py", checked)
     return problems
-
-
-def _stdlib_modules() -> frozenset[str]:
-    import sys
-
-    return frozenset(sys.stdlib_module_names)
 
 
 def _weight_problems(model_dir, config: dict) -> list[str]:
@@ -571,10 +568,12 @@ def commit_operations(model_dir: str | os.PathLike, repo_id: str | None = None) 
             path_in_repo = os.path.relpath(path, model_dir).replace(os.sep, "/")
             if path_in_repo == "README.md" and repo_id is not None:
                 with open(path, encoding="utf-8") as f:
-                    if is_generated_card(f.read()):
-                        card = render_card(model_dir, repo_id=repo_id)
-                        operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
-                        continue
+                    text = f.read()
+                if is_generated_card(text):
+                    tags = ModelCard(text, ignore_metadata_errors=True).data.tags  # keep tags added since
+                    card = render_card(model_dir, repo_id=repo_id, tags=tags)
+                    operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
+                    continue
             operations.append(CommitOperationAdd(path_in_repo, path))
     return operations
 

@@ -26,7 +26,6 @@ from .hub import TrainingInfo, save_for_hub
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion
 
-LAYOUTS = ("diffugpt", "diffullama")
 # mask ids the reference models were trained with, when their tokenizer files do not name a mask token
 DEFAULT_MASK_TOKEN_IDS = {"diffugpt": 10541, "diffullama": 811}
 DIFFUGPT_ADDED_MASK_TOKEN = "[¨M¨]"  # diffugpt-m's added token (id 50257)
@@ -37,26 +36,33 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 SOURCE_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "README.md"]
 
 _PAPER = "https://arxiv.org/abs/2410.17891"
-_TABLE1 = ("lambada", "hellaswag", "winogrande", "social_i_qa", "piqa")
+# paper Table 1 zero-shot tasks: (dataset_type, shown name, task_type)
+_TABLE1_TASKS = (
+    ("lambada", "LAMBADA", "text-generation"),
+    ("hellaswag", "HellaSwag", "multiple-choice"),
+    ("winogrande", "Winogrande", "multiple-choice"),
+    ("social_i_qa", "SIQA", "multiple-choice"),
+    ("piqa", "PIQA", "multiple-choice"),
+)
 
 
-def _paper_results(scores: tuple[float, ...], rouge: tuple[float, float, float]) -> list[dict]:
-    """Paper Table 1 zero-shot results as EvalResult keyword dicts (reported by the paper, not re-run here)."""
-    names = {"lambada": "LAMBADA", "hellaswag": "HellaSwag", "winogrande": "Winogrande", "social_i_qa": "SIQA",
-             "piqa": "PIQA"}
+def _paper_results(accuracies: tuple[float, ...], rouge: tuple[float, float, float]) -> list[dict]:
+    """Paper Table 1 as EvalResult keyword dicts: accuracies in task order, ROCStories infilling ROUGE-1/2/L."""
     source = {"source_name": "Gong et al. 2025, Table 1", "source_url": _PAPER}
     results = [
-        {"task_type": "text-generation" if dataset == "lambada" else "multiple-choice", "dataset_type": dataset,
-         "dataset_name": names[dataset], "metric_type": "accuracy", "metric_value": score, **source}
-        for dataset, score in zip(_TABLE1, scores)
+        {"task_type": task, "dataset_type": dataset, "dataset_name": name, "metric_type": "accuracy",
+         "metric_value": value, **source}
+        for (dataset, name, task), value in zip(_TABLE1_TASKS, accuracies)
     ]
-    for metric, value in zip(("rouge1", "rouge2", "rougeL"), rouge):
-        results.append({"task_type": "text-generation", "dataset_type": "rocstories",
-                        "dataset_name": "ROCStories (infilling)", "metric_type": metric, "metric_value": value, **source})
+    results += [
+        {"task_type": "text-generation", "dataset_type": "rocstories", "dataset_name": "ROCStories (infilling)",
+         "metric_type": metric, "metric_value": value, **source}
+        for metric, value in zip(("rouge1", "rouge2", "rougeL"), rouge)
+    ]
     return results
 
 
-# What METHOD.md states about each release's adaptation, for its card.
+# What METHOD.md states about each release's adaptation and results, for its card (shown as reported, not re-run).
 REFERENCE_RELEASES = {
     "diffusionfamily/diffugpt-s": dict(
         base_model="openai-community/gpt2", anneal_steps=10_000,
@@ -174,7 +180,7 @@ def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreT
     config = diffusion_config_from_ar(
         AutoConfig.from_pretrained(directory),
         _checked_mask_id(mask_token_id, embeddings.shape[0]),
-        vocab_size=embeddings.shape[0],  # diffugpt-m's embedding has a row more than its GPT-2 config says
+        vocab_size=embeddings.shape[0],  # an added mask token (diffugpt-m) can make it larger than the config says
         tie_word_embeddings=tied,
         pad_token_id=tokenizer.pad_token_id,
         shift=True,
@@ -183,9 +189,11 @@ def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreT
     if not tied:
         weights["lm_head.weight"] = lm_head
     model = DiffuGPTForMaskedDiffusion(config)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    _check_loading(directory, {"missing_keys": set(missing) - ({"lm_head.weight"} if tied else set()),
-                               "unexpected_keys": unexpected, "mismatched_keys": []})
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"weights in {directory} do not fit a GPT-2 of its config: {error}") from None
+    _check_loading(directory, set(missing) - ({"lm_head.weight"} if tied else set()), unexpected)
     model.tie_weights()
     return model.to(embeddings.dtype if dtype == "auto" else dtype)
 
@@ -211,7 +219,8 @@ def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> Pr
     model, loading_info = DiffuLlamaForMaskedDiffusion.from_pretrained(
         directory, config=config, dtype=dtype, output_loading_info=True
     )
-    _check_loading(directory, loading_info)
+    _check_loading(directory, loading_info["missing_keys"], loading_info["unexpected_keys"],
+                   loading_info["mismatched_keys"])
     return model
 
 
@@ -221,10 +230,8 @@ def _checked_mask_id(mask_token_id: int, vocab_size: int) -> int:
     return mask_token_id
 
 
-def _check_loading(directory: str, loading_info: dict) -> None:
-    unexpected = [k for k in loading_info["unexpected_keys"] if not k.endswith(IGNORED_UNEXPECTED_SUFFIXES)]
-    missing = list(loading_info["missing_keys"])
-    mismatched = list(loading_info["mismatched_keys"])
+def _check_loading(directory: str, missing, unexpected, mismatched=()) -> None:
+    unexpected = [key for key in unexpected if not key.endswith(IGNORED_UNEXPECTED_SUFFIXES)]
     if missing or unexpected or mismatched:
         raise ValueError(
             f"weights in {directory} do not match the reference layout: missing {sorted(missing)}, "
@@ -270,21 +277,18 @@ def _load_bin(path: str) -> dict[str, torch.Tensor]:
 
 
 def _training_info(src: str, directory: str) -> TrainingInfo:
-    """The card's record: the release's published settings where known, license and languages from its card."""
-    release = dict(REFERENCE_RELEASES.get(src.rstrip("/"), {}))
-    info = TrainingInfo(stage="import", reference=src, **release)
+    """The card's record: the release's published settings where known; license, languages, datasets from its card."""
+    fields = dict(REFERENCE_RELEASES.get(src.rstrip("/"), {}))
+    if fields:
+        fields["notes"] = ("Adaptation settings and evaluation results are those reported for the reference release "
+                           f"(Gong et al., ICLR 2025, [arXiv:2410.17891]({_PAPER})); they were not re-run here.")
     readme = os.path.join(directory, "README.md")
     if os.path.isfile(readme):
         card_data = ModelCard.load(readme, ignore_metadata_errors=True).data
-        info.license = card_data.license
-        info.language = [card_data.language] if isinstance(card_data.language, str) else list(card_data.language or [])
-        if not info.datasets:
-            datasets = card_data.datasets
-            info.datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
-    if release:
-        info.notes = ("Adaptation settings and evaluation results are those reported for the reference release "
-                      f"(Gong et al., ICLR 2025, [arXiv:2410.17891]({_PAPER})); they were not re-run here.")
-    return info
+        fields.setdefault("license", card_data.license)
+        fields.setdefault("language", card_data.language or [])
+        fields.setdefault("datasets", card_data.datasets or [])
+    return TrainingInfo(stage="import", reference=src, **fields)
 
 
 def _read_json(path: str) -> dict | None:

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     parser.add_argument("--ppl-data", metavar="FILE", help="text file (.txt/.json/.jsonl) for the likelihood bound")
     parser.add_argument("--ppl-block-size", type=int, default=256, help="tokens per likelihood block (default 256)")
+    parser.add_argument("--ppl-max-blocks", type=int, help="at most this many likelihood blocks (default: --limit)")
     parser.add_argument("--output", help="write the results JSON here")
     parser.add_argument(
         "--update-card", action="store_true", help="write the results into --model's README.md model-index"
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
 
 
 def _validate(args) -> None:
-    for flag in ("limit", "mc_samples", "batch_size", "steps", "gsm8k_max_new_tokens"):
+    for flag in ("limit", "mc_samples", "batch_size", "steps", "gsm8k_max_new_tokens", "ppl_max_blocks"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -70,6 +71,8 @@ def _validate(args) -> None:
         raise ValueError(f"--data-dir {args.data_dir!r} is not a directory")
     if args.ppl_data is not None and not os.path.isfile(args.ppl_data):
         raise ValueError(f"--ppl-data {args.ppl_data!r} is not a file")
+    if args.dtype not in ("auto", "float32", "float16", "bfloat16"):
+        raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {args.dtype!r}")
     if args.update_card and not os.path.isdir(args.model):
         raise ValueError("--update-card needs --model to be a local directory")
 
@@ -123,7 +126,8 @@ def run(args) -> int:
     blocks = None
     if args.ppl_data:
         # the diffusion tokenizer's ids for both models: the AR vocabulary is the same minus [MASK]
-        blocks = token_blocks(read_text_documents(args.ppl_data), tokenizer, args.ppl_block_size, args.limit)
+        max_blocks = args.ppl_max_blocks or args.limit
+        blocks = token_blocks(read_text_documents(args.ppl_data), tokenizer, args.ppl_block_size, max_blocks)
         for evaluator in evaluators.values():
             vocab = evaluator.model.get_input_embeddings().num_embeddings
             if max(max(b) for b in blocks) >= vocab:
@@ -146,6 +150,8 @@ def run(args) -> int:
         "limit": args.limit,
         "gsm8k_max_new_tokens": args.gsm8k_max_new_tokens,
         "ppl_block_size": args.ppl_block_size if args.ppl_data else None,
+        "ppl_blocks": len(blocks) if blocks else None,
+        "dtype": args.dtype,
     }
     results = {
         "model": args.model,

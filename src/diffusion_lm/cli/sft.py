@@ -78,7 +78,12 @@ def load_diffusion_model(path: str, dtype=None):
         raise ValueError(
             f"{path} is a {config.model_type!r} checkpoint, not a diffusion LM: adapt it first (`diffusion-lm adapt`)"
         )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    quantization = getattr(config, "quantization_config", None)
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
+        # a checkpoint converted from GGUF holds dequantised weights; the stale entry would mark it as quantized
+        # (and Trainer refuses to fine-tune quantized models)
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype or torch.float32)
     return model, AutoTokenizer.from_pretrained(path)
 
 
