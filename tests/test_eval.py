@@ -186,13 +186,16 @@ class OracleEvaluator:
     def __init__(self, tokenizer, gold: dict):
         self.tokenizer, self.gold = tokenizer, gold
 
-    def fill(self, prefix_ids, length, suffix_ids, key):
-        ids = self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"]
-        assert len(ids) == length  # generated at the gold length
-        return ids
+    def fill_many(self, items, keys, progress=False):
+        outputs = []
+        for (_, length, _), key in zip(items, keys):
+            outputs.append(self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"])
+            assert len(outputs[-1]) == length  # asked for the gold length
+        return outputs
 
-    def continue_text(self, prompt_ids, max_new_tokens, key):
-        return self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+    def continue_many(self, prompts, max_new_tokens, keys, progress=False):
+        eos = [self.tokenizer.eos_token_id]
+        return [self.tokenizer(self.gold[key], add_special_tokens=False)["input_ids"] + eos for key in keys]
 
 
 def test_generation_task_metrics_with_gold_outputs():
@@ -222,6 +225,38 @@ def test_ar_infilling_sees_the_prefix_only_and_generates_the_gold_length():
     stories = [InfillingExample("the cat sat .", "the dog ran on the mat .", "it was happy .")]
     result = runner.run_rocstories(evaluator, stories, progress=False)
     assert set(result) >= {"rouge1", "rouge2", "rougeL", "num_examples"}
+
+
+def test_diffusion_generation_tasks_fill_the_gold_length_reproducibly():
+    model, tokenizer = tiny_diffusion_model(seed=0)
+    evaluator = DiffusionEvaluator(model, tokenizer)
+    filled = evaluator.fill([1, 10, 11], 4, [20, 21], key=0)
+    assert len(filled) == 4 and model.config.mask_token_id not in filled
+    assert filled == evaluator.fill([1, 10, 11], 4, [20, 21], key=0)
+    continued = evaluator.continue_text([1, 10, 11], 6, key=0)
+    assert len(continued) <= 6 and model.config.mask_token_id not in continued
+
+    lambada = [CompletionExample("once upon a time there lived a", "king"), CompletionExample("the cat sat on the", "mat")]
+    first = runner.run_lambada(evaluator, lambada, progress=False)
+    assert first == runner.run_lambada(evaluator, lambada, progress=False)
+    stories = [InfillingExample("the cat sat .", "the dog ran on the mat .", "it was happy . the end")]
+    result = runner.run_rocstories(evaluator, stories, progress=False)
+    assert result["outputs"][0] and 0.0 <= result["rouge1"] <= 1.0
+    math_examples = [MathExample("what is two plus two ?", "#### 4", "4")]
+    assert runner.run_gsm8k(evaluator, math_examples, max_new_tokens=8, progress=False)["num_examples"] == 1
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "ar"])
+def test_batched_generation_matches_one_at_a_time(kind):
+    model, tokenizer = tiny_diffusion_model(seed=3)
+    evaluator = DiffusionEvaluator(model, tokenizer) if kind == "diffusion" else AREvaluator(tiny_ar_model(seed=3), tokenizer)
+    items = [([1, 10, 11, 12][: 2 + i % 3], 2 + i % 2, [20, 21][: i % 3]) for i in range(5)]
+    batched = evaluator.fill_many(items, list(range(5)), batch_size=4)
+    assert [len(ids) for ids in batched] == [n for _, n, _ in items]
+    assert batched == [evaluator.fill(p, n, s, i) for i, (p, n, s) in enumerate(items)]
+    prompts = [[1, 10], [1, 12, 13, 14], [1]]
+    batched = evaluator.continue_many(prompts, 5, [0, 1, 2], batch_size=3)
+    assert batched == [evaluator.continue_text(p, 5, i) for i, p in enumerate(prompts)]
 
 
 def test_table_has_the_paper_columns_and_one_row_per_model():

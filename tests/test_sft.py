@@ -44,6 +44,7 @@ def config(tmp_path, **overrides):
         disable_tqdm=True,
         logging_steps=1,
         seed=0,
+        max_length=32,
     )
     defaults.update(overrides)
     return DiffusionSFTConfig(**defaults)
@@ -102,11 +103,19 @@ def test_model_without_mask_token_is_rejected(tmp_path):
                             processing_class=tokenizer)
 
 
+def test_max_length_beyond_the_model_positions_is_rejected(tmp_path):
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    with pytest.raises(ValueError, match="positions"):
+        DiffusionSFTTrainer(model, args=config(tmp_path, max_length=1024), train_dataset=prompt_completion_dataset(),
+                            processing_class=tokenizer)
+
+
 def test_model_given_as_a_path(tmp_path):
     model, tokenizer = tiny_diffusion_model("qwen2")
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
-    trainer = DiffusionSFTTrainer(str(tmp_path / "base"), args=config(tmp_path), train_dataset=prompt_completion_dataset())
+    trainer = DiffusionSFTTrainer(str(tmp_path / "base"), args=config(tmp_path),
+                                  train_dataset=prompt_completion_dataset())
     assert trainer.base_model().config.model_type == "diffuqwen2"
     assert trainer.mask_token_id == model.config.mask_token_id
     trainer.train()
@@ -123,8 +132,9 @@ def test_ar_model_is_rejected(tmp_path):
 # --- what is maskable -----------------------------------------------------------------------------------------------
 def test_prompt_is_never_noised(tmp_path):
     model, tokenizer = tiny_diffusion_model("llama")
-    trainer = RecordingTrainer(model, args=config(tmp_path, max_steps=40), train_dataset=prompt_completion_dataset(),
-                               processing_class=tokenizer)
+    # fixed-length filler, so rows of different steps line up position by position
+    trainer = RecordingTrainer(model, args=config(tmp_path, max_steps=40, eos_filler="max_length", max_length=20),
+                               train_dataset=prompt_completion_dataset(), processing_class=tokenizer)
     trainer.records = []
     seen = []
     hook = trainer.model.register_forward_pre_hook(
@@ -140,7 +150,7 @@ def test_prompt_is_never_noised(tmp_path):
         is_masked = noisy != record["clean"]
         assert (noisy[is_masked] == mask_id).all()
         first_completion = (record["labels"] != -100).int().argmax(1, keepdim=True)
-        prompt = torch.arange(record["labels"].shape[1]) < first_completion
+        prompt = torch.arange(record["clean"].shape[1]) < first_completion
         assert not is_masked[prompt].any(), "a prompt token was noised"
         assert not is_masked[:, 0].any()
         assert not (is_masked & ~record["maskable"]).any()
@@ -171,6 +181,34 @@ def test_completion_eos_and_trailing_padding_are_maskable(tmp_path):
         assert (input_ids[row, prompt_len + answer_len:] == eos).all()
         assert tokenizer.decode(input_ids[row, prompt_len:prompt_len + answer_len]) == PAIRS[row][1]
     assert (batch["attention_mask"] == 0).any() and attention_mask is None
+
+
+@pytest.mark.parametrize("mode", ["random", "max_length", "longest"])
+def test_eos_filler_modes(tmp_path, mode):
+    model, tokenizer = tiny_diffusion_model("llama")
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, eos_filler=mode, max_length=20),
+                                  train_dataset=prompt_completion_dataset(), processing_class=tokenizer)
+    batch = collated(trainer)
+    width = batch["input_ids"].shape[1]
+    trainer.model.train()
+    lengths = set()
+    for _ in range(30):
+        input_ids, maskable, _ = trainer.diffusion_inputs(batch)
+        assert input_ids.shape == maskable.shape and width <= input_ids.shape[1] <= 20
+        assert (input_ids[:, width:] == tokenizer.eos_token_id).all() and maskable[:, width:].all()
+        lengths.add(input_ids.shape[1])
+    expected = {"random": set(range(width, 21)), "max_length": {20}, "longest": {width}}[mode]
+    assert lengths == expected if mode != "random" else len(lengths) > 5 and lengths <= expected
+    trainer.model.eval()  # evaluation never draws a random length
+    assert trainer.diffusion_inputs(batch)[0].shape[1] == (20 if mode == "max_length" else width)
+
+
+def test_eos_filler_rejects_bad_values(tmp_path):
+    with pytest.raises(ValueError, match="eos_filler"):
+        config(tmp_path, eos_filler="all")
+    with pytest.raises(ValueError, match="max_length"):
+        config(tmp_path, max_length=None)
+    config(tmp_path, max_length=None, eos_filler="longest")
 
 
 def test_plain_text_masks_everything_but_position_zero(tmp_path):
@@ -255,9 +293,9 @@ def test_chat_stop_token_is_detected():
     assert chat_stop_token_ids(tokenizer) == []
 
 
-def train_pairs(tmp_path, family="llama", steps=150, data=None, peft_config=None, **overrides):
+def train_pairs(tmp_path, family="llama", steps=400, data=None, peft_config=None, **overrides):
     model, tokenizer = tiny_diffusion_model(family)
-    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, max_steps=steps, logging_steps=50, **overrides),
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, max_steps=steps, logging_steps=100, **overrides),
                                   train_dataset=data if data is not None else prompt_completion_dataset(),
                                   processing_class=tokenizer, peft_config=peft_config)
     trainer.train()
@@ -279,7 +317,7 @@ def test_tiny_model_learns_pairs_and_answers_through_generate(tmp_path, family):
 
 
 def test_chat_generation_stops_at_end_of_turn(tmp_path):
-    trainer, tokenizer = train_pairs(tmp_path, data=messages_dataset(), steps=200)
+    trainer, tokenizer = train_pairs(tmp_path, data=messages_dataset())
     model = trainer.model.eval()
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     eos = model.generation_config.eos_token_id
@@ -313,7 +351,7 @@ def test_lora_adapter_saves_reloads_merges_and_generates(tmp_path):
     tokenizer.save_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     lora = lora_config_for(base, r=8)
-    trainer = DiffusionSFTTrainer(base, args=config(tmp_path, max_steps=200, learning_rate=5e-3, logging_steps=50),
+    trainer = DiffusionSFTTrainer(base, args=config(tmp_path, max_steps=400, learning_rate=5e-3, logging_steps=100),
                                   train_dataset=prompt_completion_dataset(), processing_class=tokenizer,
                                   peft_config=lora)
     assert isinstance(trainer.model, PeftModel)

@@ -40,7 +40,7 @@ def summary_of(out: str) -> dict:
 
 
 def sft(*extra):
-    return main(["sft", "--batch-size", "2", "--max-steps", "2", "--logging-steps", "1", *extra])
+    return main(["sft", "--batch-size", "2", "--max-steps", "2", "--logging-steps", "1", "--max-length", "32", *extra])
 
 
 def test_full_sft_writes_checkpoint_record_and_card(checkpoint, alpaca_file, tmp_path, capsys):
@@ -91,16 +91,20 @@ def test_sft_rejects_an_ar_checkpoint(alpaca_file, tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_chat_session_answers_each_line_and_exits(checkpoint, tmp_path, monkeypatch, capsys, lora):
     data = tmp_path / "chat.jsonl"
-    data.write_text("\n".join(json.dumps({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
-                              for q, a in [("hello", "good morning sun"), ("story", "once upon a time")]))
+    turns = [("hello", "good morning sun"), ("story", "once upon a time")]
+    data.write_text("\n".join(
+        json.dumps({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}) for q, a in turns
+    ))
     out = str(tmp_path / "chat-model")
     flags = ["--lora", "--lora-r", "8", "--train-embeddings"] if lora else []
     sft("--model", checkpoint, "--dataset", str(data), "--output-dir", out, "--max-steps", "200",
         "--learning-rate", "5e-3", "--lr-scheduler-type", "constant", "--logging-steps", "100", *flags)
     capsys.readouterr()
+    # the tiny model only learned single turns: each line on its own
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\nstory\nexit\nnever read\n"))
-    assert main(["chat", out, "--max-new-tokens", "8"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["good morning sun", "once upon a time"]
-    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))  # EOF ends the session too
     assert main(["chat", out, "--max-new-tokens", "8", "--no-history"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["good morning sun"]
+    assert capsys.readouterr().out.splitlines() == ["good morning sun", "once upon a time"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n\nstory\n"))  # blank lines skipped, EOF ends the session
+    assert main(["chat", out, "--max-new-tokens", "8"]) == 0
+    replies = capsys.readouterr().out.splitlines()
+    assert len(replies) == 2 and replies[0] == "good morning sun"  # the second turn sees the first (history)

@@ -72,7 +72,8 @@ def test_recipe_trains_and_scores_a_tiny_checkpoint(tmp_path):
         (data / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = str(tmp_path / "out")
     assert train.main(["--model", base, "--output-dir", out, "--data", str(data), "--max-steps", "2",
-                       "--batch-size", "2", "--eval-limit", "2", "--max-new-tokens", "4", "--format", "plain"]) == 0
+                       "--batch-size", "2", "--eval-limit", "2", "--max-new-tokens", "4", "--format", "plain",
+                       "--max-length", "32"]) == 0
     results = json.load(open(os.path.join(out, "gsm8k_results.json")))
     assert results["train"]["steps"] == 2 and results["train_examples"] == 2
     for part in ("before", "after"):

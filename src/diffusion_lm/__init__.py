@@ -28,3 +28,9 @@ from .sft import DiffusionSFTConfig, DiffusionSFTTrainer  # noqa: E402
 from .trainer import DiffusionTrainer, DiffusionTrainingArguments  # noqa: E402
 from .hub import TrainingInfo, push_checkpoint, record_eval_results, render_card, save_for_hub, write_card  # noqa: E402
 from .reference_import import import_reference  # noqa: E402
+from .modeling.generation_diffusion import (  # noqa: E402
+    DiffusionGenerationConfig,
+    DiffusionGenerationMixin,
+    DiffusionGenerationOutput,
+)
+from .infilling import infill  # noqa: E402

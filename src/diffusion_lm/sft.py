@@ -14,6 +14,10 @@ What is diffusion-specific, and why:
   model sees every position (no attention mask, which also keeps fast attention kernels). The model thus learns
   "answer, EOS, EOS, ..." and diffusion decoding of a fixed-size canvas ends the answer at the first EOS (LLaDA's
   convention). Left padding is rejected: it would put the filler in front of the prompt.
+- EOS filler length (``eos_filler``). A decoding canvas is usually longer than the training batches; a model that
+  only ever saw sequences ending at the batch's longest answer invents text past that point. By default each
+  training step extends the filler to a random length up to ``max_length``, so the stop is learned at every length
+  a canvas can have (on the tiny test models this takes canvases twice the training length from 5/8 to 8/8 exact).
 - Conversational ``messages`` rows are split into a conversational prompt/completion pair (everything before the
   last assistant message is given, the last assistant turn is the completion), unless ``assistant_only_loss=True``
   (TRL's assistant masks then decide) or ``messages_to_prompt_completion=False`` (whole conversation maskable).
@@ -41,6 +45,7 @@ from .models import DIFFUSION_MODEL_TYPES
 from .objective import diffusion_objective
 
 # ShareGPT / LLaMA-Factory role names -> chat-template roles
+EOS_FILLERS = ("random", "max_length", "longest")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
                    "observation": "tool", "tool": "tool", "function_call": "assistant"}
 
@@ -61,6 +66,13 @@ class DiffusionSFTConfig(SFTConfig):
         messages_to_prompt_completion (`bool`, *optional*, defaults to `True`):
             Turn conversational `messages` rows into conversational prompt/completion pairs (the last assistant turn
             is the completion, everything before it is given). Ignored with `assistant_only_loss=True`.
+        eos_filler (`str`, *optional*, defaults to `"random"`):
+            How far the EOS filler after the answers reaches. A model learns to emit EOS only at positions (and
+            sequence lengths) it was trained on, and a decoding canvas (prompt + `max_new_tokens`) can be longer than
+            any training batch. `"random"`: each training step fills up to a length drawn uniformly between the
+            batch's longest sequence and `max_length` (evaluation: the longest sequence); `"max_length"`: always up to
+            `max_length` (LLaDA); `"longest"`: TRL's padding only (cheapest). The filler costs compute: keep
+            `max_length` near the longest prompt + generation budget.
     """
 
     loss_normalization: str = field(
@@ -75,11 +87,18 @@ class DiffusionSFTConfig(SFTConfig):
         default=True,
         metadata={"help": "Split `messages` rows into prompt (given) / last assistant turn (completion)."},
     )
+    eos_filler: str = field(
+        default="random",
+        metadata={"help": "How far the EOS filler after each answer reaches: 'longest' (the batch's longest sequence), "
+                          "'max_length', or 'random' (a length drawn each training step between the two)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}")
+            raise ValueError(
+                f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}"
+            )
         if not 0.0 <= self.noise_eps < 1.0:
             raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
         if self.mask_token_id is not None and self.mask_token_id < 0:
@@ -87,13 +106,21 @@ class DiffusionSFTConfig(SFTConfig):
         # packed / padding-free rows would let documents attend to each other (bidirectional attention) and leave
         # no trailing padding to learn the stop from
         if self.packing or self.padding_free:
-            raise ValueError("diffusion SFT does not support packing or padding_free: set packing=False, padding_free=False")
+            raise ValueError(
+                "diffusion SFT does not support packing or padding_free: set packing=False, padding_free=False"
+            )
         if self.completion_only_loss is False:
             raise ValueError("diffusion SFT never noises the prompt: completion_only_loss=False is not supported")
         if self.loss_type != "nll":
-            raise ValueError(f"loss_type {self.loss_type!r} has no diffusion counterpart; the loss is the diffusion ELBO")
+            raise ValueError(
+                f"loss_type {self.loss_type!r} has no diffusion counterpart; the loss is the diffusion ELBO"
+            )
         if self.label_smoothing_factor:
             raise ValueError("label_smoothing_factor is not supported by the diffusion loss")
+        if self.eos_filler not in EOS_FILLERS:
+            raise ValueError(f"eos_filler must be one of {EOS_FILLERS}, got {self.eos_filler!r}")
+        if self.eos_filler != "longest" and self.max_length is None:
+            raise ValueError(f"eos_filler={self.eos_filler!r} needs max_length (or use eos_filler='longest')")
 
 
 class DiffusionSFTTrainer(SFTTrainer):
@@ -153,18 +180,23 @@ class DiffusionSFTTrainer(SFTTrainer):
                 f"{type(base).__name__} ({base.config.model_type!r}) is not a diffusion LM: convert / adapt it first"
             )
         self.mask_token_id = self.resolve_mask_token_id(base)
+        positions = getattr(base.config, "max_position_embeddings", None) or getattr(base.config, "n_positions", None)
+        if self.args.max_length is not None and positions is not None and self.args.max_length > positions:
+            raise ValueError(f"max_length {self.args.max_length} exceeds the model's {positions} positions")
         self.shift = getattr(base.config, "shift", True)
         if self._tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: diffusion SFT trains the padding after answers as EOS")
         self.padding_fill_id = self._tokenizer.eos_token_id
         configure_chat_generation(base, self._tokenizer)
+        if self.args.mask_token_id is not None:  # generation must use the [MASK] the model is trained with
+            base.generation_config.mask_token_id = self.mask_token_id
         self._eval_generator: torch.Generator | None = None
         self.dataset_names: list[str] = []  # recorded in the card; set by callers that know where the data came from
 
     # --- data -------------------------------------------------------------------------------------------------
     @staticmethod
     def prepare_conversations(dataset, args: DiffusionSFTConfig):
-        """ShareGPT ``conversations`` -> ``messages``; ``messages`` -> conversational prompt/completion (see module doc)."""
+        """ShareGPT ``conversations`` -> ``messages``; ``messages`` -> conversational prompt/completion (module doc)."""
         first = next(iter(dataset))
         if "input_ids" in first:  # already tokenized: TRL uses it as is
             return dataset
@@ -192,11 +224,14 @@ class DiffusionSFTTrainer(SFTTrainer):
         )
 
     # --- the objective, in small overridable pieces -------------------------------------------------------
-    def diffusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def diffusion_inputs(
+        self, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(input_ids, maskable, attention_mask)`` handed to the objective for a collated batch.
 
-        Trailing padding becomes EOS filler that is maskable and visible; prompt tokens (``labels == -100`` before
-        the padding) and position 0 are never maskable. The returned attention mask is ``None`` (all visible).
+        Trailing padding, extended as ``eos_filler`` says, becomes EOS filler that is maskable and visible; prompt
+        tokens (``labels == -100`` before the padding) and position 0 are never maskable. The returned attention
+        mask is ``None`` (all visible).
         """
         input_ids = inputs["input_ids"]
         attention_mask = inputs.get("attention_mask")
@@ -210,10 +245,26 @@ class DiffusionSFTTrainer(SFTTrainer):
             padding = ~attention_mask.bool()
         labels = inputs.get("labels")
         completion = labels != -100 if labels is not None else torch.ones_like(padding)
+        extra = self.filler_length(input_ids.shape[1]) - input_ids.shape[1]
+        if extra > 0:
+            input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=self.padding_fill_id)
+            padding = torch.nn.functional.pad(padding, (0, extra), value=True)
+            completion = torch.nn.functional.pad(completion, (0, extra), value=False)
         given = ~(completion | padding)
         maskable = maskable_positions(None, input_ids, given=given)
         input_ids = torch.where(padding, torch.full_like(input_ids, self.padding_fill_id), input_ids)
         return input_ids, maskable, None
+
+    def filler_length(self, width: int) -> int:
+        """Sequence length the EOS filler reaches for a batch whose longest sequence has ``width`` tokens."""
+        mode, limit = self.args.eos_filler, self.args.max_length
+        if mode == "longest" or limit is None or width >= limit:
+            return width
+        if mode == "max_length":
+            return limit
+        if not self.model.training:  # evaluation stays deterministic
+            return width
+        return int(torch.randint(width, limit + 1, ()))
 
     def noise_generator(self, device: torch.device) -> torch.Generator | None:
         """Training draws from the global RNG (seeded by Trainer); evaluation from a fixed stream (comparable runs)."""

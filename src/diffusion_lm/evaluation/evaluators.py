@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..modeling.noise_schedule import DEFAULT_EPS
 from .scoring import (
@@ -74,6 +75,31 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) left-padded ids and attention mask: generation appends on the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        attention_mask[i, width - len(row) :] = 1
+    return ids.to(device), attention_mask.to(device)
+
+
+def generation_batches(group_keys: Sequence, lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices in batches of at most ``batch_size`` that share a group key (e.g. the gold length), similar input
+    lengths together (less padding). Deterministic: depends only on the inputs."""
+    groups: dict = {}
+    for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        groups.setdefault(group_keys[index], []).append(index)
+    return [members[i : i + batch_size] for _, members in sorted(groups.items()) for i in range(0, len(members), batch_size)]
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return 0 if pad is None else pad
+
+
 class DiffusionEvaluator:
     kind = "diffusion"
 
@@ -98,35 +124,62 @@ class DiffusionEvaluator:
             progress=progress,
         )
 
-    def _generate(self, input_ids: list[int], max_new_tokens: int, steps: int, key: int) -> list[int]:
-        """Run ``model.generate`` on one sequence; returns the full output sequence."""
+    def _generate(self, rows: list[list[int]], max_new_tokens: int, steps: int, key: int) -> torch.Tensor:
+        """``model.generate`` on left-padded rows; returns the (B, width + max_new_tokens) output."""
         d = self.decoding
-        ids = torch.tensor([input_ids], dtype=torch.long, device=_device(self.model))
-        output = self.model.generate(
+        device = _device(self.model)
+        ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), device)
+        return self.model.generate(
             ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             steps=max(1, steps),
             alg=d.alg,
             temperature=d.temperature,
-            generator=example_generator(d.seed, key, device=ids.device),
+            # greedy decoding draws nothing; for sampling the stream is seeded from the batch's first example
+            generator=example_generator(d.seed, key, device=device),
         )
-        return output[0].tolist()
 
     @torch.no_grad()
+    def fill_many(self, items, keys: Sequence[int], batch_size: int | None = None, progress=False) -> list[list[int]]:
+        """Infill ``length`` tokens between each frozen prefix and frozen suffix; ``items`` are
+        (prefix_ids, length, suffix_ids). Rows are batched with others of the same length, so each row runs
+        ``steps`` (default: its length) denoising steps as it would alone."""
+        batch_size = batch_size or self.scoring.batch_size
+        outputs: list[list[int] | None] = [None] * len(items)
+        lengths = [len(p) + n + len(s) for p, n, s in items]
+        batches = generation_batches([n for _, n, _ in items], lengths, batch_size)
+        for batch in tqdm(batches, desc=progress or "diffusion infilling", disable=not progress, leave=False):
+            length = items[batch[0]][1]
+            rows = [[*items[i][0], *([self.mask_token_id] * length), *items[i][2]] for i in batch]
+            steps = min(self.decoding.steps or length, length)
+            output = self._generate(rows, 0, steps, keys[batch[0]])
+            width = output.shape[1]
+            for row_index, i in enumerate(batch):
+                start = width - lengths[i] + len(items[i][0])  # after the left padding and the prefix
+                outputs[i] = output[row_index, start : start + length].tolist()
+        return outputs  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def continue_many(
+        self, prompts, max_new_tokens: int, keys: Sequence[int], batch_size: int | None = None, progress=False
+    ) -> list[list[int]]:
+        """``max_new_tokens`` tokens after each prompt (decoded jointly; after an EOS the rest is padding)."""
+        batch_size = batch_size or self.scoring.batch_size
+        outputs: list[list[int] | None] = [None] * len(prompts)
+        batches = generation_batches([0] * len(prompts), [len(p) for p in prompts], batch_size)
+        steps = min(self.decoding.steps or max_new_tokens, max_new_tokens)
+        for batch in tqdm(batches, desc=progress or "diffusion generation", disable=not progress, leave=False):
+            output = self._generate([prompts[i] for i in batch], max_new_tokens, steps, keys[batch[0]])
+            for row_index, i in enumerate(batch):
+                outputs[i] = output[row_index, output.shape[1] - max_new_tokens :].tolist()
+        return outputs  # type: ignore[return-value]
+
     def fill(self, prefix_ids: list[int], length: int, suffix_ids: list[int], key: int) -> list[int]:
-        """Infill ``length`` tokens between a frozen prefix and a frozen suffix."""
-        input_ids = [*prefix_ids, *([self.mask_token_id] * length), *suffix_ids]
-        steps = self.decoding.steps or length
-        output = self._generate(input_ids, 0, min(steps, length), key)
-        return output[len(prefix_ids) : len(prefix_ids) + length]
+        return self.fill_many([(prefix_ids, length, suffix_ids)], [key])[0]
 
-    @torch.no_grad()
     def continue_text(self, prompt_ids: list[int], max_new_tokens: int, key: int) -> list[int]:
-        """Generate ``max_new_tokens`` tokens after the prompt (diffusion decodes all of them jointly)."""
-        steps = self.decoding.steps or max_new_tokens
-        output = self._generate(prompt_ids, max_new_tokens, min(steps, max_new_tokens), key)
-        return output[len(prompt_ids) :]
+        return self.continue_many([prompt_ids], max_new_tokens, [key])[0]
 
 
 class AREvaluator:
@@ -141,28 +194,42 @@ class AREvaluator:
         return ar_span_scores(self.model, requests, batch_size=self.batch_size, progress=progress)
 
     @torch.no_grad()
-    def _greedy(self, prompt_ids: list[int], max_new_tokens: int, exact_length: bool) -> list[int]:
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=_device(self.model))
-        pad_token_id = self.tokenizer.pad_token_id
-        if pad_token_id is None:
-            pad_token_id = self.tokenizer.eos_token_id
+    def _greedy(self, rows: list[list[int]], max_new_tokens: int, exact_length: bool) -> list[list[int]]:
+        ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), _device(self.model))
         output = self.model.generate(
             ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens if exact_length else None,
             do_sample=False,
-            pad_token_id=pad_token_id,
+            pad_token_id=_pad_id(self.tokenizer),
             # sampling knobs a checkpoint's generation_config may carry would only trigger warnings under greedy
             temperature=None,
             top_p=None,
             top_k=None,
         )
-        return output[0, len(prompt_ids) :].tolist()
+        return output[:, ids.shape[1] :].tolist()
 
-    def fill(self, prefix_ids: list[int], length: int, suffix_ids: list[int], key: int) -> list[int]:
-        """Prefix only: an AR model cannot see the suffix; generate the gold length greedily."""
-        return self._greedy(prefix_ids, length, exact_length=True)
+    def fill_many(self, items, keys=None, batch_size: int | None = None, progress=False) -> list[list[int]]:
+        """Prefix only: an AR model cannot see the suffix; it generates the gold length greedily."""
+        outputs: list[list[int] | None] = [None] * len(items)
+        batches = generation_batches([n for _, n, _ in items], [len(p) for p, _, _ in items], batch_size or self.batch_size)
+        for batch in tqdm(batches, desc=progress or "AR infilling", disable=not progress, leave=False):
+            generated = self._greedy([items[i][0] for i in batch], items[batch[0]][1], exact_length=True)
+            for i, ids in zip(batch, generated):
+                outputs[i] = ids
+        return outputs  # type: ignore[return-value]
 
-    def continue_text(self, prompt_ids: list[int], max_new_tokens: int, key: int) -> list[int]:
-        return self._greedy(prompt_ids, max_new_tokens, exact_length=False)
+    def continue_many(self, prompts, max_new_tokens: int, keys=None, batch_size: int | None = None, progress=False):
+        outputs: list[list[int] | None] = [None] * len(prompts)
+        batches = generation_batches([0] * len(prompts), [len(p) for p in prompts], batch_size or self.batch_size)
+        for batch in tqdm(batches, desc=progress or "AR generation", disable=not progress, leave=False):
+            for i, ids in zip(batch, self._greedy([prompts[i] for i in batch], max_new_tokens, exact_length=False)):
+                outputs[i] = ids
+        return outputs
+
+    def fill(self, prefix_ids: list[int], length: int, suffix_ids: list[int], key: int = 0) -> list[int]:
+        return self.fill_many([(prefix_ids, length, suffix_ids)])[0]
+
+    def continue_text(self, prompt_ids: list[int], max_new_tokens: int, key: int = 0) -> list[int]:
+        return self.continue_many([prompt_ids], max_new_tokens)[0]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from tqdm.auto import tqdm
 
 try:
     from lm_eval.api.model import LM
@@ -162,23 +161,33 @@ class DiffusionLMEval(LM):
     # -- generation --
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        outputs = []
-        for request in tqdm(requests, desc="diffusion generate_until", disable=disable_tqdm):
+        outputs: list[str | None] = [None] * len(requests)
+        jobs: dict[int, list] = {}  # max_gen_toks -> [(position, prompt ids, stop strings, key)]
+        for position, request in enumerate(requests):
             context, gen_kwargs = request.args
             gen_kwargs = dict(gen_kwargs or {})
             until = gen_kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
             max_new_tokens = int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
-            prompt_ids = context_token_ids(self.tokenizer, context)
-            prompt_ids = prompt_ids[-max(1, self.max_length - max_new_tokens) :]
-            generated = self.evaluator.continue_text(prompt_ids, max_new_tokens, _stable_key(context)[0])
-            text = self.tokenizer.decode(cut_at_eos(generated, self.tokenizer.eos_token_id), skip_special_tokens=True)
-            for stop in until:  # cut at the first stop string
-                if stop:
-                    text = text.split(stop, 1)[0]
-            outputs.append(text)
+            prompt_ids = context_token_ids(self.tokenizer, context)[-max(1, self.max_length - max_new_tokens) :]
+            jobs.setdefault(max_new_tokens, []).append((position, prompt_ids, until, _stable_key(context)[0]))
+        for max_new_tokens, group in jobs.items():
+            generated = self.evaluator.continue_many(
+                [job[1] for job in group],
+                max_new_tokens,
+                [job[3] for job in group],
+                batch_size=max(1, self.evaluator.scoring.batch_size // self.evaluator.scoring.mc_samples),
+                progress=not disable_tqdm and "diffusion generate_until",
+            )
+            for (position, _, until, _), ids in zip(group, generated):
+                text = self.tokenizer.decode(cut_at_eos(ids, self.tokenizer.eos_token_id), skip_special_tokens=True)
+                for stop in until:  # cut at the first stop string
+                    if stop:
+                        text = text.split(stop, 1)[0]
+                outputs[position] = text
+        for request, text in zip(requests, outputs):
             self.cache_hook.add_partial("generate_until", request.args, text)
-        return outputs
+        return outputs  # type: ignore[return-value]
 
     # -- chat templates (--apply_chat_template) --
 

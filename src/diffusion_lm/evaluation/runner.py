@@ -11,8 +11,6 @@ import re
 import time
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from .evaluators import context_token_ids, continuation_token_ids, cut_at_eos
 from .scoring import ScoringRequest
 from .tasks import (
@@ -61,13 +59,13 @@ def run_multiple_choice(evaluator, examples: Sequence[MultipleChoiceExample], pr
 def run_lambada(evaluator, examples: Sequence[CompletionExample], progress: bool = True) -> dict:
     """Exact match of the last word, generated at its gold token length."""
     tokenizer = evaluator.tokenizer
-    correct, outputs = [], []
-    for index, example in enumerate(tqdm(examples, desc=f"{evaluator.kind} lambada", disable=not progress)):
-        target_ids = continuation_token_ids(tokenizer, " " + example.target)
-        generated = evaluator.fill(context_token_ids(tokenizer, example.context), len(target_ids), [], index)
-        text = tokenizer.decode(generated, skip_special_tokens=True).strip()
-        outputs.append(text)
-        correct.append(int(text == example.target))
+    items = [
+        (context_token_ids(tokenizer, e.context), len(continuation_token_ids(tokenizer, " " + e.target)), [])
+        for e in examples
+    ]
+    generated = evaluator.fill_many(items, list(range(len(items))), progress=progress and f"{evaluator.kind} lambada")
+    outputs = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    correct = [int(text == e.target) for text, e in zip(outputs, examples)]
     return {"acc": sum(correct) / len(correct), "num_examples": len(correct), "outputs": outputs}
 
 
@@ -88,12 +86,16 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
 def run_rocstories(evaluator, examples: Sequence[InfillingExample], progress: bool = True) -> dict:
     """Sentence 3 generated at its gold length between sentences 1-2 and 4-5 (AR: from sentences 1-2 only)."""
     tokenizer = evaluator.tokenizer
-    outputs = []
-    for index, example in enumerate(tqdm(examples, desc=f"{evaluator.kind} rocstories", disable=not progress)):
-        middle_ids = continuation_token_ids(tokenizer, " " + example.middle)
-        suffix_ids = continuation_token_ids(tokenizer, " " + example.suffix)
-        generated = evaluator.fill(context_token_ids(tokenizer, example.prefix), len(middle_ids), suffix_ids, index)
-        outputs.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
+    items = [
+        (
+            context_token_ids(tokenizer, e.prefix),
+            len(continuation_token_ids(tokenizer, " " + e.middle)),
+            continuation_token_ids(tokenizer, " " + e.suffix),
+        )
+        for e in examples
+    ]
+    generated = evaluator.fill_many(items, list(range(len(items))), progress=progress and f"{evaluator.kind} rocstories")
+    outputs = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
     metrics = rouge_scores(outputs, [e.middle for e in examples])
     return {**metrics, "num_examples": len(examples), "outputs": outputs}
 
@@ -122,13 +124,13 @@ def run_gsm8k(
 ) -> dict:
     """Exact match of the answer after the last "####" (commas removed); also the lenient last-number match."""
     tokenizer = evaluator.tokenizer
-    strict, lenient, outputs = [], [], []
-    for index, example in enumerate(tqdm(examples, desc=f"{evaluator.kind} gsm8k", disable=not progress)):
-        generated = evaluator.continue_text(gsm8k_prompt_ids(tokenizer, example.question), max_new_tokens, index)
-        text = tokenizer.decode(cut_at_eos(generated, tokenizer.eos_token_id), skip_special_tokens=True)
-        outputs.append(text)
-        strict.append(int(gsm8k_final_answer(text) == example.target))
-        lenient.append(int(last_number(text) == example.target))
+    prompts = [gsm8k_prompt_ids(tokenizer, e.question) for e in examples]
+    generated = evaluator.continue_many(
+        prompts, max_new_tokens, list(range(len(prompts))), progress=progress and f"{evaluator.kind} gsm8k"
+    )
+    outputs = [tokenizer.decode(cut_at_eos(ids, tokenizer.eos_token_id), skip_special_tokens=True) for ids in generated]
+    strict = [int(gsm8k_final_answer(text) == e.target) for text, e in zip(outputs, examples)]
+    lenient = [int(last_number(text) == e.target) for text, e in zip(outputs, examples)]
     return {
         "exact_match": sum(strict) / len(strict),
         "last_number_match": sum(lenient) / len(lenient),

@@ -1,17 +1,513 @@
-"""Diffusion decoding behind ``model.generate`` (placeholder until the sampler lands)."""
+"""Diffusion decoding behind ``model.generate`` (METHOD.md section 3).
+
+Every position to generate starts as [MASK]; prompt tokens (and, for infilling, the text after a hole) are frozen.
+Each denoising step runs one forward pass with full attention, reads the prediction for position j at logit j - 1
+(the AR shift), proposes a token for the masked positions and commits some of them (see ``unmasking``); committed
+tokens never change again. The last step commits whatever is still masked.
+
+``DiffusionGenerationConfig`` is a ``GenerationConfig``: it is saved as ``generation_config.json`` and ``generate``
+kwargs override it as in transformers. Only ``torch`` and ``transformers`` are imported: this file travels with
+checkpoints as remote code.
+"""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
 from transformers import GenerationConfig, GenerationMixin
+from transformers.utils import ModelOutput
+
+from .shift import logits_per_position
+from .unmasking import (
+    ALG_ALIASES,
+    ALGORITHMS,
+    canonical_alg,
+    proposal_scores,
+    propose_tokens,
+    random_unmask_probability,
+    select_positions,
+    tokens_per_step,
+)
+
+# generation-config fields diffusion decoding reads; any other field passed to `generate` must be left unset
+_SUPPORTED_FIELDS = frozenset({
+    "max_new_tokens", "max_length", "steps", "alg", "alg_temperature", "temperature", "top_k", "top_p", "do_sample",
+    "block_length", "mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "num_return_sequences",
+    "return_dict_in_generate", "output_history",
+})
+# fields that have no meaning without a KV cache / AR loop but are harmless to pass (pipelines pass some of them)
+_IGNORED_FIELDS = frozenset({"use_cache", "cache_implementation", "cache_config", "max_cache_len", "disable_compile",
+                             "compile_config", "transformers_version"})
 
 
 class DiffusionGenerationConfig(GenerationConfig):
-    def __init__(self, steps: int = 64, alg: str = "confidence", mask_token_id: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+    r"""
+    Generation settings of diffusion decoding. Every ``GenerationConfig`` field exists; those read are:
+
+    max_new_tokens (`int`, defaults to 64):
+        Masked positions appended after the prompt. 0 only fills the mask tokens already in ``input_ids``
+        (infilling).
+    steps (`int`, defaults to 64):
+        Denoising steps (forward passes at most). Fewer steps than masks commit several tokens per step; more steps
+        than masks leave some steps with nothing to commit (they cost no forward pass). ``None``: one step per mask.
+    alg (`str`, defaults to `"confidence"`):
+        Which masked positions a step commits: ``"random"``, ``"confidence"``, ``"margin"``, ``"entropy"`` or
+        ``"left_to_right"`` (Dream / LLaDA names ``origin``, ``maskgit_plus``, ``low_confidence``, ``topk_margin``
+        are accepted too).
+    alg_temperature (`float`, defaults to 0.0):
+        0 commits the best-scored positions; > 0 draws them with probabilities softmax(score / alg_temperature).
+    temperature (`float`, *optional*):
+        Unset or 0 is greedy; > 0 samples the proposed tokens (with ``top_k`` / ``top_p`` when set).
+        ``do_sample=False`` forces greedy; ``do_sample=True`` with temperature unset samples at temperature 1.
+    top_k (`int`, *optional*), top_p (`float`, *optional*):
+        Filters of the sampling distribution (ignored under greedy decoding).
+    block_length (`int`, *optional*):
+        Semi-autoregressive decoding: the masked positions, left to right, form blocks of this many tokens; block b
+        is finished before block b + 1 starts, and the steps are split evenly across blocks.
+    mask_token_id (`int`, *optional*):
+        The [MASK] id (defaults to ``model.config.mask_token_id``). In ``input_ids`` it marks the holes to fill.
+    eos_token_id (`int` or `list[int]`, *optional*), pad_token_id (`int`, *optional*):
+        Every generated position after the first generated EOS becomes ``pad_token_id`` in the result.
+    output_history (`bool`, defaults to False):
+        With ``return_dict_in_generate=True``, also return the sequences after every step.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_new_tokens: int | None = 64,
+        steps: int | None = 64,
+        alg: str = "confidence",
+        alg_temperature: float | None = 0.0,
+        block_length: int | None = None,
+        mask_token_id: int | None = None,
+        output_history: bool = False,
+        **kwargs,
+    ):
+        # set before GenerationConfig.__init__, which ends by calling validate()
         self.steps = steps
         self.alg = alg
+        self.alg_temperature = alg_temperature if alg_temperature is not None else 0.0
+        self.block_length = block_length
         self.mask_token_id = mask_token_id
+        self.output_history = output_history
+        # None means "unset" in transformers 5; an unset length takes the diffusion default
+        kwargs["max_new_tokens"] = max_new_tokens if max_new_tokens is not None else 64
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_generation_config(cls, config: GenerationConfig | None, model_config=None) -> "DiffusionGenerationConfig":
+        """A ``DiffusionGenerationConfig`` from any generation config (a copy, never the object itself).
+
+        A model reloaded by transformers may hold a plain ``GenerationConfig`` whose extra attributes are the
+        diffusion fields of ``generation_config.json``; those are kept, unset fields take the defaults. Ids missing
+        from the generation config are taken from the model config.
+        """
+        if isinstance(config, cls):
+            result = copy.deepcopy(config)
+        else:
+            values = config.to_dict() if config is not None else {}
+            values = {k: v for k, v in values.items() if v is not None}
+            values.pop("_from_model_config", None)  # would make GenerationConfig drop the diffusion fields
+            result = cls(**values)
+        if model_config is not None:
+            for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
+                if getattr(result, name, None) is None and getattr(model_config, name, None) is not None:
+                    setattr(result, name, getattr(model_config, name))
+        return result
+
+    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None):
+        """ValueError naming the field for a value diffusion decoding cannot use. (GenerationConfig's own checks are
+        about AR decoding, and reject ``max_new_tokens=0``, which infilling needs.)"""
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if isinstance(self.alg, str):
+            canonical_alg(self.alg)
+        else:
+            raise ValueError(f"alg must be one of {ALGORITHMS + tuple(ALG_ALIASES)}; got {self.alg!r}")
+        if self.steps is not None and (not is_int(self.steps) or self.steps < 1):
+            raise ValueError(f"steps must be an integer >= 1 (or None: one step per masked token), got {self.steps!r}")
+        if self.max_new_tokens is not None and (not is_int(self.max_new_tokens) or self.max_new_tokens < 0):
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}")
+        if self.max_length is not None and (not is_int(self.max_length) or self.max_length < 1):
+            raise ValueError(f"max_length must be an integer >= 1, got {self.max_length!r}")
+        if self.temperature is not None and not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 0):
+            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if not self.alg_temperature >= 0:
+            raise ValueError(f"alg_temperature must be >= 0, got {self.alg_temperature!r}")
+        if self.block_length is not None and (not is_int(self.block_length) or self.block_length < 1):
+            raise ValueError(f"block_length must be an integer >= 1, got {self.block_length!r}")
+        if self.num_return_sequences is not None and (
+            not is_int(self.num_return_sequences) or self.num_return_sequences < 1
+        ):
+            raise ValueError(f"num_return_sequences must be an integer >= 1, got {self.num_return_sequences!r}")
+        for name in ("mask_token_id", "pad_token_id", "bos_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 0):
+                raise ValueError(f"{name} must be a token id (integer >= 0), got {value!r}")
+
+    def sampling_temperature(self) -> float:
+        """The temperature proposals are drawn at; 0 means greedy."""
+        if self.do_sample is False or self.temperature == 0:
+            return 0.0
+        if self.temperature is None:
+            return 1.0 if self.do_sample else 0.0
+        return float(self.temperature)
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        # a sampling temperature is saved with do_sample=True, so that transformers, loading the file as a plain
+        # GenerationConfig, does not warn that temperature is set while do_sample is not
+        values = super().to_diff_dict()
+        if self.do_sample is None and self.temperature:
+            values["do_sample"] = True
+        return values
+
+    def eos_token_ids(self) -> list[int]:
+        eos = self.eos_token_id
+        return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
+@dataclass
+class DiffusionGenerationOutput(ModelOutput):
+    """Output of ``generate`` with ``return_dict_in_generate=True``.
+
+    sequences (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+        Prompt and generated tokens; generated positions after the first generated EOS hold ``pad_token_id``.
+    history (`tuple[torch.LongTensor]`, *optional*):
+        With ``output_history=True``: the sequences after each step (``steps`` entries, before EOS padding).
+    """
+
+    sequences: torch.LongTensor | None = None
+    history: tuple[torch.LongTensor, ...] | None = None
+
+
+# the kwargs generate takes besides generation-config fields
+_RUNTIME_KWARGS = ("generator", "streamer", "step_callback")
 
 
 class DiffusionGenerationMixin(GenerationMixin):
-    pass
+    """``generate`` for masked-diffusion LMs. The model's ``forward(input_ids, attention_mask)`` must return
+    ``logits`` and its config may set ``shift`` (default True) and ``mask_token_id``."""
+
+    def adjust_generation_fn(self, *args, **kwargs):
+        # transformers loads generation_config.json as a plain GenerationConfig; give the model ours back
+        super().adjust_generation_fn(*args, **kwargs)
+        if not isinstance(self.generation_config, DiffusionGenerationConfig):
+            self.generation_config = DiffusionGenerationConfig.from_generation_config(
+                self.generation_config, self.config
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
+    ) -> torch.LongTensor | DiffusionGenerationOutput:
+        r"""Diffusion decoding.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
+                The prompt, left-padded for batches; mask tokens in it are holes to fill (infilling). Position 0 is
+                never predicted (the shift): ``None`` or an empty prompt starts from BOS.
+            attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
+                1 for tokens, 0 for (left) padding. Padding never changes and no sequence sees another's.
+            generation_config ([`GenerationConfig`], *optional*):
+                Base settings (default ``model.generation_config``); ``kwargs`` that name its fields override it.
+            generator (`torch.Generator`, *optional*):
+                Random source for sampling and random unmasking (default: torch's global RNG).
+            streamer (*optional*):
+                transformers streamer: ``put(prompt)`` first, ``put_draft(tokens)`` after each step when it has that
+                method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``.
+            step_callback (`Callable[[int, torch.LongTensor, torch.Tensor | None], Any]`, *optional*):
+                Called after every step as ``step_callback(step, sequences, logits)``: ``sequences`` is the state after
+                the step, ``logits[:, j]`` the prediction for position j (shift undone; None when the step committed
+                nothing and ran no forward pass). Do not modify the tensors.
+            kwargs:
+                Fields of [`DiffusionGenerationConfig`] (``max_new_tokens``, ``steps``, ``alg``, ``temperature``,
+                ``top_k``, ``top_p``, ``block_length``, ``alg_temperature``, ``mask_token_id``, ``eos_token_id``,
+                ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_history``). Anything
+                else raises a ValueError.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size, length + max_new_tokens)`, or a [`DiffusionGenerationOutput`]
+            with ``return_dict_in_generate=True``.
+        """
+        if isinstance(attention_mask, GenerationConfig):  # generate(ids, config): transformers' positional order
+            attention_mask, generation_config = generation_config, attention_mask
+        if "inputs" in kwargs:
+            if input_ids is not None:
+                raise ValueError("pass the prompt once: input_ids or inputs")
+            input_ids = kwargs.pop("inputs")
+        runtime = {name: kwargs.pop(name, None) for name in _RUNTIME_KWARGS}
+        config = self._diffusion_generation_config(generation_config, kwargs)
+
+        input_ids, attention_mask = self._prepare_prompt(input_ids, attention_mask, config)
+        prompt_length = input_ids.shape[1]
+        max_new_tokens = config.max_new_tokens
+        if "max_length" in kwargs and "max_new_tokens" not in kwargs:  # transformers' meaning: prompt included
+            max_new_tokens = max(0, config.max_length - prompt_length)
+        if config.num_return_sequences and config.num_return_sequences > 1:
+            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
+            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
+        self._check_length(prompt_length + max_new_tokens)
+
+        streamer = runtime["streamer"]
+        result = self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+        if streamer is not None:
+            streamer.put(_streamed_tokens(result.sequences, result.generated, config.eos_token_ids()).cpu())
+            streamer.end()
+        if config.return_dict_in_generate:
+            return DiffusionGenerationOutput(
+                sequences=result.sequences, history=result.history if config.output_history else None
+            )
+        return result.sequences
+
+    # --- preparation -------------------------------------------------------------------------------------------
+    def _diffusion_generation_config(self, generation_config, kwargs: dict) -> DiffusionGenerationConfig:
+        """Base config (given, else the model's) as a DiffusionGenerationConfig, with ``kwargs`` applied.
+
+        Like transformers, kwargs that are not generation fields are model kwargs; this model takes none, so they
+        are rejected. Generation fields diffusion decoding does not implement are rejected unless left unset.
+        """
+        model_config = getattr(self, "generation_config", None)
+        base = generation_config if generation_config is not None else model_config
+        config = DiffusionGenerationConfig.from_generation_config(base, self.config)
+        if generation_config is not None and model_config is not None:
+            # as in transformers, a config passed in takes the model's special tokens where it sets none
+            for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
+                if getattr(config, name, None) is None:
+                    setattr(config, name, getattr(model_config, name, None))
+        unsupported = [
+            name for name, value in kwargs.items()
+            if hasattr(config, name) and name not in _SUPPORTED_FIELDS and name not in _IGNORED_FIELDS
+            and value is not None and value != GenerationConfig._get_default_generation_params().get(name, object())
+        ]
+        if unsupported:
+            raise ValueError(f"diffusion decoding does not support {sorted(unsupported)}; supported generation "
+                             f"arguments: {sorted(_SUPPORTED_FIELDS)}")
+        unused = config.update(**kwargs)  # validates
+        if unused:
+            raise ValueError(
+                f"The following `model_kwargs` are not used by the model: {sorted(unused)} (note: typos in the "
+                f"generate arguments will also show up in this list)"
+            )
+        config.alg = canonical_alg(config.alg)
+        if config.mask_token_id is None:
+            raise ValueError("mask_token_id is not set: pass mask_token_id= or set model.config.mask_token_id")
+        vocab_size = getattr(self.config, "vocab_size", None)
+        if vocab_size is not None and config.mask_token_id >= vocab_size:
+            raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary (size {vocab_size})")
+        if config.max_new_tokens is None:
+            config.max_new_tokens = 64
+        return config
+
+    def _prepare_prompt(self, input_ids, attention_mask, config: DiffusionGenerationConfig):
+        """(input_ids, attention_mask) on the model's device, 2D, with a BOS column where the prompt is empty."""
+        device = self.device
+        if input_ids is None:
+            input_ids = torch.empty(1, 0, dtype=torch.long, device=device)
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError("input_ids must be a (batch_size, length) tensor of token ids")
+        if input_ids.dtype not in (torch.long, torch.int, torch.int32, torch.int16):
+            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        input_ids = input_ids.to(device=device, dtype=torch.long)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        attention_mask = attention_mask.to(device=device, dtype=torch.long)
+        if input_ids.shape[1] == 0:
+            # position 0 is given, never predicted: an empty prompt starts from BOS
+            bos = config.bos_token_id
+            if bos is None:
+                raise ValueError("the prompt is empty and bos_token_id is not set: pass a prompt or bos_token_id=")
+            input_ids = torch.full((input_ids.shape[0], 1), bos, dtype=torch.long, device=device)
+            attention_mask = torch.ones_like(input_ids)
+        return input_ids, attention_mask
+
+    def _check_length(self, length: int) -> None:
+        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        if limit is not None and length > limit:
+            raise ValueError(
+                f"max_new_tokens: prompt + new tokens = {length} positions, more than the model's {limit}"
+            )
+
+    # --- the reverse process -----------------------------------------------------------------------------------
+    def _denoiser_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, V) logits whose row j predicts token j (the shift undone)."""
+        outputs = self(input_ids=input_ids, attention_mask=attention_mask)
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+        return logits_per_position(logits, shift=getattr(self.config, "shift", True))
+
+    def _diffusion_decode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        config: DiffusionGenerationConfig,
+        generator: torch.Generator | None = None,
+        streamer=None,
+        step_callback: Callable | None = None,
+    ) -> "_DecodeResult":
+        batch_size, device = input_ids.shape[0], input_ids.device
+        mask_id = config.mask_token_id
+        new = torch.full((batch_size, max_new_tokens), mask_id, dtype=torch.long, device=device)
+        x = torch.cat([input_ids, new], dim=1)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)
+        attended = attention_mask.bool()
+        # positions to generate: holes in the prompt (the mask id marks them) and the appended positions. From here
+        # on, which positions are still masked is bookkeeping, never read back from token identity.
+        generated = attended & (x == mask_id)
+        generated[:, input_ids.shape[1]:] = True
+        self._check_first_tokens(generated, attended)
+        model_attention_mask = None if bool(attended.all()) else attention_mask
+
+        num_generated = generated.sum(dim=1)
+        blocks = self._block_layout(generated, num_generated, config)
+        steps = config.steps if config.steps is not None else max(1, int(num_generated.max()))
+        steps_per_block = _split_steps(steps, len(blocks))
+
+        if streamer is not None:  # inputs are valid: the streamer sees the prompt first, as in transformers
+            streamer.put(input_ids.cpu())
+        temperature = config.sampling_temperature()
+        positions = torch.arange(x.shape[1], device=device).expand_as(x)
+        masked = generated.clone()
+        history: list[torch.Tensor] = []
+        step = 0
+        for in_block, block_steps in zip(blocks, steps_per_block):
+            counts = tokens_per_step(in_block.sum(dim=1), block_steps)  # (block_steps, B)
+            for j in range(block_steps):
+                eligible = masked & in_block
+                last = j == block_steps - 1
+                if config.alg == "random":
+                    # each masked position independently, with the reverse-step probability of the linear schedule
+                    p = random_unmask_probability(block_steps - j - 1, block_steps)
+                    draw = torch.rand(x.shape, device=device, generator=generator)
+                    commit = eligible if last else eligible & (draw < p)
+                    to_propose = commit
+                else:
+                    count = eligible.sum(dim=1) if last else torch.minimum(counts[j], eligible.sum(dim=1))
+                    commit = None
+                    to_propose = eligible & (count > 0)[:, None]
+
+                logits = None
+                if bool(to_propose.any()):  # a step that commits nothing costs no forward pass
+                    logits = self._denoiser_logits(x, model_attention_mask)
+                    step_logits = logits[to_propose].float()
+                    step_logits[:, mask_id] = float("-inf")  # never propose [MASK] itself
+                    tokens, probs = propose_tokens(step_logits, temperature, config.top_k, config.top_p, generator)
+                    if commit is None:
+                        scores = torch.full(x.shape, float("-inf"), device=device)
+                        if config.alg == "left_to_right":
+                            scores[to_propose] = -positions[to_propose].float()
+                        else:
+                            scores[to_propose] = proposal_scores(config.alg, probs, tokens)
+                        commit = select_positions(scores, to_propose, count, config.alg_temperature, generator)
+                    proposed = x.clone()
+                    proposed[to_propose] = tokens
+                    x = torch.where(commit, proposed, x)
+                    masked &= ~commit
+
+                if config.output_history:
+                    history.append(x.clone())
+                if step_callback is not None:
+                    step_callback(step, x, logits)
+                if streamer is not None and hasattr(streamer, "put_draft"):
+                    streamer.put_draft(_streamed_tokens(x, generated, []).cpu())
+                step += 1
+
+        sequences = _pad_after_eos(x, generated, config.eos_token_ids(), _pad_id(config))
+        return _DecodeResult(sequences, generated, tuple(history) if config.output_history else None)
+
+    def _check_first_tokens(self, generated: torch.Tensor, attended: torch.Tensor) -> None:
+        """With the shift nothing predicts a sequence's first token, so it must be given."""
+        if not getattr(self.config, "shift", True):
+            return
+        has_token = attended.any(dim=1)
+        first = attended.long().argmax(dim=1)
+        first_is_masked = generated.gather(1, first[:, None]).squeeze(1) & has_token
+        if bool(first_is_masked.any()):
+            row = int(first_is_masked.nonzero()[0, 0])
+            raise ValueError(
+                f"input_ids: sequence {row} starts with a position to generate, but the first position is never "
+                "predicted (the shift: position j is read from logit j - 1); start it with BOS or a prompt token"
+            )
+
+    @staticmethod
+    def _block_layout(generated: torch.Tensor, num_generated: torch.Tensor, config) -> list[torch.Tensor]:
+        """(B, L) bool per block. Without block_length: one block of every position to generate."""
+        if config.block_length is None:
+            return [generated]
+        lengths = num_generated.unique()
+        if len(lengths) != 1:
+            raise ValueError(
+                f"block_length needs the same number of positions to generate in every sequence, got {lengths.tolist()}"
+            )
+        length = int(lengths[0])
+        if length == 0:  # nothing to generate
+            return [generated]
+        if length % config.block_length != 0:
+            raise ValueError(f"block_length {config.block_length} does not divide the generation length {length}")
+        # the k-th position to generate in a row (left to right) belongs to block k // block_length
+        order = generated.long().cumsum(dim=1) - 1
+        block_of = torch.where(generated, order // config.block_length, -1)
+        return [block_of == b for b in range(length // config.block_length)]
+
+
+@dataclass
+class _DecodeResult:
+    sequences: torch.Tensor
+    generated: torch.Tensor
+    history: tuple[torch.Tensor, ...] | None
+
+
+def _split_steps(steps: int, num_blocks: int) -> list[int]:
+    """Steps per block: as even as possible, the remainder to the first blocks."""
+    if steps < num_blocks:
+        raise ValueError(f"steps ({steps}) must be at least the number of blocks ({num_blocks}): every block needs "
+                         "a step; pass more steps or a larger block_length")
+    return [steps // num_blocks + (b < steps % num_blocks) for b in range(num_blocks)]
+
+
+def _pad_id(config: DiffusionGenerationConfig) -> int | None:
+    if config.pad_token_id is not None:
+        return config.pad_token_id
+    eos = config.eos_token_ids()
+    return eos[0] if eos else None
+
+
+def _pad_after_eos(x: torch.Tensor, generated: torch.Tensor, eos_ids: list[int], pad_id: int | None) -> torch.Tensor:
+    """Generated positions after the first generated EOS of each row hold ``pad_id``; given tokens are kept."""
+    if not eos_ids or pad_id is None:
+        return x
+    is_eos = generated & torch.isin(x, torch.tensor(eos_ids, device=x.device))
+    after_first_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
+    return x.masked_fill(after_first_eos & generated, pad_id)
+
+
+def _streamed_tokens(x: torch.Tensor, generated: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    """(B, n) generated tokens, left to right; with ``eos_ids``, cut after the first EOS (streamers take batch 1)."""
+    rows = [row[mask] for row, mask in zip(x, generated)]
+    if eos_ids and len(rows) == 1:
+        row = rows[0]
+        hits = torch.isin(row, torch.tensor(eos_ids, device=row.device)).nonzero()
+        rows = [row[: int(hits[0, 0]) + 1] if len(hits) else row]
+    width = max(len(r) for r in rows)
+    if any(len(r) != width for r in rows):  # holes of different sizes: stream the first row only
+        return rows[0][None]
+    return torch.stack(rows)
+
+
+__all__ = ["DiffusionGenerationConfig", "DiffusionGenerationMixin", "DiffusionGenerationOutput"]

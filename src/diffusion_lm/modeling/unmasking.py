@@ -147,7 +147,8 @@ def select_positions(
         noisy = keys / alg_temperature + gumbel_noise(keys.shape, keys.device, generator)
         keys = torch.where(eligible, noisy, keys)
     order = torch.argsort(keys, dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(keys.shape[-1], device=keys.device).expand_as(order))
+    arange = torch.arange(keys.shape[-1], device=keys.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(-1, order, arange)
     return (rank < counts[:, None]) & eligible
 
 

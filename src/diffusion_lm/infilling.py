@@ -1,0 +1,83 @@
+"""Infilling as text: fill ``n_tokens`` between a prefix and a suffix with one ``model.generate`` call.
+
+No reordering: the sequence is prefix + [MASK] * n_tokens + suffix, every denoising step sees both sides, and
+``max_new_tokens=0`` appends nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def infill_input_ids(tokenizer, prefix: str, suffix: str, n_tokens: int, mask_token_id: int) -> tuple[list[int], int]:
+    """(token ids of prefix + holes + suffix, index of the first hole). The prefix gets the tokenizer's special
+    tokens (BOS); an empty prefix becomes [BOS] (or [EOS]) because position 0 is given, never predicted."""
+    prefix_ids = list(tokenizer(prefix)["input_ids"]) if prefix else []
+    if not prefix_ids:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if start is None:
+            raise ValueError("prefix: empty, and the tokenizer has neither a BOS nor an EOS token to start with")
+        prefix_ids = [start]
+    suffix_ids = list(tokenizer(suffix, add_special_tokens=False)["input_ids"]) if suffix else []
+    return prefix_ids + [mask_token_id] * n_tokens + suffix_ids, len(prefix_ids)
+
+
+@torch.no_grad()
+def infill(
+    model,
+    tokenizer,
+    prefix: str | Sequence[str],
+    suffix: str | Sequence[str],
+    n_tokens: int,
+    *,
+    return_full_text: bool = False,
+    **gen_kwargs,
+) -> str | list[str]:
+    """The ``n_tokens`` generated between ``prefix`` and ``suffix``, decoded (special tokens skipped).
+
+    ``prefix`` / ``suffix`` may be lists (one batch, left-padded). ``return_full_text=True`` returns prefix, filling
+    and suffix decoded together. ``gen_kwargs`` go to ``model.generate`` (``steps`` defaults to ``n_tokens``: one
+    token per step; ``alg``, ``temperature``, ``generator``... as there). Generated tokens after an EOS become padding.
+    """
+    if not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens must be an integer >= 1, got {n_tokens!r}")
+    single = isinstance(prefix, str)
+    prefixes = [prefix] if single else list(prefix)
+    suffixes = [suffix] if isinstance(suffix, str) else list(suffix)
+    if len(suffixes) != len(prefixes):
+        raise ValueError(f"suffix: {len(suffixes)} suffixes for {len(prefixes)} prefixes")
+    mask_token_id = gen_kwargs.get("mask_token_id")
+    if mask_token_id is None:
+        mask_token_id = getattr(model.generation_config, "mask_token_id", None)
+    if mask_token_id is None:
+        mask_token_id = getattr(model.config, "mask_token_id", None)
+    if mask_token_id is None:
+        raise ValueError("mask_token_id: the model has no mask token configured (model.config.mask_token_id)")
+
+    encoded = [infill_input_ids(tokenizer, p, s, n_tokens, mask_token_id) for p, s in zip(prefixes, suffixes)]
+    rows, starts = zip(*encoded)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(row) for row in rows)
+    device = next(model.parameters()).device
+    # left padding: the holes of every row keep their place relative to the row's own prefix
+    input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)
+
+    gen_kwargs.setdefault("steps", n_tokens)
+    gen_kwargs["return_dict_in_generate"] = False
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=0, **gen_kwargs)
+
+    texts = []
+    for row, output_row, start in zip(rows, output, starts):
+        offset = width - len(row)
+        if return_full_text:
+            ids = output_row[offset:]
+        else:
+            ids = output_row[offset + start : offset + start + n_tokens]
+        texts.append(tokenizer.decode(ids.tolist(), skip_special_tokens=True))
+    return texts[0] if single else texts
+
+
+__all__ = ["infill", "infill_input_ids"]
