@@ -237,8 +237,10 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         info["license"] = EMBEDDED_BASE_LICENSE
     save_final(trainer, tokenizer, settings, info)
     summary = {**info, "output_dir": settings.output_dir, "wall_time_s": round(time.time() - started, 1)}
-    if eval_dataset is not None:
-        summary["eval"] = trainer.evaluate()
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations:  # the Trainer evaluated at the last step already (eval_steps defaults to max_steps)
+        summary["eval_loss_elbo_first"] = evaluations[0]["eval_loss"]
+        summary["eval_loss_elbo_final"] = evaluations[-1]["eval_loss"]
     if settings.sample_prompt and trainer.args.should_save:
         summary["sample"] = sample_text(trainer.model, tokenizer, settings.sample_prompt, settings.seed)
     return summary

@@ -119,6 +119,12 @@ class DiffusionGenerationConfig(GenerationConfig):
                     setattr(result, name, getattr(model_config, name))
         return result
 
+    @classmethod
+    def from_model_config(cls, model_config) -> "DiffusionGenerationConfig":
+        """Defaults with the model config's token ids (transformers calls this when a model is constructed; its own
+        version compares against a plain ``GenerationConfig``, which lacks the diffusion fields)."""
+        return cls.from_generation_config(None, model_config)
+
     def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None):
         """ValueError naming the field for a value diffusion decoding cannot use. (GenerationConfig's own checks are
         about AR decoding, and reject ``max_new_tokens=0``, which infilling needs.)"""

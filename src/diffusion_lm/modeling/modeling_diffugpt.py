@@ -10,7 +10,7 @@ from torch import nn
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 
 from .configuration_diffugpt import DiffuGPTConfig
-from .generation_diffusion import DiffusionGenerationMixin
+from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
     MaskedDiffusionLMOutput,
@@ -63,6 +63,7 @@ class DiffuGPTForMaskedDiffusion(DiffusionAutoMapMixin, GPT2PreTrainedModel, Dif
     """DiffuGPT with its LM head; ``generate`` runs diffusion decoding."""
 
     config_class = DiffuGPTConfig
+    generation_config_class = DiffusionGenerationConfig
     _tied_weights_keys = GPT2LMHeadModel._tied_weights_keys
 
     def __init__(self, config: DiffuGPTConfig):

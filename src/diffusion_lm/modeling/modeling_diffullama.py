@@ -10,7 +10,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_diffullama import DiffuLlamaConfig
-from .generation_diffusion import DiffusionGenerationMixin
+from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
     MaskedDiffusionLMOutput,
@@ -67,6 +67,7 @@ class DiffuLlamaForMaskedDiffusion(DiffusionAutoMapMixin, LlamaPreTrainedModel, 
     """DiffuLLaMA with its LM head; ``generate`` runs diffusion decoding."""
 
     config_class = DiffuLlamaConfig
+    generation_config_class = DiffusionGenerationConfig
     _tied_weights_keys = LlamaForCausalLM._tied_weights_keys
     _tp_plan = LlamaForCausalLM._tp_plan
     _pp_plan = LlamaForCausalLM._pp_plan

@@ -10,7 +10,7 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
 
 from .configuration_diffuqwen2 import DiffuQwen2Config
-from .generation_diffusion import DiffusionGenerationMixin
+from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffullama import DiffuLlamaModel
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
@@ -37,6 +37,7 @@ class DiffuQwen2ForMaskedDiffusion(DiffusionAutoMapMixin, Qwen2PreTrainedModel, 
     """DiffuQwen2 with its LM head; ``generate`` runs diffusion decoding."""
 
     config_class = DiffuQwen2Config
+    generation_config_class = DiffusionGenerationConfig
     _tied_weights_keys = Qwen2ForCausalLM._tied_weights_keys
     _tp_plan = Qwen2ForCausalLM._tp_plan
     _pp_plan = Qwen2ForCausalLM._pp_plan
