@@ -299,6 +299,33 @@ def test_readers_parse_the_shared_eval_files(shared_data):
     assert load_task("socialiqa", data_dir, limit=3) == load_task("siqa", data_dir, limit=3)
 
 
+def test_hub_readers_convert_hub_records(monkeypatch):
+    import datasets
+
+    records = {
+        "lighteval/siqa": [{"context": "c", "question": "q ?", "answerA": "a", "answerB": "b", "answerC": "x", "label": "3"}],
+        "Rowan/hellaswag": [{"activity_label": "Baking", "ctx_a": "He mixes flour.", "ctx_b": "then he", "ctx": "",
+                             "endings": ["bakes it [title] done.", "sleeps.", "runs.", "sings."], "label": "0"}],
+        "EleutherAI/lambada_openai": [{"text": "the cat sat on the mat"}],
+        "openai/gsm8k": [{"question": "1 + 1 ?", "answer": "2\n#### 2"}],
+    }
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        return records[path]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    siqa = load_task("siqa", limit=5)[0]
+    assert siqa.label == 2 and siqa.choices[2][1] == " x"
+    hellaswag = load_task("hellaswag")[0]
+    assert hellaswag.choices[0] == ("Baking: He mixes flour. Then he", " bakes it. done.")
+    assert load_task("lambada")[0] == CompletionExample("the cat sat on the", "mat")
+    assert load_task("gsm8k")[0].target == "2"
+    assert calls[0] == ("lighteval/siqa", None, "validation[:5]")
+    assert calls[-1] == ("openai/gsm8k", "main", "test")
+
+
 def test_readers_reject_bad_input(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         parse_task_list("piqa,mmlu")

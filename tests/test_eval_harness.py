@@ -148,3 +148,18 @@ def test_registered_model_answers_generate_until_requests(harness_setup):
     assert 0.0 <= results["results"]["tiny_generate"]["exact_match,none"] <= 1.0
     outputs = [s["resps"][0][0] for s in results["samples"]["tiny_generate"]]
     assert len(outputs) == 3 and all(isinstance(o, str) and "." not in o for o in outputs)
+
+
+def test_harness_command_line_entry_registers_the_model(monkeypatch, capsys):
+    import sys
+
+    from lm_eval.api.registry import model_registry
+
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    monkeypatch.setattr(sys, "argv", ["lm_eval", "run", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        lm_eval_cli.main()
+    assert exit_info.value.code == 0
+    assert "--model_args" in capsys.readouterr().out
+    assert "diffusion_lm" in model_registry

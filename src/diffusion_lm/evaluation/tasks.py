@@ -35,10 +35,11 @@ LOCAL_FILES = {
     "rocstories": "cloze_test_val__spring2016.csv",
     "gsm8k": os.path.join("gsm8k", "test.jsonl"),
 }
-# (Hub dataset id, config, split) used when no local file is given
+# (Hub dataset id, config, split) used when no local file is given: the datasets lm-evaluation-harness 0.4 reads
+# (LSDSem/story_cloze needs its files downloaded by hand; pass them as rocstories=FILE instead)
 HUB_DATASETS = {
     "piqa": ("baber/piqa", None, "validation"),
-    "siqa": ("allenai/social_i_qa", None, "validation"),
+    "siqa": ("lighteval/siqa", None, "validation"),
     "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),
     "hellaswag": ("Rowan/hellaswag", None, "validation"),
     "lambada": ("EleutherAI/lambada_openai", "default", "test"),

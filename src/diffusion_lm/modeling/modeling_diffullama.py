@@ -13,11 +13,10 @@ from .configuration_diffullama import DiffuLlamaConfig
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
+    DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
-    attention_mask_for_layers,
-    check_no_cache,
     make_attention_bidirectional,
-    positions_from_padding,
+    prepare_decoder_inputs,
 )
 
 
@@ -41,16 +40,10 @@ class DiffuLlamaModel(LlamaModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        check_no_cache(past_key_values, use_cache)
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        batch_size, seq_len = inputs_embeds.shape[:2]
-        if position_ids is None:
-            position_ids = positions_from_padding(attention_mask, batch_size, seq_len, inputs_embeds.device)
-        layer_mask = attention_mask_for_layers(self.config, attention_mask, inputs_embeds, anneal_ratio)
-
+        inputs_embeds, position_ids, layer_mask = prepare_decoder_inputs(
+            self.config, self.embed_tokens, input_ids, inputs_embeds, attention_mask, position_ids, anneal_ratio,
+            past_key_values,
+        )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         for decoder_layer in self.layers[: self.config.num_hidden_layers]:
@@ -63,7 +56,9 @@ class DiffuLlamaModel(LlamaModel):
         return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states))
 
 
-class DiffuLlamaForMaskedDiffusion(DiffusionAutoMapMixin, LlamaPreTrainedModel, DiffusionGenerationMixin):
+class DiffuLlamaForMaskedDiffusion(
+    DiffusionAutoMapMixin, DiffusionLMHeadMixin, LlamaPreTrainedModel, DiffusionGenerationMixin
+):
     """DiffuLLaMA with its LM head; ``generate`` runs diffusion decoding."""
 
     config_class = DiffuLlamaConfig
@@ -78,26 +73,6 @@ class DiffuLlamaForMaskedDiffusion(DiffusionAutoMapMixin, LlamaPreTrainedModel, 
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        anneal_ratio: float | None = None,
-        **kwargs,
-    ) -> MaskedDiffusionLMOutput:
-        """``anneal_ratio`` in [0, 1) applies the annealed attention pattern of that ratio (training only)."""
-        hidden_states = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            anneal_ratio=anneal_ratio,
-            **kwargs,
-        ).last_hidden_state
-        return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
 
 
 __all__ = ["DiffuLlamaModel", "DiffuLlamaForMaskedDiffusion"]

@@ -5,7 +5,6 @@ Weight names are those of ``Qwen2ForCausalLM`` (``model.*``, ``lm_head.*``), so 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
 
@@ -14,7 +13,7 @@ from .generation_diffusion import DiffusionGenerationConfig, DiffusionGeneration
 from .modeling_diffullama import DiffuLlamaModel
 from .modeling_diffusion_utils import (
     DiffusionAutoMapMixin,
-    MaskedDiffusionLMOutput,
+    DiffusionLMHeadMixin,
     make_attention_bidirectional,
 )
 
@@ -33,7 +32,9 @@ class DiffuQwen2Model(Qwen2Model):
     forward = DiffuLlamaModel.forward
 
 
-class DiffuQwen2ForMaskedDiffusion(DiffusionAutoMapMixin, Qwen2PreTrainedModel, DiffusionGenerationMixin):
+class DiffuQwen2ForMaskedDiffusion(
+    DiffusionAutoMapMixin, DiffusionLMHeadMixin, Qwen2PreTrainedModel, DiffusionGenerationMixin
+):
     """DiffuQwen2 with its LM head; ``generate`` runs diffusion decoding."""
 
     config_class = DiffuQwen2Config
@@ -48,26 +49,6 @@ class DiffuQwen2ForMaskedDiffusion(DiffusionAutoMapMixin, Qwen2PreTrainedModel, 
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        anneal_ratio: float | None = None,
-        **kwargs,
-    ) -> MaskedDiffusionLMOutput:
-        """``anneal_ratio`` in [0, 1) applies the annealed attention pattern of that ratio (training only)."""
-        hidden_states = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            anneal_ratio=anneal_ratio,
-            **kwargs,
-        ).last_hidden_state
-        return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
 
 
 __all__ = ["DiffuQwen2Model", "DiffuQwen2ForMaskedDiffusion"]

@@ -77,9 +77,56 @@ def attention_mask_for_layers(
     )
 
 
-def check_no_cache(past_key_values, use_cache) -> None:
+def prepare_decoder_inputs(
+    config,
+    embed_tokens: torch.nn.Module,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    anneal_ratio: float | None,
+    past_key_values=None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(inputs_embeds, position_ids, mask for the attention layers): what every decoder stack starts from."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
     if past_key_values is not None:
         raise ValueError("diffusion LMs attend bidirectionally and take no past_key_values")
+    if inputs_embeds is None:
+        inputs_embeds = embed_tokens(input_ids)
+    batch_size, seq_len = inputs_embeds.shape[:2]
+    if position_ids is None:
+        position_ids = positions_from_padding(attention_mask, batch_size, seq_len, inputs_embeds.device)
+    layer_mask = attention_mask_for_layers(config, attention_mask, inputs_embeds, anneal_ratio)
+    return inputs_embeds, position_ids, layer_mask
+
+
+class DiffusionLMHeadMixin:
+    """The LM head on top of the decoder stack found at ``base_model_prefix`` (``model`` or ``transformer``)."""
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        anneal_ratio: float | None = None,
+        **kwargs,
+    ) -> MaskedDiffusionLMOutput:
+        """Logits for every position; ``logits[:, i]`` predicts token i + 1 when ``config.shift``.
+
+        ``attention_mask`` (B, L) marks real tokens (padding is never attended); ``anneal_ratio`` in [0, 1) applies
+        the annealed attention pattern of that ratio (training only).
+        """
+        hidden_states = getattr(self, self.base_model_prefix)(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            anneal_ratio=anneal_ratio,
+            **kwargs,
+        ).last_hidden_state
+        return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
 
 
 class DiffusionAutoMapMixin:
