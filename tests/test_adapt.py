@@ -188,3 +188,25 @@ def test_embedded_gguf_converts_with_a_dedicated_mask_token(smollm2_gguf):
     assert embeddings.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     mean = embeddings[:-1].mean(0)
     assert torch.allclose(embeddings[-1], mean, atol=0.05 * embeddings[:-1].std(0).max().item())
+
+
+def test_a_save_killed_midway_leaves_no_checkpoint_to_resume_from(tmp_path, corpus, monkeypatch):
+    from transformers import Trainer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), "llama")
+    original = Trainer._save_optimizer_and_scheduler
+
+    def dies_on_second_checkpoint(self, output_dir):
+        if output_dir.endswith("checkpoint-4"):
+            raise KeyboardInterrupt("killed while writing the optimizer state")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", dies_on_second_checkpoint)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_adaptation(AdaptSettings(base=base, dataset=corpus, output_dir=str(out), max_steps=6, block_size=16,
+                                     batch_size=4, save_steps=2, seed=0, sample_prompt=""))
+    assert (out / ".staging" / "checkpoint-4").is_dir()  # the half-written one stayed in staging
+    assert not (out / "checkpoint-4").exists()
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")

@@ -50,7 +50,41 @@ class DiffusionTrainingArguments(TrainingArguments):
             raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
 
 
-class DiffusionTrainer(Trainer):
+class AtomicCheckpointsMixin:
+    """For ``Trainer`` subclasses: write each checkpoint into a staging folder, then rename it into place, so a run
+    killed mid-save never leaves a half-written ``checkpoint-N`` for resumption to pick up."""
+
+    _checkpoint_staging: str | None = None
+
+    def _get_output_dir(self, trial):
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = super()._get_output_dir(trial)
+        staging = os.path.join(run_dir, ".staging")
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._checkpoint_staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+
+
+class DiffusionTrainer(AtomicCheckpointsMixin, Trainer):
     """``Trainer`` whose loss is the masked-diffusion objective (METHOD.md section 2)."""
 
     args: DiffusionTrainingArguments
@@ -129,34 +163,3 @@ class DiffusionTrainer(Trainer):
                 logs[prefix + name] = sum(values) / len(values)
         self._metrics[mode].clear()
         super().log(logs, start_time)
-
-    # --- atomic checkpoints -----------------------------------------------------------------------------------
-    def _get_output_dir(self, trial):
-        staging = getattr(self, "_checkpoint_staging", None)
-        return staging if staging is not None else super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into a staging folder, then rename it into place: a run killed mid-save never
-        leaves a half-written ``checkpoint-N`` for ``--resume`` to pick up."""
-        run_dir = super()._get_output_dir(trial)
-        staging = os.path.join(run_dir, ".staging")
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self._checkpoint_staging = staging
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            final = os.path.join(run_dir, name)
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging, name), final)
-            shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
-        self.accelerator.wait_for_everyone()

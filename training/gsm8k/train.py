@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="prompt through the chat template (chat) or 'Question: ...\\nAnswer:' (plain); auto: chat if available")
     add("--train-limit", type=int, help="first N training questions (default: all 7,473)")
     add("--eval-limit", type=int, default=100, help="first N test questions to score (default 100)")
+    add("--heldout-limit", type=int, help="first N test answers for the held-out loss (default: --eval-limit)")
     add("--no-eval-before", action="store_true", help="skip the evaluation of the untuned model")
     add("--lora", action="store_true")
     add("--lora-r", type=int, default=16)
@@ -57,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ("eval_limit", "batch_size", "max_length", "max_new_tokens", "eval_batch_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.train_limit is not None and args.train_limit < 1:
-        parser.error("--train-limit must be >= 1")
+    for flag in ("train_limit", "heldout_limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     return args
 
 
@@ -76,6 +78,7 @@ def evaluate(trainer, tokenizer, test_records, heldout, args, chat: bool) -> dic
         "answered": result["answered"],
         "heldout_elbo": metrics["eval_elbo"],
         "heldout_loss_unweighted": metrics["eval_loss_unweighted"],
+        "heldout_examples": len(heldout),
         "num_examples": result["num_examples"],
         "seconds": round(time.time() - start, 1),
         "samples": result["outputs"][:5],
@@ -94,9 +97,10 @@ def main(argv=None) -> int:
     if chat and not tokenizer.chat_template:
         raise ValueError("--format chat needs a tokenizer with a chat template")
     train_records = load_gsm8k(args.data, "train")[: args.train_limit]
-    test_records = load_gsm8k(args.data, "test")[: args.eval_limit]
+    test_all = load_gsm8k(args.data, "test")
+    test_records = test_all[: args.eval_limit]
     train = Dataset.from_list(sft_rows(train_records, args.style, chat))
-    heldout = Dataset.from_list(sft_rows(test_records, args.style, chat))
+    heldout = Dataset.from_list(sft_rows(test_all[: args.heldout_limit or args.eval_limit], args.style, chat))
 
     config = DiffusionSFTConfig(
         output_dir=args.output_dir,
