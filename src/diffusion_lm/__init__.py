@@ -1,9 +1,20 @@
-"""diffusion-lm: adapt autoregressive LMs into masked-diffusion LMs, native to the Hugging Face ecosystem."""
+"""diffusion-lm: adapt autoregressive LMs into masked-diffusion LMs, native to the Hugging Face ecosystem.
+
+Importing the package registers the diffusion model types with ``AutoConfig`` / ``AutoModel`` /
+``AutoModelForCausalLM``. Training, SFT (TRL) and Hub helpers are imported on first use.
+"""
+
+import importlib
 
 from .models import register_auto_classes
 from .modeling.configuration_diffugpt import DiffuGPTConfig
 from .modeling.configuration_diffullama import DiffuLlamaConfig
 from .modeling.configuration_diffuqwen2 import DiffuQwen2Config
+from .modeling.generation_diffusion import (
+    DiffusionGenerationConfig,
+    DiffusionGenerationMixin,
+    DiffusionGenerationOutput,
+)
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion, DiffuGPTModel
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion, DiffuLlamaModel
 from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion, DiffuQwen2Model
@@ -11,6 +22,33 @@ from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion, DiffuQwe
 __version__ = "0.1.0"
 
 register_auto_classes()
+
+# public name -> submodule that defines it, imported when the name is first used
+_LAZY_EXPORTS = {
+    "DiffusionTrainer": "trainer",
+    "DiffusionTrainingArguments": "trainer",
+    "DiffusionSFTConfig": "sft",
+    "DiffusionSFTTrainer": "sft",
+    "convert_checkpoint": "conversion",
+    "convert_ar_model": "conversion",
+    "infill": "infilling",
+    "import_reference": "reference_import",
+    "TrainingInfo": "hub",
+    "push_checkpoint": "hub",
+    "record_eval_results": "hub",
+    "render_card": "hub",
+    "save_for_hub": "hub",
+    "write_card": "hub",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY_EXPORTS:
+        value = getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DiffuGPTConfig",
@@ -22,15 +60,8 @@ __all__ = [
     "DiffuQwen2Config",
     "DiffuQwen2ForMaskedDiffusion",
     "DiffuQwen2Model",
+    "DiffusionGenerationConfig",
+    "DiffusionGenerationMixin",
+    "DiffusionGenerationOutput",
+    *_LAZY_EXPORTS,
 ]
-
-from .sft import DiffusionSFTConfig, DiffusionSFTTrainer  # noqa: E402
-from .trainer import DiffusionTrainer, DiffusionTrainingArguments  # noqa: E402
-from .hub import TrainingInfo, push_checkpoint, record_eval_results, render_card, save_for_hub, write_card  # noqa: E402
-from .reference_import import import_reference  # noqa: E402
-from .modeling.generation_diffusion import (  # noqa: E402
-    DiffusionGenerationConfig,
-    DiffusionGenerationMixin,
-    DiffusionGenerationOutput,
-)
-from .infilling import infill  # noqa: E402
