@@ -210,3 +210,14 @@ def test_a_save_killed_midway_leaves_no_checkpoint_to_resume_from(tmp_path, corp
     assert (out / ".staging" / "checkpoint-4").is_dir()  # the half-written one stayed in staging
     assert not (out / "checkpoint-4").exists()
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")
+
+
+def test_final_card_is_named_after_the_output_directory(tmp_path, corpus):
+    from huggingface_hub import ModelCard
+
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), "gpt2")
+    out = tmp_path / "my-diffugpt"
+    main(tiny_flags(base, corpus, str(out), steps=2))
+    card = ModelCard.load(str(out / "README.md"))
+    assert card.data.model_name == "my-diffugpt" and "diffusion-lm" in card.data.tags
+    assert ".final-staging" not in card.text and "| Block size | 16 tokens |" in card.text

@@ -417,3 +417,38 @@ def test_shared_sft_files_load(shared_data):
     assert len(lima) == 1029 and lima[0]["completion"][0]["role"] == "assistant"
     alpaca = load_sft_dataset(os.path.join(shared_data, "sft", "alpaca_en_demo.json"), chat=False)
     assert set(alpaca.column_names) == {"prompt", "completion"}
+
+
+# --- push ---------------------------------------------------------------------------------------------------------
+class FakeHubApi:
+    """Stands in for huggingface_hub.HfApi: records what an upload would send (no network)."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def create_repo(self, repo_id, **kwargs):
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = sorted(os.listdir(folder_path))
+        readme = open(os.path.join(folder_path, "README.md")).read() if "README.md" in files else ""
+        self.uploads.append({"repo_id": repo_id, "files": files, "readme": readme})
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_push_to_hub_uploads_weights_with_a_card(tmp_path, monkeypatch, lora):
+    api = FakeHubApi()
+    monkeypatch.setattr("transformers.trainer.hf_api", lambda: api)
+    model, tokenizer = tiny_diffusion_model("llama")
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, push_to_hub=True, hub_model_id="me/tiny-sft"),
+                                  train_dataset=prompt_completion_dataset(), processing_class=tokenizer,
+                                  peft_config=lora_config_for(model, r=4) if lora else None)
+    trainer.train()
+    trainer.push_to_hub(dataset_name="me/pairs")
+    upload = api.uploads[-1]
+    assert upload["repo_id"] == "me/tiny-sft"
+    assert ("adapter_model.safetensors" if lora else "model.safetensors") in upload["files"]
+    assert "diffusion_lm_training.json" in upload["files"]
+    assert "diffusion-lm" in upload["readme"]  # the trainer's tags reach the card
+    if not lora:  # a full checkpoint gets diffusion_lm.hub's card, with the SFT record
+        assert "supervised fine-tuning" in upload["readme"] and "me/pairs" in upload["readme"]

@@ -178,7 +178,8 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
     trainer.save_model(staging)
     if trainer.args.should_save:
         tokenizer.save_pretrained(staging)
-        write_card(staging, info)  # README.md model card + diffusion_lm_training.json
+        # README.md model card + diffusion_lm_training.json, named after the output directory (not the staging one)
+        write_card(staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)))
         # config.json last: a reader that sees it sees complete weights
         files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
         for name in files:
