@@ -44,7 +44,7 @@ EMBEDDED_TOPICS = (
 
 
 def sample_embedded_corpus(
-    model, tokenizer, num_documents: int = 48, tokens_per_document: int = 160, batch_size: int = 24, seed: int = 0
+    model, tokenizer, num_documents: int = 48, tokens_per_document: int = 128, batch_size: int = 48, seed: int = 0
 ) -> list[str]:
     """Short encyclopedic paragraphs sampled from the AR base itself (the offline default corpus).
 
