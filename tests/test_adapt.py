@@ -184,6 +184,7 @@ def test_embedded_gguf_converts_with_a_dedicated_mask_token(smollm2_gguf):
     model, tokenizer = convert_checkpoint(smollm2_gguf)
     assert tokenizer.mask_token == "<|mdm_mask|>" and model.config.mask_token_id == 49152
     assert model.config.vocab_size == 49153 and model.config.tie_word_embeddings
+    assert getattr(model.config, "quantization_config", None) is None  # weights are dequantised float32
     embeddings = model.get_input_embeddings().weight
     assert embeddings.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     mean = embeddings[:-1].mean(0)

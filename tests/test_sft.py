@@ -452,3 +452,11 @@ def test_push_to_hub_uploads_weights_with_a_card(tmp_path, monkeypatch, lora):
     assert "diffusion-lm" in upload["readme"]  # the trainer's tags reach the card
     if not lora:  # a full checkpoint gets diffusion_lm.hub's card, with the SFT record
         assert "supervised fine-tuning" in upload["readme"] and "me/pairs" in upload["readme"]
+
+
+def test_sft_checkpoints_are_written_atomically():
+    from diffusion_lm.sft import DiffusionSFTTrainer
+    from diffusion_lm.trainer import AtomicCheckpointsMixin
+
+    assert issubclass(DiffusionSFTTrainer, AtomicCheckpointsMixin)
+    assert DiffusionSFTTrainer._save_checkpoint is AtomicCheckpointsMixin._save_checkpoint

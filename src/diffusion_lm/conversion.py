@@ -16,7 +16,10 @@ from .models import diffusion_classes_for
 
 DEFAULT_MASK_TOKEN = "<|mdm_mask|>"
 # config entries that describe the AR checkpoint's code rather than the architecture
-_AR_ONLY_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path")
+# (a GGUF source also leaves quantization_config: the converted weights are dequantised, so it must not follow)
+_AR_ONLY_CONFIG_KEYS = (
+    "model_type", "architectures", "auto_map", "transformers_version", "_name_or_path", "quantization_config"
+)
 
 
 @dataclass

@@ -43,6 +43,7 @@ from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
 from .models import DIFFUSION_MODEL_TYPES
 from .objective import diffusion_objective
+from .trainer import AtomicCheckpointsMixin
 
 # ShareGPT / LLaMA-Factory role names -> chat-template roles
 EOS_FILLERS = ("random", "max_length", "longest")
@@ -123,7 +124,7 @@ class DiffusionSFTConfig(SFTConfig):
             raise ValueError(f"eos_filler={self.eos_filler!r} needs max_length (or use eos_filler='longest')")
 
 
-class DiffusionSFTTrainer(SFTTrainer):
+class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
     """[`~trl.SFTTrainer`] whose loss is the masked-diffusion objective with the prompt always given.
 
     Same arguments as ``SFTTrainer`` (``peft_config=LoraConfig(...)`` included); ``args`` is a
@@ -334,7 +335,8 @@ class DiffusionSFTTrainer(SFTTrainer):
         base = self.base_model()
         args = self.args
         extra = {"loss_normalization": args.loss_normalization, "noise_eps": args.noise_eps,
-                 "max_length": args.max_length, "lr_scheduler": str(args.lr_scheduler_type)}
+                 "max_length": args.max_length, "eos_filler": args.eos_filler,
+                 "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))}
         if self.is_peft():
             peft_config = self.accelerator.unwrap_model(self.model).peft_config["default"]
             extra["lora"] = {"r": getattr(peft_config, "r", None), "alpha": getattr(peft_config, "lora_alpha", None),

@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--gradient-accumulation-steps", type=int, default=1)
     add("--max-length", type=int, default=256)
     add("--loss-normalization", choices=["masked_tokens", "elbo"], default="masked_tokens")
+    add("--eos-filler", choices=["random", "max_length", "longest"], default="random",
+        help="EOS filler after answers: up to a random length <= --max-length (default), always --max-length, or "
+             "only the batch's longest sequence (cheapest)")
     add("--max-new-tokens", type=int, default=96, help="answer canvas for scoring (calc answers are short)")
     add("--steps", type=int, help="diffusion decoding steps (default: one per new token)")
     add("--eval-batch-size", type=int, default=8)
@@ -114,6 +117,7 @@ def main(argv=None) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_length=args.max_length,
         loss_normalization=args.loss_normalization,
+        eos_filler=args.eos_filler,
         bf16=args.bf16,
         activation_checkpointing=False,
         seed=args.seed,

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sft") -> None:
     add("--gradient-accumulation-steps", type=int, default=1)
     add("--max-length", type=int, default=512, help="tokens per prompt + answer (longer ones are truncated)")
     add("--loss-normalization", choices=["masked_tokens", "elbo"], default="masked_tokens")
+    add("--eos-filler", choices=["random", "max_length", "longest"], default="random",
+        help="EOS filler after answers: up to a random length <= --max-length (default), always --max-length, or "
+             "only the batch's longest sequence (cheapest)")
     add("--seed", type=int, default=0)
     add("--bf16", action="store_true", help="bf16 mixed precision")
     add("--gradient-checkpointing", action="store_true")
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_length=args.max_length,
         loss_normalization=args.loss_normalization,
+        eos_filler=args.eos_filler,
         seed=args.seed,
         bf16=args.bf16,
         activation_checkpointing=args.gradient_checkpointing,
