@@ -35,7 +35,7 @@ from .evaluators import (
     continuation_token_ids,
     cut_at_eos,
 )
-from .scoring import ScoringRequest, diffusion_span_scores
+from .scoring import ScoringRequest
 
 
 def _stable_key(*texts: str) -> tuple[int]:
@@ -95,18 +95,7 @@ class DiffusionLMEval(LM):
     # -- scoring --
 
     def _score(self, requests: list[ScoringRequest], keys, description: str) -> list[float]:
-        s = self.evaluator.scoring
-        scores = diffusion_span_scores(
-            self.evaluator.model,
-            requests,
-            keys=keys,
-            estimator=s.estimator,
-            num_samples=s.mc_samples,
-            seed=s.seed,
-            eps=s.eps,
-            batch_size=s.batch_size,
-            progress=description,
-        )
+        scores = self.evaluator.score(requests, keys, progress=description)
         return [-score.total for score in scores]
 
     def _truncate_left(self, context_ids: list[int], target_ids: list[int]) -> list[int]:
