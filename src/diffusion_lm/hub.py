@@ -438,7 +438,7 @@ def save_for_hub(
     kept on the model (``model.training_info``), so a later ``model.save_pretrained`` / ``model.push_to_hub`` carries
     it on. Raises ValueError when the result is not push-ready (see ``push_readiness_problems``).
     """
-    from .modeling.modeling_diffusion_utils import DiffusionAutoMapMixin
+    from .modeling.modeling_diffusion_hub import DiffusionAutoMapMixin
 
     if not isinstance(model, DiffusionAutoMapMixin):
         raise ValueError(

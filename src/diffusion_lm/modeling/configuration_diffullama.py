@@ -5,25 +5,19 @@ from __future__ import annotations
 from transformers import LlamaConfig
 from transformers.configuration_utils import strict
 
-from .modeling_diffusion_utils import validate_diffusion_fields
+from .configuration_diffusion import DIFFUSION_FIELDS_DOC, validate_diffusion_fields
 
 
 @strict
 class DiffuLlamaConfig(LlamaConfig):
-    r"""
-    mask_token_id (`int`, *optional*):
-        Id of the [MASK] token (a dedicated added token, or a reused id such as 811 for DiffuLLaMA-7B).
-    shift (`bool`, defaults to `True`):
-        Keep the AR alignment: the logit at position i predicts token i + 1.
-    attention_mode (`str`, defaults to `"bidirectional"`):
-        `"bidirectional"` once adapted; `"causal"` runs the converted model exactly as its AR base.
-    """
+    __doc__ = f"``LlamaConfig`` plus the masked-diffusion fields:\n{DIFFUSION_FIELDS_DOC}"
 
     model_type = "diffullama"
 
     mask_token_id: int | None = None
     shift: bool = True
     attention_mode: str = "bidirectional"
+    diffusion_block_size: int | None = None
 
     def validate_architecture(self):
         super().validate_architecture()

@@ -11,8 +11,8 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, G
 
 from .configuration_diffugpt import DiffuGPTConfig
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
+from .modeling_diffusion_hub import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
-    DiffusionAutoMapMixin,
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
     make_attention_bidirectional,

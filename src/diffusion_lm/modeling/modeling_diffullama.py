@@ -11,8 +11,8 @@ from transformers.models.llama.modeling_llama import LlamaForCausalLM, LlamaMode
 
 from .configuration_diffullama import DiffuLlamaConfig
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
+from .modeling_diffusion_hub import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
-    DiffusionAutoMapMixin,
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
     make_attention_bidirectional,

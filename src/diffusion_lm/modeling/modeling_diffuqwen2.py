@@ -11,8 +11,8 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM, Qwen2Mode
 from .configuration_diffuqwen2 import DiffuQwen2Config
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffullama import DiffuLlamaModel
+from .modeling_diffusion_hub import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
-    DiffusionAutoMapMixin,
     DiffusionLMHeadMixin,
     make_attention_bidirectional,
 )

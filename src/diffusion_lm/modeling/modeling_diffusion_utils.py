@@ -12,8 +12,6 @@ from transformers.utils import ModelOutput
 
 from .attention_annealing import build_attention_mask
 
-ATTENTION_MODES = ("bidirectional", "causal")
-
 
 @dataclass
 class MaskedDiffusionLMOutput(ModelOutput):
@@ -22,13 +20,6 @@ class MaskedDiffusionLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
-
-
-def validate_diffusion_fields(config) -> None:
-    if config.attention_mode not in ATTENTION_MODES:
-        raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {config.attention_mode!r}")
-    if config.mask_token_id is not None and not 0 <= config.mask_token_id < config.vocab_size:
-        raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary (size {config.vocab_size})")
 
 
 def make_attention_bidirectional(model: torch.nn.Module) -> None:
@@ -127,139 +118,3 @@ class DiffusionLMHeadMixin:
             **kwargs,
         ).last_hidden_state
         return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
-
-
-class DiffusionAutoMapMixin:
-    """Makes every ``save_pretrained`` directory ready for the Hub, and ``push_to_hub`` upload exactly that.
-
-    - ``config.json`` gets an ``auto_map`` serving ``AutoModel`` and ``AutoModelForCausalLM`` (TRL / PEFT load
-      through the latter); transformers copies this file's code and its relative imports next to it.
-    - ``training_info`` (a JSON-able dict, see ``diffusion_lm.hub.TrainingInfo``) is written as
-      ``diffusion_lm_training.json``.
-    - ``README.md``: an existing card is kept; otherwise the card is rendered by ``diffusion_lm.hub`` where that
-      package is installed, else ``model_card_text`` is written (``from_pretrained`` reads both from a local
-      checkpoint, so they survive a load / save / push round trip as remote code).
-
-    Saving and loading use only the standard library (this file travels with checkpoints as remote code); the upload
-    uses huggingface_hub, which transformers itself depends on.
-    """
-
-    TRAINING_INFO_NAME = "diffusion_lm_training.json"
-    training_info: dict | None = None
-    model_card_text: str | None = None
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        import json
-        import os
-
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
-        directory = os.path.join(os.fspath(pretrained_model_name_or_path or ""), kwargs.get("subfolder") or "")
-        # local directories only: a Hub repo keeps its card there, and fetching it here would cost a request
-        if pretrained_model_name_or_path and os.path.isdir(directory):
-            info_path = os.path.join(directory, cls.TRAINING_INFO_NAME)
-            if os.path.isfile(info_path):
-                with open(info_path, encoding="utf-8") as f:
-                    model.training_info = json.load(f)
-            readme = os.path.join(directory, "README.md")
-            if os.path.isfile(readme):
-                with open(readme, encoding="utf-8") as f:
-                    model.model_card_text = f.read()
-        return loaded
-
-    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, repo_id: str | None = None, **kwargs):
-        """As transformers' ``save_pretrained``, plus the training record and card; ``repo_id`` names the model in
-        the card's usage snippet (and is the target with ``push_to_hub=True``)."""
-        import os
-
-        module_name = type(self).__module__.split(".")[-1]
-        entry = f"{module_name}.{type(self).__name__}"
-        auto_map = dict(getattr(self.config, "auto_map", None) or {})
-        auto_map.setdefault("AutoModel", entry)
-        auto_map.setdefault("AutoModelForCausalLM", entry)
-        self.config.auto_map = auto_map
-        # transformers' own push would write the Hub repo's current card (or a blank one) over ours
-        upload_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "commit_description", "private", "create_pr",
-                                                     "revision") if k in kwargs}
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
-        if is_main_process:
-            self._write_card_files(save_directory, repo_id)
-        if push_to_hub and is_main_process:
-            repo_id = repo_id or os.path.basename(os.path.normpath(os.fspath(save_directory)))
-            self._upload_folder(save_directory, repo_id, token=kwargs.get("token"), **upload_kwargs)
-        return result
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-    ):
-        """Upload what ``save_pretrained`` writes (weights, config, code, training record, card) to ``repo_id``.
-
-        Same arguments as transformers' ``push_to_hub``; ``revision`` names a branch, created when missing.
-        """
-        import tempfile
-
-        if tags:
-            self.add_model_tags(tags)
-        with tempfile.TemporaryDirectory() as work_dir:
-            self.save_pretrained(work_dir, max_shard_size=max_shard_size, repo_id=repo_id)
-            return self._upload_folder(
-                work_dir,
-                repo_id,
-                token=token,
-                private=private,
-                revision=revision,
-                create_pr=create_pr,
-                commit_message=commit_message,
-                commit_description=commit_description,
-            )
-
-    def _write_card_files(self, directory, repo_id: str | None) -> None:
-        import json
-        import os
-
-        info_path = os.path.join(directory, self.TRAINING_INFO_NAME)
-        if self.training_info is not None and not os.path.exists(info_path):
-            with open(info_path, "w", encoding="utf-8") as f:
-                json.dump(self.training_info, f, indent=2)
-        readme = os.path.join(directory, "README.md")
-        if os.path.exists(readme):
-            return
-        try:
-            from diffusion_lm.hub import render_card
-        except ImportError:  # loaded as remote code: carry on the card read at load time, if any
-            render_card = None
-        if render_card is not None:
-            render_card(directory, repo_id=repo_id, tags=self.model_tags).save(readme)
-        elif self.model_card_text:
-            with open(readme, "w", encoding="utf-8") as f:
-                f.write(self.model_card_text)
-
-    @staticmethod
-    def _upload_folder(folder, repo_id: str, *, token=None, private=None, revision=None, create_pr=False,
-                       commit_message=None, commit_description=None):
-        from huggingface_hub import HfApi  # a dependency of transformers itself
-
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if revision is not None:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message or "Upload model",
-            commit_description=commit_description,
-        )
