@@ -129,7 +129,7 @@ def test_bidirectional_path_builds_no_square_mask():
 def test_flash_attention_refuses_annealing():
     model, _ = tiny_diffusion_model("llama")
     model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(ValueError, match="annealed or causal"):
+    with pytest.raises(ValueError, match="annealed, causal or block"):
         model(torch.randint(6, 80, (1, 8)), anneal_ratio=0.5)
 
 

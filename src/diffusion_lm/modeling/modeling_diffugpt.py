@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 
 from .configuration_diffugpt import DiffuGPTConfig
@@ -15,8 +16,11 @@ from .modeling_diffusion_hub import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
+    layer_cache_kwarg,
     make_attention_bidirectional,
     prepare_decoder_inputs,
+    reject_unused_kwargs,
+    resolve_cache_argument,
 )
 
 
@@ -36,20 +40,25 @@ class DiffuGPTModel(GPT2Model):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         anneal_ratio: float | None = None,
-        past_key_values=None,
+        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
+        reject_unused_kwargs(kwargs)
+        cache = resolve_cache_argument(past_key_values, cache, use_cache)
         inputs_embeds, position_ids, layer_mask = prepare_decoder_inputs(
-            self.config, self.wte, input_ids, inputs_embeds, attention_mask, position_ids, anneal_ratio,
-            past_key_values,
+            self.config, self.wte, input_ids, inputs_embeds, attention_mask, position_ids, anneal_ratio, cache
         )
-        if inputs_embeds.shape[1] > self.config.n_positions:  # learned positions: fail before the lookup does
-            raise ValueError(f"sequence length {inputs_embeds.shape[1]} exceeds the model's {self.config.n_positions} positions")
+        if int(position_ids.max()) >= self.config.n_positions:  # learned positions: fail before the lookup does
+            raise ValueError(
+                f"sequence length {int(position_ids.max()) + 1} exceeds the model's {self.config.n_positions} positions"
+            )
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
+        cache_kwarg = {layer_cache_kwarg(self.h[0]): cache} if cache is not None else {}
         for block in self.h:
-            hidden_states = block(hidden_states, None, layer_mask, position_ids=position_ids)
-        return MaskedDiffusionLMOutput(last_hidden_state=self.ln_f(hidden_states))
+            hidden_states = block(hidden_states, attention_mask=layer_mask, position_ids=position_ids, **cache_kwarg)
+        return MaskedDiffusionLMOutput(last_hidden_state=self.ln_f(hidden_states), cache=cache)
 
 
 class DiffuGPTForMaskedDiffusion(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 from transformers.models.llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_diffullama import DiffuLlamaConfig
@@ -15,8 +16,11 @@ from .modeling_diffusion_hub import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
+    layer_cache_kwarg,
     make_attention_bidirectional,
     prepare_decoder_inputs,
+    reject_unused_kwargs,
+    resolve_cache_argument,
 )
 
 
@@ -36,24 +40,29 @@ class DiffuLlamaModel(LlamaModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         anneal_ratio: float | None = None,
-        past_key_values=None,
+        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
+        reject_unused_kwargs(kwargs)
+        cache = resolve_cache_argument(past_key_values, cache, use_cache)
         inputs_embeds, position_ids, layer_mask = prepare_decoder_inputs(
-            self.config, self.embed_tokens, input_ids, inputs_embeds, attention_mask, position_ids, anneal_ratio,
-            past_key_values,
+            self.config, self.embed_tokens, input_ids, inputs_embeds, attention_mask, position_ids, anneal_ratio, cache
         )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
-        for decoder_layer in self.layers[: self.config.num_hidden_layers]:
+        layers = self.layers[: self.config.num_hidden_layers]
+        cache_kwarg = {layer_cache_kwarg(layers[0]): cache} if cache is not None else {}
+        for decoder_layer in layers:
             hidden_states = decoder_layer(
                 hidden_states,
                 attention_mask=layer_mask,
                 position_ids=position_ids,
                 position_embeddings=position_embeddings,
+                **cache_kwarg,
             )
-        return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states))
+        return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
 class DiffuLlamaForMaskedDiffusion(

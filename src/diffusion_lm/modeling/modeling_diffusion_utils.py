@@ -5,21 +5,28 @@ Only ``torch`` and ``transformers`` are imported here: this file travels with ch
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
-from .attention_annealing import build_attention_mask
+from .attention_annealing import allowed_to_additive, attention_pattern
 
 
 @dataclass
 class MaskedDiffusionLMOutput(ModelOutput):
     """Output of a diffusion LM forward pass. ``logits[:, i]`` predicts token i + 1 when ``config.shift``."""
 
-    loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
+    # named as in transformers >= 5.24 (``past_key_values`` before); the property below serves the old name
+    cache: Cache | None = None
+
+    @property
+    def past_key_values(self) -> Cache | None:
+        return self.cache
 
 
 def make_attention_bidirectional(model: torch.nn.Module) -> None:
@@ -36,36 +43,87 @@ def positions_from_padding(attention_mask: torch.Tensor | None, batch_size: int,
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def attention_mask_for_layers(
+# --- transformers internals, gathered in one place ------------------------------------------------------------------
+def layer_cache_kwarg(layer: torch.nn.Module) -> str:
+    """Name under which a transformers decoder layer takes its KV cache: ``cache`` since transformers 5.24 (where
+    ``past_key_values`` is a deprecated alias), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(type(layer).forward).parameters else "past_key_values"
+
+
+def resolve_cache_argument(past_key_values, cache, use_cache: bool | None):
+    """The KV cache a forward was given under either name (transformers 5.24 renamed ``past_key_values`` to
+    ``cache``); a new ``DynamicCache`` when only ``use_cache=True`` asks for one; None otherwise."""
+    if past_key_values is not None and cache is not None:
+        raise ValueError("pass the KV cache once: `cache` or `past_key_values`, not both")
+    cache = cache if cache is not None else past_key_values
+    if cache is not None and not isinstance(cache, Cache):
+        raise ValueError(f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}")
+    if cache is None and use_cache:
+        cache = DynamicCache()
+    return cache
+
+
+# forward arguments transformers' wrappers (PEFT, pipelines) pass with their default values; any set value is refused
+_NEUTRAL_KWARGS = {"output_attentions": (None, False), "output_hidden_states": (None, False),
+                   "return_dict": (None, True), "labels": (None,), "logits_to_keep": (None, 0)}
+
+
+def reject_unused_kwargs(kwargs: dict) -> None:
+    """ValueError for forward arguments this model would otherwise ignore silently."""
+    unused = sorted(name for name, value in kwargs.items()
+                    if not (name in _NEUTRAL_KWARGS and any(value is v for v in _NEUTRAL_KWARGS[name])))
+    if unused:
+        hint = " (the diffusion loss is computed by DiffusionTrainer / diffusion_objective)" if "labels" in unused else ""
+        raise ValueError(f"diffusion LM forward does not take {unused}{hint}")
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """ValueError instead of an IndexError deep inside the embedding for ids outside the vocabulary."""
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)][0].item()
+        raise ValueError(f"input_ids: token id {bad} is outside the vocabulary (ids 0..{vocab_size - 1})")
+
+
+def layer_attention_mask(
     config,
     attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
     inputs_embeds: torch.Tensor,
+    num_cached: int,
     anneal_ratio: float | None,
 ) -> torch.Tensor | None:
-    """Mask handed to the attention layers for the configured mode (see ``build_attention_mask``).
+    """Additive mask handed to the attention layers for the configured mode (see ``attention_pattern``).
 
-    Flash-attention kernels take only a 2D padding mask; asking them for an annealed or causal pattern would
-    silently drop it (the reference code's pitfall), so that is an error here.
+    ``attention_mask`` is 2D over the keys (the ``num_cached`` cached keys, then the new positions, in sequence
+    order) or a ready 4D pattern (any key layout). Flash-attention kernels take only a 2D padding mask; asking them
+    for an annealed, causal or block pattern would silently drop it (the reference code's pitfall), so that is an
+    error here.
     """
-    batch_size, seq_len = inputs_embeds.shape[:2]
-    causal = config.attention_mode == "causal"
-    needs_pattern = causal or (anneal_ratio is not None and anneal_ratio < 1.0)
+    batch_size, num_new = inputs_embeds.shape[:2]
+    num_keys = num_cached + num_new
+    mode = config.attention_mode
+    annealing = anneal_ratio is not None and anneal_ratio < 1.0
+    if annealing and num_cached:
+        raise ValueError("anneal_ratio is a training setting; it cannot be combined with a KV cache")
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if "flash" in (config._attn_implementation or ""):
+            raise ValueError(f"attention implementation {config._attn_implementation!r} cannot take a 4D mask")
+        return attention_mask
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch_size, num_keys):
+        expected = f"({batch_size}, {num_keys})" + (f": {num_cached} cached + {num_new} new" if num_cached else "")
+        raise ValueError(f"attention_mask must have shape {expected}, got {tuple(attention_mask.shape)}")
     if "flash" in (config._attn_implementation or ""):
-        if needs_pattern:
+        if mode != "bidirectional" or annealing:
             raise ValueError(
-                f"attention implementation {config._attn_implementation!r} cannot apply an annealed or causal "
-                "attention pattern; use attn_implementation='sdpa' or 'eager' while annealing"
+                f"attention implementation {config._attn_implementation!r} cannot apply an annealed, causal or block "
+                "attention pattern; use attn_implementation='sdpa' or 'eager'"
             )
         return attention_mask
-    return build_attention_mask(
-        attention_mask,
-        batch_size,
-        seq_len,
-        inputs_embeds.dtype,
-        inputs_embeds.device,
-        anneal_ratio=anneal_ratio,
-        causal=causal,
-    )
+    key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
+    key_positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
+    pattern = attention_pattern(mode, position_ids, key_positions, key_is_token,
+                                block_size=getattr(config, "diffusion_block_size", None), anneal_ratio=anneal_ratio)
+    return None if pattern is None else allowed_to_additive(pattern, inputs_embeds.dtype)
 
 
 def prepare_decoder_inputs(
@@ -76,19 +134,29 @@ def prepare_decoder_inputs(
     attention_mask: torch.Tensor | None,
     position_ids: torch.Tensor | None,
     anneal_ratio: float | None,
-    past_key_values=None,
+    cache: Cache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(inputs_embeds, position_ids, mask for the attention layers): what every decoder stack starts from."""
+    """(inputs_embeds, position_ids, mask for the attention layers): what every decoder stack starts from.
+
+    With a KV cache the new positions attend to the cached keys and to each other; their position ids default to
+    those that follow the cached keys (from a 2D ``attention_mask`` over cached + new keys when given).
+    """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    if past_key_values is not None:
-        raise ValueError("diffusion LMs attend bidirectionally and take no past_key_values")
     if inputs_embeds is None:
+        check_token_ids(input_ids, config.vocab_size)
         inputs_embeds = embed_tokens(input_ids)
-    batch_size, seq_len = inputs_embeds.shape[:2]
+    batch_size, num_new = inputs_embeds.shape[:2]
+    num_cached = cache.get_seq_length() if cache is not None else 0
     if position_ids is None:
-        position_ids = positions_from_padding(attention_mask, batch_size, seq_len, inputs_embeds.device)
-    layer_mask = attention_mask_for_layers(config, attention_mask, inputs_embeds, anneal_ratio)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if num_cached:
+                raise ValueError("position_ids are needed with a 4D attention_mask and a KV cache")
+            position_ids = positions_from_padding(None, batch_size, num_new, inputs_embeds.device)
+        else:
+            position_ids = positions_from_padding(attention_mask, batch_size, num_cached + num_new,
+                                                  inputs_embeds.device)[:, num_cached:]
+    layer_mask = layer_attention_mask(config, attention_mask, position_ids, inputs_embeds, num_cached, anneal_ratio)
     return inputs_embeds, position_ids, layer_mask
 
 
@@ -102,19 +170,36 @@ class DiffusionLMHeadMixin:
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         anneal_ratio: float | None = None,
+        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
         """Logits for every position; ``logits[:, i]`` predicts token i + 1 when ``config.shift``.
 
-        ``attention_mask`` (B, L) marks real tokens (padding is never attended); ``anneal_ratio`` in [0, 1) applies
-        the annealed attention pattern of that ratio (training only).
+        ``attention_mask`` (B, L) marks real tokens (padding is never attended), or is a ready 4D pattern;
+        ``anneal_ratio`` in [0, 1) applies the annealed attention pattern of that ratio (training only).
+        ``cache`` (or ``past_key_values``): a transformers ``Cache`` holding keys / values of earlier positions; the
+        new positions' keys / values are appended to it (crop it to drop them). ``logits_to_keep`` as in
+        transformers: ``k > 0`` computes the LM head on the last k positions only, a 1D tensor on those indices.
         """
-        hidden_states = getattr(self, self.base_model_prefix)(
+        outputs = getattr(self, self.base_model_prefix)(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             anneal_ratio=anneal_ratio,
+            past_key_values=past_key_values,
+            cache=cache,
+            use_cache=use_cache,
             **kwargs,
-        ).last_hidden_state
-        return MaskedDiffusionLMOutput(logits=self.lm_head(hidden_states), last_hidden_state=hidden_states)
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) and logits_to_keep > 0 else (
+            logits_to_keep if isinstance(logits_to_keep, torch.Tensor) else slice(None))
+        return MaskedDiffusionLMOutput(
+            logits=self.lm_head(hidden_states[:, keep]),
+            last_hidden_state=hidden_states,
+            cache=outputs.cache,
+        )
