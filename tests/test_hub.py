@@ -326,7 +326,7 @@ def test_model_push_to_hub_carries_card_code_and_record(checkpoints, tmp_path, m
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
     model = DiffuLlamaForMaskedDiffusion.from_pretrained(checkpoints["llama"])
     model.push_to_hub("someone/pushed-llama", revision="v1", tags=["demo"])
-    assert [call[0] for call in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert [call[0] for call in api.calls] == ["create_repo", "create_branch", "create_commit"]
     assert api.calls[1][2] == "v1"
     remote = tmp_path / "remote"
     card = ModelCard.load(remote / "README.md")
@@ -377,11 +377,129 @@ def test_cli_push_and_card(checkpoints, tmp_path, monkeypatch):
     assert api.calls[-1][2] == "dev"
 
 
-def test_cli_card_rejects_a_non_checkpoint(tmp_path):
+def cli_failure(argv, capsys) -> str:
+    """The message of a refused command: one short stderr text with a non-zero exit, or the ValueError a bare
+    ``main`` raises (the top-level handler turns it into the former)."""
     from diffusion_lm.cli import main
 
-    with pytest.raises(ValueError, match="no config.json"):
-        main(["card", str(tmp_path)])
+    try:
+        code = main(argv)
+    except ValueError as error:
+        return str(error)
+    except SystemExit as error:
+        code = error.code
+    assert code not in (0, None)
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["empty", "ar", "bert", "not-json"])
+def test_cli_card_refuses_a_directory_that_is_not_a_diffusion_checkpoint(tmp_path, case, capsys):
+    directory = tmp_path / case
+    directory.mkdir()
+    config = {"ar": {"model_type": "llama"}, "bert": {"model_type": "bert"}}.get(case)
+    if config is not None:
+        (directory / "config.json").write_text(json.dumps(config))
+    elif case == "not-json":
+        (directory / "config.json").write_text("[1, 2")
+    message = cli_failure(["card", str(directory)], capsys)
+    expected = {"empty": "no config.json", "not-json": "not a JSON object"}.get(case, "not a diffusion checkpoint")
+    assert expected in message and len(message.strip().splitlines()) <= 2
+    assert not (directory / "README.md").exists()  # no false card written
+    with pytest.raises(ValueError, match=expected):
+        write_card(directory)
+
+
+# --- what a push uploads: links, checkpoints, pickles -------------------------------------------------------
+PUSHED_FILES = ["README.md", "attention_annealing.py", "config.json", "configuration_diffugpt.py",
+                "configuration_diffusion.py", "diffusion_lm_training.json", "generation_config.json"]
+
+
+@pytest.fixture
+def cluttered_checkpoint(checkpoints, tmp_path):
+    """A copy of the GPT-2 checkpoint with what a run directory collects besides the model."""
+    directory = shutil.copytree(checkpoints["gpt2"], tmp_path / "model")
+    (directory / "checkpoint-5").mkdir()
+    (directory / "checkpoint-5" / "model.safetensors").write_bytes(b"x")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "trainer_state.json",
+                 "pytorch_model.bin", "state.pkl", ".hidden"):
+        (directory / name).write_bytes(b"x")
+    (directory / "adapter").mkdir()  # the LoRA adapter `sft --lora --merge` keeps next to the merged model
+    (directory / "adapter" / "adapter_config.json").write_text("{}")
+    (directory / "notes").mkdir()
+    (directory / "notes" / "eval.txt").write_text("kept")
+    os.symlink(directory / "notes" / "eval.txt", directory / "eval-link.txt")  # a link inside: uploaded
+    return directory
+
+
+def expected_upload(directory) -> list[str]:
+    model_files = sorted(name for name in os.listdir(directory) if os.path.isfile(directory / name))
+    model_files = [name for name in model_files if not name.startswith(".") and not name.endswith(
+        (".pt", ".pth", ".bin", ".pkl")) and name != "trainer_state.json"]
+    return sorted(model_files + ["notes/eval.txt"])
+
+
+def test_push_uploads_exactly_the_model_files(cluttered_checkpoint, tmp_path):
+    api = FakeHubApi(str(tmp_path / "remote"))
+    push_checkpoint(cluttered_checkpoint, REPO_ID, api=api)
+    uploaded = sorted(op.path_in_repo for op in api.operations)
+    assert uploaded == expected_upload(cluttered_checkpoint)
+    assert set(PUSHED_FILES) <= set(uploaded) and "model.safetensors" in uploaded and "eval-link.txt" in uploaded
+    assert not any(p.startswith(("checkpoint-", "adapter/")) or p.endswith((".pt", ".pth", ".bin", ".pkl"))
+                   for p in uploaded)
+    assert (tmp_path / "remote" / "eval-link.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("link", ["file", "weights", "folder", "dangling"])
+def test_push_refuses_links_out_of_the_directory(cluttered_checkpoint, tmp_path, link, monkeypatch, capsys):
+    import huggingface_hub
+
+    import diffusion_lm.hub
+    from diffusion_lm import DiffuGPTForMaskedDiffusion
+
+    secret = tmp_path / "outside" / "token.txt"
+    secret.parent.mkdir()
+    secret.write_text("hf_secret")
+    directory = cluttered_checkpoint
+    if link == "file":
+        os.symlink(secret, directory / "notes" / "token.txt")
+    elif link == "weights":  # the weights themselves live elsewhere: skipping them would push a broken model
+        weights = directory / "model.safetensors"
+        shutil.move(weights, tmp_path / "outside" / "model.safetensors")
+        os.symlink(tmp_path / "outside" / "model.safetensors", weights)
+    elif link == "folder":
+        os.symlink(secret.parent, directory / "outside-folder")
+    else:
+        os.symlink(tmp_path / "missing.txt", directory / "dangling.txt")
+    api = FakeHubApi(str(tmp_path / "remote"))
+    with pytest.raises(ValueError, match="symbolic links point outside"):
+        push_checkpoint(directory, REPO_ID, api=api)
+    assert api.calls == []  # refused before any request
+
+    monkeypatch.setattr(diffusion_lm.hub, "HfApi", lambda token=None: api)
+    message = cli_failure(["push", str(directory), REPO_ID], capsys)
+    assert "symbolic links point outside" in message and api.calls == []
+
+    if link == "weights":
+        return  # save_pretrained writes its weights over the link: nothing points outside any more
+    # model.save_pretrained(..., push_to_hub=True) uploads its save directory: the same rule
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
+    model = DiffuGPTForMaskedDiffusion.from_pretrained(directory)
+    with pytest.raises(ValueError, match="symbolic links point outside"):
+        model.save_pretrained(directory, push_to_hub=True, repo_id=REPO_ID)
+    assert api.calls == [] and not (tmp_path / "remote").exists()
+
+
+def test_model_push_to_hub_commits_exactly_what_save_pretrained_writes(checkpoints, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from diffusion_lm import DiffuGPTForMaskedDiffusion
+
+    api = FakeHubApi(str(tmp_path / "remote"))
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
+    model = DiffuGPTForMaskedDiffusion.from_pretrained(checkpoints["gpt2"])
+    model.push_to_hub("me/exact")
+    model.save_pretrained(tmp_path / "saved")
+    assert sorted(op.path_in_repo for op in api.operations) == sorted(os.listdir(tmp_path / "saved"))
 
 
 
@@ -392,7 +510,7 @@ def test_model_save_pretrained_with_push_to_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
     model, _ = tiny_diffusion_model("gpt2")
     model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="me/saved", commit_message="first")
-    assert [call[0] for call in api.calls] == ["create_repo", "upload_folder"]
-    assert api.calls[-1] == ("upload_folder", "me/saved", None, "first")
+    assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
+    assert api.calls[-1] == ("create_commit", "me/saved", None, "first")
     # transformers' own push would have replaced the card with a blank one
     assert 'model_id = "me/saved"' in (tmp_path / "remote" / "README.md").read_text()

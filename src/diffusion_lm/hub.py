@@ -23,6 +23,8 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .modeling.modeling_diffusion_hub import TRAINER_LEFTOVER_FILES, files_to_upload
+
 TRAINING_INFO_NAME = "diffusion_lm_training.json"
 CARD_TEMPLATE_NAME = "diffusion_lm_card.md"
 # the template says this in a comment; a README without it was written by hand and is never re-rendered
@@ -40,7 +42,7 @@ EVAL_RESULT_KEYS = {f.name for f in fields(EvalResult)}
 # keys of the training record that describe the checkpoint itself: the card reads them from the checkpoint
 CHECKPOINT_KEYS = {"shift", "mask_token", "mask_token_id", "mask_token_reused", "attention_mode"}
 # files a Trainer leaves in its output directory that do not belong in a model repository
-TRAINER_FILES = {"optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "trainer_state.json"}
+TRAINER_FILES = TRAINER_LEFTOVER_FILES
 
 USAGE_PROMPT = "Once upon a time, there was a"
 USAGE_INFILL_PREFIX = "The cat sat on the"
@@ -553,33 +555,25 @@ def _tokenizer_problems(model_dir, mask_token_id: int | None) -> list[str]:
 def commit_operations(model_dir: str | os.PathLike, repo_id: str | None = None) -> list[CommitOperationAdd]:
     """The files an upload of ``model_dir`` commits, as huggingface_hub commit operations.
 
-    Trainer leftovers (optimizer state, checkpoint-* folders, logs) and hidden files stay behind. A card rendered by
-    diffusion-lm is rendered again for ``repo_id`` so its usage snippet names the repository; a hand-written
-    README.md is uploaded as it is.
+    The selection is ``files_to_upload`` (shared with ``model.push_to_hub``): Trainer leftovers (optimizer state,
+    checkpoint-* folders, logs), pickles and hidden files stay behind, and a symbolic link pointing outside
+    ``model_dir`` is refused. A card rendered by diffusion-lm is rendered again for ``repo_id`` so its usage snippet
+    names the repository; a hand-written README.md is uploaded as it is.
     """
     model_dir = os.fspath(model_dir)
     operations = []
-    for root, dirs, files in os.walk(model_dir):
-        dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
-        for name in sorted(files):
-            if name.startswith(".") or name in TRAINER_FILES or name.startswith("rng_state"):
+    for path_in_repo in files_to_upload(model_dir):
+        path = os.path.join(model_dir, *path_in_repo.split("/"))
+        if path_in_repo == "README.md" and repo_id is not None:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if is_generated_card(text):
+                tags = ModelCard(text, ignore_metadata_errors=True).data.tags  # keep tags added since
+                card = render_card(model_dir, repo_id=repo_id, tags=tags)
+                operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
                 continue
-            path = os.path.join(root, name)
-            path_in_repo = os.path.relpath(path, model_dir).replace(os.sep, "/")
-            if path_in_repo == "README.md" and repo_id is not None:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-                if is_generated_card(text):
-                    tags = ModelCard(text, ignore_metadata_errors=True).data.tags  # keep tags added since
-                    card = render_card(model_dir, repo_id=repo_id, tags=tags)
-                    operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
-                    continue
-            operations.append(CommitOperationAdd(path_in_repo, path))
+        operations.append(CommitOperationAdd(path_in_repo, path))
     return operations
-
-
-def _skipped_dir(name: str) -> bool:
-    return name.startswith(".") or name.startswith("checkpoint-") or name in {"__pycache__", "runs", "wandb"}
 
 
 def push_checkpoint(
@@ -603,13 +597,16 @@ def push_checkpoint(
     except HFValidationError as error:
         raise ValueError(f"invalid repo id {repo_id!r}: {error}") from None
     ensure_push_ready(model_dir)
+    operations = commit_operations(model_dir, repo_id)  # refusals (links out of the folder) come before any request
     api = api or HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    created = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if created != repo_id:  # the card names the repository as the Hub spells it
+        repo_id, operations = created, commit_operations(model_dir, created)
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return api.create_commit(
         repo_id,
-        commit_operations(model_dir, repo_id),
+        operations,
         commit_message=commit_message or "Upload diffusion-lm checkpoint",
         revision=revision,
         create_pr=create_pr,
@@ -618,10 +615,21 @@ def push_checkpoint(
 
 # ---------------------------------------------------------------------------------------------------------------
 def _require_checkpoint_dir(model_dir) -> None:
+    """A card describes a diffusion checkpoint: anything else would get a card that states false facts."""
     if not os.path.isdir(model_dir):
         raise ValueError(f"checkpoint directory not found: {model_dir}")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
         raise ValueError(f"{model_dir} has no config.json; is it a diffusion-lm checkpoint directory?")
+    try:
+        model_type = (_read_json(config_path) or {}).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{config_path} is not a JSON object: {error}") from None
+    if model_type not in FAMILY_NAMES:
+        raise ValueError(
+            f"{model_dir} is not a diffusion checkpoint (model_type {model_type!r}, expected one of "
+            f"{', '.join(FAMILY_NAMES)}): adapt it first (`diffusion-lm adapt`)"
+        )
 
 
 def _read_json(path) -> dict | None:

@@ -127,17 +127,85 @@ class DiffusionAutoMapMixin:
     @staticmethod
     def _upload_folder(folder, repo_id: str, *, token=None, private=None, revision=None, create_pr=False,
                        commit_message=None, commit_description=None):
-        from huggingface_hub import HfApi  # a dependency of transformers itself
+        import os
 
+        from huggingface_hub import CommitOperationAdd, HfApi  # a dependency of transformers itself
+
+        # the file list is checked before anything reaches the Hub (a link out of the folder is refused)
+        operations = [CommitOperationAdd(path, os.path.join(folder, path)) for path in files_to_upload(folder)]
         api = HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            create_pr=create_pr,
+        return api.create_commit(
+            repo_id,
+            operations,
             commit_message=commit_message or "Upload model",
             commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
         )
+
+
+# what a Trainer leaves next to a model that does not belong in a model repository
+TRAINER_LEFTOVER_FILES = {"optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "trainer_state.json"}
+TRAINER_LEFTOVER_DIRS = {"__pycache__", "runs", "wandb"}
+# pickle files run code when they are loaded; the weights travel as safetensors
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+def files_to_upload(folder) -> list[str]:
+    """The files (relative, "/"-separated, sorted) that a push of ``folder`` uploads.
+
+    Left out: hidden files and folders, ``checkpoint-*`` folders, Trainer state (optimizer, scheduler, RNG states,
+    training arguments), pickles, and sub-folders that hold a PEFT adapter (``adapter_config.json``: its base is a
+    local path). A symbolic link whose target lies outside ``folder`` (or does not exist) is refused with a
+    ValueError: skipping it could leave out the weights or tokenizer of a push that reports success, and following
+    it would publish a file from elsewhere on the machine. Links within ``folder`` are uploaded as the file they
+    point at; linked folders are not followed.
+    """
+    import os
+
+    root = os.path.realpath(folder)
+    if not os.path.isdir(root):
+        raise ValueError(f"not a directory: {folder}")
+    selected, escaping = [], []
+    for current, dirs, files in os.walk(root):
+        kept_dirs = []
+        for name in sorted(dirs):
+            path = os.path.join(current, name)
+            if name.startswith(".") or name.startswith("checkpoint-") or name in TRAINER_LEFTOVER_DIRS:
+                continue
+            if os.path.islink(path):  # os.walk does not follow it; a link out of the folder must not pass unseen
+                if not _inside(os.path.realpath(path), root):
+                    escaping.append(path)
+                continue
+            if os.path.isfile(os.path.join(path, "adapter_config.json")):
+                continue
+            kept_dirs.append(name)
+        dirs[:] = kept_dirs
+        for name in sorted(files):
+            if (name.startswith(".") or name in TRAINER_LEFTOVER_FILES or name.startswith("rng_state")
+                    or name.lower().endswith(PICKLE_SUFFIXES)):
+                continue
+            path = os.path.join(current, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if not _inside(target, root) or not os.path.isfile(target):
+                    escaping.append(path)
+                    continue
+            selected.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    if escaping:
+        shown = ", ".join(f"{os.path.relpath(p, root)} -> {os.readlink(p)}" for p in escaping[:3])
+        more = f" and {len(escaping) - 3} more" if len(escaping) > 3 else ""
+        raise ValueError(
+            f"refusing to push {folder}: symbolic links point outside it or nowhere ({shown}{more}); copy the files "
+            "in or remove the links"
+        )
+    return sorted(selected)
+
+
+def _inside(path: str, root: str) -> bool:
+    import os
+
+    return os.path.commonpath([path, root]) == root
