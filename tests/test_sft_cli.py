@@ -58,19 +58,50 @@ def test_full_sft_writes_checkpoint_record_and_card(checkpoint, alpaca_file, tmp
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "diffullama"
 
 
-def test_lora_sft_writes_adapter_and_merged_model(checkpoint, alpaca_file, tmp_path, capsys):
-    out = str(tmp_path / "adapter")
+def test_lora_sft_with_merge_writes_the_full_model_where_the_next_commands_look(
+    checkpoint, alpaca_file, tmp_path, capsys, monkeypatch
+):
+    out = str(tmp_path / "sft")
     assert sft("--model", checkpoint, "--dataset", alpaca_file, "--output-dir", out, "--lora", "--lora-r", "4",
                "--train-embeddings", "--merge", "--eval-dataset", alpaca_file) == 0
     summary = summary_of(capsys.readouterr().out)
     assert {"eval_loss_before", "eval_loss_after"} <= set(summary)
-    adapter = json.load(open(os.path.join(out, "adapter_config.json")))
+    # OUTPUT_DIR is the merged full model, push-ready, with its card; the adapter sits in OUTPUT_DIR/adapter
+    from diffusion_lm.hub import commit_operations, push_readiness_problems
+
+    assert push_readiness_problems(out) == []
+    assert json.load(open(os.path.join(out, "diffusion_lm_training.json")))["stage"] == "sft"
+    assert "diffusion-lm model card" in open(os.path.join(out, "README.md")).read()
+    adapter_dir = os.path.join(out, "adapter")
+    adapter = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
     assert adapter["r"] == 4 and set(adapter["modules_to_save"]) == {"embed_tokens", "lm_head"}
     assert adapter["base_model_name_or_path"] == checkpoint
-    assert json.load(open(os.path.join(out, "diffusion_lm_training.json")))["lora"]["r"] == 4
-    merged = os.path.join(out, "merged")
-    assert json.load(open(os.path.join(merged, "diffusion_lm_training.json")))["stage"] == "sft"
-    assert "diffusion-lm model card" in open(os.path.join(merged, "README.md")).read()
+    assert json.load(open(os.path.join(adapter_dir, "diffusion_lm_training.json")))["lora"]["r"] == 4
+    assert not any(op.path_in_repo.startswith("adapter/") for op in commit_operations(out, "me/sft"))
+    # the commands after it in the README find a full model there
+    assert main(["generate", out, "--prompt", "hello", "--max-new-tokens", "4"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", out, "--max-new-tokens", "4"]) == 0
+    assert main(["chat", adapter_dir, "--max-new-tokens", "4"]) == 0  # the adapter still loads on its base
+
+
+def test_lora_adapter_records_its_base_by_absolute_path(checkpoint, alpaca_file, tmp_path, monkeypatch, capsys):
+    # train from a relative base path, then load the adapter from another working directory
+    monkeypatch.chdir(os.path.dirname(checkpoint))
+    relative_base = os.path.basename(checkpoint)
+    assert sft("--model", relative_base, "--dataset", alpaca_file, "--output-dir", "lora-out", "--lora",
+               "--lora-r", "4", "--save-steps", "1") == 0
+    adapter_dir = os.path.join(os.path.dirname(checkpoint), "lora-out")
+    for directory in (adapter_dir, os.path.join(adapter_dir, "checkpoint-2")):
+        base = json.load(open(os.path.join(directory, "adapter_config.json")))["base_model_name_or_path"]
+        assert base == checkpoint
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", adapter_dir, "--max-new-tokens", "4"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -360,6 +360,8 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
             self.base_model().training_info = self.training_record()
         super()._save(output_dir, state_dict)
         if self.args.should_save:
+            if self.is_peft():
+                record_adapter_base(output_dir)
             self.write_card(output_dir)
 
     def write_card(self, output_dir: str) -> None:
@@ -379,6 +381,26 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
             super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         elif self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, "config.json")):
             self.write_card(self.args.output_dir)
+
+
+def record_adapter_base(adapter_dir: str) -> None:
+    """Make a PEFT adapter name its base by absolute path when the base is a local directory.
+
+    PEFT records the path the base was loaded from as given; a relative one (``runs/adapt``) only resolves from the
+    directory training ran in. Hub ids are left as they are.
+    """
+    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.isfile(config_path):
+        return
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    base = config.get("base_model_name_or_path")
+    if not base or os.path.isabs(base) or not os.path.isdir(base):
+        return
+    config["base_model_name_or_path"] = os.path.abspath(base)
+    with open(config_path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 # --- generation -----------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sft") -> None:
     add("--lora-dropout", type=float, default=0.05)
     add("--train-embeddings", action="store_true",
         help="with --lora, train the input embeddings and LM head in full (modules_to_save), as the reference did")
-    add("--merge", action="store_true", help="with --lora, also write the merged model to OUTPUT_DIR/merged")
+    add("--merge", action="store_true",
+        help="with --lora, write the merged full model to OUTPUT_DIR and keep the adapter in OUTPUT_DIR/adapter")
     add("--max-steps", type=int, default=-1, help="optimizer steps (default: --epochs over the data)")
     add("--epochs", type=float, default=3.0, help="epochs when --max-steps is not given (default 3)")
     add("--learning-rate", type=float, help="default 1e-4 with --lora, 2e-5 otherwise")
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         save_steps=args.save_steps or 500,
         eval_strategy="no",
         report_to=[] if args.report_to == "none" else args.report_to.split(","),
-        push_to_hub=bool(args.push_to_hub),
+        # a merged run pushes the merged model at the end (below); Trainer's push would upload the adapter
+        push_to_hub=bool(args.push_to_hub) and not args.merge,
         hub_model_id=args.push_to_hub,
     )
     peft_config = None
@@ -145,15 +147,22 @@ def run(args: argparse.Namespace) -> int:
     summary["steps"] = result.global_step
     if evaluation is not None:
         summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
-    trainer.save_model(args.output_dir)
+    # with --merge, OUTPUT_DIR is the full model that generate / chat / eval / push find there; the adapter is kept
+    # in a sub-folder (push leaves it out)
+    adapter_dir = os.path.join(args.output_dir, "adapter") if args.merge else args.output_dir
+    trainer.save_model(adapter_dir)
     if args.merge and trainer.is_world_process_zero():
         from ..hub import save_for_hub
 
-        merged_dir = os.path.join(args.output_dir, "merged")
         record = trainer.training_record()  # read before merging: it describes the adapter
-        save_for_hub(trainer.model.merge_and_unload(), tokenizer, merged_dir, record)
-        summary["merged"] = merged_dir
-    if args.push_to_hub:
+        save_for_hub(trainer.model.merge_and_unload(), tokenizer, args.output_dir, record)
+        summary["adapter_dir"] = adapter_dir
+    if args.push_to_hub and args.merge:
+        if trainer.is_world_process_zero():
+            from ..hub import push_checkpoint
+
+            push_checkpoint(args.output_dir, args.push_to_hub)
+    elif args.push_to_hub:
         trainer.push_to_hub(dataset_name=args.dataset)
     summary["output_dir"] = args.output_dir
     print(json.dumps(summary, indent=2, default=str))
