@@ -411,15 +411,17 @@ def test_cli_eval_writes_results_table_and_model_card(tiny_checkpoints, tmp_path
     assert update_again == 0 and len(ModelCard.load(os.path.join(diffusion_dir, "README.md")).data.eval_results) == 3
 
 
-def test_cli_eval_rejects_bad_arguments(tiny_checkpoints, tmp_path):
+def test_cli_eval_rejects_bad_arguments(tiny_checkpoints, tmp_path, monkeypatch):
     from diffusion_lm.cli import main
+
+    monkeypatch.setenv("DIFFUSION_LM_DEBUG", "1")  # the command line re-raises: the errors themselves are checked
 
     diffusion_dir, ar_dir = tiny_checkpoints
     with pytest.raises(ValueError, match="unknown task"):
         main(["eval", "--model", diffusion_dir, "--tasks", "mmlu"])
     with pytest.raises(ValueError, match="--mc-samples"):
         main(["eval", "--model", diffusion_dir, "--mc-samples", "0"])
-    with pytest.raises(ValueError, match="--data-dir"):
+    with pytest.raises((ValueError, FileNotFoundError), match="--data-dir"):
         main(["eval", "--model", diffusion_dir, "--data-dir", str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="not a diffusion checkpoint"):
         main(["eval", "--model", ar_dir, "--tasks", "piqa", "--data-dir", write_tiny_task_files(tmp_path / "d")])

@@ -163,3 +163,34 @@ def test_harness_command_line_entry_registers_the_model(monkeypatch, capsys):
     assert exit_info.value.code == 0
     assert "--model_args" in capsys.readouterr().out
     assert "diffusion_lm" in model_registry
+
+
+def test_harness_command_line_runs_on_the_cpu_and_writes_under_the_output_path(harness_setup, tmp_path,
+                                                                                 monkeypatch):
+    import glob
+    import sys
+
+    import torch
+
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    checkpoint, _, _ = harness_setup
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["diffusion-lm-harness"])
+    # no --device: lm-eval's own default (cuda:0) would fail here
+    lm_eval_cli.main(["run", "--model", "diffusion_lm", "--model_args", f"pretrained={checkpoint},mc_samples=2",
+                      "--tasks", "tiny_choice", "--include_path", str(tmp_path / "tasks"),
+                      "--output_path", "runs/eval/harness"])
+    (written,) = glob.glob(str(tmp_path / "runs" / "eval" / "harness" / "**" / "results_*.json"), recursive=True)
+    assert json.load(open(written))["results"]["tiny_choice"]["acc,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+def test_adapter_refuses_cuda_on_a_machine_without_it(harness_setup, monkeypatch):
+    import torch
+
+    from diffusion_lm.evaluation.lm_eval_adapter import DiffusionLMEval
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA: pass --device cpu"):
+        DiffusionLMEval(pretrained=harness_setup[0], device="cuda:0")

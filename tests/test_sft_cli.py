@@ -108,12 +108,14 @@ def test_lora_adapter_records_its_base_by_absolute_path(checkpoint, alpaca_file,
     "extra, message",
     [(["--max-steps", "0"], "max-steps"), (["--merge"], "--lora"), (["--batch-size", "0"], "batch-size")],
 )
-def test_sft_rejects_bad_arguments(checkpoint, alpaca_file, tmp_path, extra, message):
+def test_sft_rejects_bad_arguments(checkpoint, alpaca_file, tmp_path, extra, message, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_LM_DEBUG", "1")  # the command line re-raises: the errors themselves are checked
     with pytest.raises(ValueError, match=message):
         sft("--model", checkpoint, "--dataset", alpaca_file, "--output-dir", str(tmp_path / "o"), *extra)
 
 
-def test_sft_rejects_an_ar_checkpoint(alpaca_file, tmp_path):
+def test_sft_rejects_an_ar_checkpoint(alpaca_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_LM_DEBUG", "1")
     ar = save_tiny_ar_checkpoint(str(tmp_path / "ar"))
     with pytest.raises(ValueError, match="not a diffusion LM"):
         sft("--model", ar, "--dataset", alpaca_file, "--output-dir", str(tmp_path / "o"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 EMBEDDED_BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_BASE_LICENSE = "apache-2.0"
@@ -43,15 +44,34 @@ EMBEDDED_TOPICS = (
 )
 
 
+class _TokenCounter:
+    """A ``generate`` streamer that advances a progress bar by one per generated position (any batch size)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.prompt_seen = False
+
+    def put(self, value):
+        if self.prompt_seen:
+            self.bar.update(1)
+        self.prompt_seen = True  # the first call carries the prompt
+
+    def end(self):
+        pass
+
+
 def sample_embedded_corpus(
-    model, tokenizer, num_documents: int = 48, tokens_per_document: int = 128, batch_size: int = 48, seed: int = 0
+    model, tokenizer, num_documents: int = 48, tokens_per_document: int = 128, batch_size: int = 48, seed: int = 0,
+    progress: bool = True,
 ) -> list[str]:
     """Short encyclopedic paragraphs sampled from the AR base itself (the offline default corpus).
 
     Adapting on the base model's own samples needs no download and keeps the demo honest: the diffusion model
-    learns to reproduce the distribution its AR weights already encode.
+    learns to reproduce the distribution its AR weights already encode. ``progress`` shows a bar on stderr (only
+    when stderr is a terminal): sampling takes minutes on a CPU.
     """
     import torch
+    from tqdm.auto import tqdm
 
     if tokenizer.chat_template is None:
         raise ValueError("the embedded corpus is sampled through the base model's chat template, which is missing")
@@ -68,8 +88,12 @@ def sample_embedded_corpus(
     ]
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     documents: list[str] = []
+    # all documents are sampled in one or a few batches, so the bar counts generated token positions
+    batches = range(0, len(prompts), batch_size)
+    bar = tqdm(total=len(batches) * tokens_per_document, desc="sampling the embedded corpus", unit="tok",
+               file=sys.stderr, disable=None if progress else True, leave=False)
     try:
-        for start in range(0, len(prompts), batch_size):
+        for start in batches:
             batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
             with torch.no_grad():
                 output = model.generate(
@@ -79,10 +103,13 @@ def sample_embedded_corpus(
                     temperature=0.8,
                     top_p=0.9,
                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                    streamer=_TokenCounter(bar),
                 )
+            bar.update((start // batch_size + 1) * tokens_per_document - bar.n)  # a batch may stop early at EOS
             completions = output[:, batch["input_ids"].shape[1] :]
             documents += [text.strip() for text in tokenizer.batch_decode(completions, skip_special_tokens=True)]
     finally:
+        bar.close()
         tokenizer.padding_side = padding_side
         torch.random.set_rng_state(generator_state)
     return [doc for doc in documents if doc]

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..sft import generate_completions
+    from .generate import step_progress
 
     model, tokenizer = load_chat_model(args.model, args.device)
     use_template = bool(getattr(tokenizer, "chat_template", None))
@@ -93,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         history = list(start) if args.no_history else history
         history.append({"role": "user", "content": line})
         prompt = history if use_template else line  # no template: the line is the prompt as plain text
-        reply = generate_completions(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens,
-                                     **generate_kwargs)[0]
+        bar, advance = step_progress(generate_kwargs["steps"], "reply")  # on stderr, only in a terminal
+        with bar:
+            reply = generate_completions(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens,
+                                         step_callback=advance, **generate_kwargs)[0]
         history.append({"role": "assistant", "content": reply})
         print(reply, flush=True)
     return 0

@@ -73,6 +73,19 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_
     return model.to(device).eval(), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+def step_progress(total: int, description: str = "denoising"):
+    """``(bar, step_callback)``: a bar of denoising steps on stderr for ``model.generate(step_callback=...)``; hidden
+    when stderr is not a terminal, so piped output and logs stay clean."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr, disable=None)
+
+    def advance(step, sequences, logits):
+        bar.update(1)
+
+    return bar, advance
+
+
 def render_positions(tokenizer, ids: list[int], mask_token_id: int, mask_symbol: str = "░") -> str:
     """Text of ``ids`` with every mask drawn as ``mask_symbol``; runs of tokens are decoded together so spacing of
     sub-word tokenizers stays right."""
@@ -141,7 +154,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"step {step + 1:>{width}} | {text}", flush=True)
 
         gen_kwargs["step_callback"] = show
-    output = model.generate(input_ids, **gen_kwargs)
+        output = model.generate(input_ids, **gen_kwargs)
+    else:  # the trajectory is not printed: a step bar shows that decoding advances
+        bar, gen_kwargs["step_callback"] = step_progress(gen_kwargs["steps"])
+        with bar:
+            output = model.generate(input_ids, **gen_kwargs)
 
     if args.command == "generate" and args.chat:
         text = tokenizer.decode(output[0, len(ids):].tolist(), skip_special_tokens=True)

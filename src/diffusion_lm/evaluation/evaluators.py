@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..modeling.noise_schedule import DEFAULT_EPS
 from .scoring import (
@@ -22,6 +21,7 @@ from .scoring import (
     diffusion_config_values,
     diffusion_span_scores,
     example_generator,
+    progress_bar,
 )
 
 
@@ -100,6 +100,12 @@ def _pad_id(tokenizer) -> int:
     return 0 if pad is None else pad
 
 
+def item_bar(total: int, progress, default_description: str):
+    """A bar counted in examples (not batches: one batch of GSM8K questions would read 0/1 for minutes)."""
+    description = progress if isinstance(progress, str) else default_description
+    return progress_bar(None, description, bool(progress), total=total, unit="item")
+
+
 class DiffusionEvaluator:
     kind = "diffusion"
 
@@ -124,20 +130,27 @@ class DiffusionEvaluator:
             progress=progress,
         )
 
-    def _generate(self, rows: list[list[int]], max_new_tokens: int, steps: int, key: int) -> torch.Tensor:
-        """``model.generate`` on left-padded rows; returns the (B, width + max_new_tokens) output."""
+    def _generate(self, rows: list[list[int]], max_new_tokens: int, steps: int, key: int, bar=None) -> torch.Tensor:
+        """``model.generate`` on left-padded rows; returns the (B, width + max_new_tokens) output. ``bar`` (a
+        progress bar over items) shows the denoising step of the batch in flight: a batch can take minutes."""
         d = self.decoding
         device = _device(self.model)
         ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), device)
+        steps = max(1, steps)
+        show_step = None
+        if bar is not None and not bar.disable:
+            def show_step(step, sequences, logits):
+                bar.set_postfix_str(f"step {step + 1}/{steps}", refresh=True)
         return self.model.generate(
             ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
-            steps=max(1, steps),
+            steps=steps,
             alg=d.alg,
             temperature=d.temperature,
             # greedy decoding draws nothing; for sampling the stream is seeded from the batch's first example
             generator=example_generator(d.seed, key, device=device),
+            step_callback=show_step,
         )
 
     @torch.no_grad()
@@ -149,15 +162,17 @@ class DiffusionEvaluator:
         outputs: list[list[int] | None] = [None] * len(items)
         lengths = [len(p) + n + len(s) for p, n, s in items]
         batches = generation_batches([n for _, n, _ in items], lengths, batch_size)
-        for batch in tqdm(batches, desc=progress or "diffusion infilling", disable=not progress, leave=False):
-            length = items[batch[0]][1]
-            rows = [[*items[i][0], *([self.mask_token_id] * length), *items[i][2]] for i in batch]
-            steps = min(self.decoding.steps or length, length)
-            output = self._generate(rows, 0, steps, keys[batch[0]])
-            width = output.shape[1]
-            for row_index, i in enumerate(batch):
-                start = width - lengths[i] + len(items[i][0])  # after the left padding and the prefix
-                outputs[i] = output[row_index, start : start + length].tolist()
+        with item_bar(len(items), progress, "diffusion infilling") as bar:
+            for batch in batches:
+                length = items[batch[0]][1]
+                rows = [[*items[i][0], *([self.mask_token_id] * length), *items[i][2]] for i in batch]
+                steps = min(self.decoding.steps or length, length)
+                output = self._generate(rows, 0, steps, keys[batch[0]], bar)
+                width = output.shape[1]
+                for row_index, i in enumerate(batch):
+                    start = width - lengths[i] + len(items[i][0])  # after the left padding and the prefix
+                    outputs[i] = output[row_index, start : start + length].tolist()
+                bar.update(len(batch))
         return outputs  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -169,10 +184,12 @@ class DiffusionEvaluator:
         outputs: list[list[int] | None] = [None] * len(prompts)
         batches = generation_batches([0] * len(prompts), [len(p) for p in prompts], batch_size)
         steps = min(self.decoding.steps or max_new_tokens, max_new_tokens)
-        for batch in tqdm(batches, desc=progress or "diffusion generation", disable=not progress, leave=False):
-            output = self._generate([prompts[i] for i in batch], max_new_tokens, steps, keys[batch[0]])
-            for row_index, i in enumerate(batch):
-                outputs[i] = output[row_index, output.shape[1] - max_new_tokens :].tolist()
+        with item_bar(len(prompts), progress, "diffusion generation") as bar:
+            for batch in batches:
+                output = self._generate([prompts[i] for i in batch], max_new_tokens, steps, keys[batch[0]], bar)
+                for row_index, i in enumerate(batch):
+                    outputs[i] = output[row_index, output.shape[1] - max_new_tokens :].tolist()
+                bar.update(len(batch))
         return outputs  # type: ignore[return-value]
 
     def fill(self, prefix_ids: list[int], length: int, suffix_ids: list[int], key: int) -> list[int]:
@@ -214,18 +231,22 @@ class AREvaluator:
         """Prefix only: an AR model cannot see the suffix; it generates the gold length greedily."""
         outputs: list[list[int] | None] = [None] * len(items)
         batches = generation_batches([n for _, n, _ in items], [len(p) for p, _, _ in items], batch_size or self.batch_size)
-        for batch in tqdm(batches, desc=progress or "AR infilling", disable=not progress, leave=False):
-            generated = self._greedy([items[i][0] for i in batch], items[batch[0]][1], exact_length=True)
-            for i, ids in zip(batch, generated):
-                outputs[i] = ids
+        with item_bar(len(items), progress, "AR infilling") as bar:
+            for batch in batches:
+                generated = self._greedy([items[i][0] for i in batch], items[batch[0]][1], exact_length=True)
+                for i, ids in zip(batch, generated):
+                    outputs[i] = ids
+                bar.update(len(batch))
         return outputs  # type: ignore[return-value]
 
     def continue_many(self, prompts, max_new_tokens: int, keys=None, batch_size: int | None = None, progress=False):
         outputs: list[list[int] | None] = [None] * len(prompts)
         batches = generation_batches([0] * len(prompts), [len(p) for p in prompts], batch_size or self.batch_size)
-        for batch in tqdm(batches, desc=progress or "AR generation", disable=not progress, leave=False):
-            for i, ids in zip(batch, self._greedy([prompts[i] for i in batch], max_new_tokens, exact_length=False)):
-                outputs[i] = ids
+        with item_bar(len(prompts), progress, "AR generation") as bar:
+            for batch in batches:
+                for i, ids in zip(batch, self._greedy([prompts[i] for i in batch], max_new_tokens, exact_length=False)):
+                    outputs[i] = ids
+                bar.update(len(batch))
         return outputs
 
     def fill(self, prefix_ids: list[int], length: int, suffix_ids: list[int], key: int = 0) -> list[int]:

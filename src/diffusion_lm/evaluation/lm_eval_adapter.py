@@ -73,6 +73,8 @@ class DiffusionLMEval(LM):
         if model is not None and tokenizer is None:
             raise ValueError("a loaded model needs its tokenizer")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA: pass --device cpu")
         if pretrained is not None:
             from ..cli.eval import load_diffusion_checkpoint
 

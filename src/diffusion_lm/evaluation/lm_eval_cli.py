@@ -9,10 +9,19 @@ once this package's adapter is imported; this entry point does that first:
 from __future__ import annotations
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    import torch
+
     from . import lm_eval_adapter  # noqa: F401  (registers "diffusion_lm")
     from lm_eval.__main__ import cli_evaluate
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # lm-eval's own default device is cuda:0, which fails on a machine without CUDA; an explicit --device stays
+    if "--model" in argv and not any(a == "--device" or a.startswith("--device=") for a in argv):
+        argv += ["--device", "cuda" if torch.cuda.is_available() else "cpu"]
+    sys.argv = [sys.argv[0], *argv]
     cli_evaluate()
 
 

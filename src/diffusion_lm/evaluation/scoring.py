@@ -16,6 +16,7 @@ the seed and the request's key, never on batch size, batch composition or order.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -86,6 +87,13 @@ class SpanScore:
     def per_token_std_error(self) -> float:
         n = len(self.per_token_samples)
         return float(np.std(self.per_token_samples, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+def progress_bar(iterable=None, description: str = "", enabled=True, **kwargs):
+    """A tqdm bar on stderr; ``enabled=False`` hides it, and so does a stderr that is not a terminal (logs and
+    pipes get no carriage-return clutter)."""
+    return tqdm(iterable, desc=description, disable=True if not enabled else None, leave=False, file=sys.stderr,
+                dynamic_ncols=True, **kwargs)
 
 
 def example_generator(seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -212,7 +220,7 @@ def diffusion_span_scores(
     rows.sort(key=lambda row: len(row[1]))  # similar lengths together: less padding
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     description = progress if isinstance(progress, str) else "diffusion scoring"
-    for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+    for batch in progress_bar(batches, description, progress):
         noisy, attention_mask = _pad_right([row[1] for row in batch], mask_token_id)
         positions = [predictor_positions(row[4], shift).to(device) for row in batch]
         logits = logits_at_positions(model, noisy.to(device), attention_mask.to(device), positions)
@@ -250,7 +258,7 @@ def ar_span_scores(
     scores: list[SpanScore | None] = [None] * len(requests)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     description = progress if isinstance(progress, str) else "AR scoring"
-    for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+    for batch in progress_bar(batches, description, progress):
         ids, attention_mask = _pad_right([requests[i].input_ids for i in batch], 0)
         # an AR model's logit at j - 1 predicts token j
         positions = [predictor_positions(requests[i].scored, shift=True).to(device) for i in batch]
