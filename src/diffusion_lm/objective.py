@@ -1,16 +1,60 @@
 """One training step's diffusion objective, shared by continual pre-training (DiffusionTrainer) and SFT.
 
-Draw t per sequence, corrupt the maskable tokens, run the model on the corrupted sequence, score the masked
-positions. Everything here is composed from the math modules in ``diffusion_lm.modeling``.
+Full attention (the paper): draw t per sequence, corrupt the maskable tokens, run the model on the corrupted
+sequence, score the masked positions. Block diffusion (``config.attention_mode == "block"``): draw t per block, run
+the model once on ``[noisy ; clean]`` under the two-stream mask of ``modeling.block_diffusion``, score the masked
+positions with the logits each is predicted from. ``diffusion_objective`` picks the one the model's configuration
+asks for, so the trainers need not know which it is. Everything here is composed from the math modules in
+``diffusion_lm.modeling``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .modeling.attention_annealing import allowed_to_additive
+from .modeling.block_diffusion import (
+    check_block_size,
+    per_token_noise_levels,
+    prediction_indices,
+    sample_block_noise_levels,
+    two_stream_attention_pattern,
+    two_stream_position_ids,
+)
 from .modeling.corruption import mask_tokens
 from .modeling.diffusion_loss import DiffusionLossOutput, masked_diffusion_loss
 from .modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
+
+
+def unwrapped_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under distributed / compile wrappers (``.module``, ``._orig_mod``); PEFT models pass through
+    (they forward ``config`` and ``get_input_embeddings`` to the model they wrap)."""
+    while not hasattr(model, "config"):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
+def model_config(model: torch.nn.Module):
+    """The configuration of ``model``, read through DDP / accelerate / PEFT wrappers (None for a bare module)."""
+    return getattr(unwrapped_model(model), "config", None)
+
+
+def block_diffusion_settings(config) -> int | None:
+    """``diffusion_block_size`` when ``config`` asks for block diffusion, else None; ValueError naming the setting
+    when the model cannot be trained that way (no block size, or an attention kernel that cannot take the mask)."""
+    if getattr(config, "attention_mode", None) != "block":
+        return None
+    block_size = check_block_size(getattr(config, "diffusion_block_size", None))
+    implementation = getattr(config, "_attn_implementation", None) or ""
+    if "flash" in implementation:
+        raise ValueError(
+            f"attention_mode='block' cannot be trained with attn_implementation={implementation!r}: flash-attention "
+            "kernels take no attention pattern; use attn_implementation='sdpa' or 'eager'"
+        )
+    return block_size
 
 
 def diffusion_objective(
@@ -27,7 +71,18 @@ def diffusion_objective(
     noise_levels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> DiffusionLossOutput:
-    """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L); ``maskable`` marks what may be noised."""
+    """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L); ``maskable`` marks what may be noised.
+
+    Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
+    is then one level per block, (B, number of blocks), instead of one per sequence (B,).
+    """
+    block_size = block_diffusion_settings(model_config(model))
+    if block_size is not None:
+        return block_diffusion_objective(
+            model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size,
+            attention_mask=attention_mask, normalization=normalization, shift=shift, eps=eps,
+            anneal_ratio=anneal_ratio, noise_levels=noise_levels, generator=generator,
+        )
     if noise_levels is None:
         noise_levels = sample_noise_levels(input_ids.shape[0], eps, device=input_ids.device, generator=generator)
     noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, mask_token_id, generator=generator)
@@ -37,4 +92,62 @@ def diffusion_objective(
     logits = model(input_ids=noisy_ids, **forward_kwargs).logits
     return masked_diffusion_loss(
         logits, input_ids, is_masked, noise_levels, maskable, normalization=normalization, shift=shift
+    )
+
+
+def block_diffusion_objective(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    *,
+    mask_token_id: int,
+    block_size: int,
+    attention_mask: torch.Tensor | None = None,
+    normalization: str = "masked_tokens",
+    shift: bool = True,
+    eps: float = DEFAULT_EPS,
+    anneal_ratio: float | None = None,
+    noise_levels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> DiffusionLossOutput:
+    """Block-diffusion loss (METHOD.md section 9) in one forward pass over ``[noisy ; clean]``.
+
+    Each block k of ``block_size`` positions draws its own t ~ U(eps, 1) (or takes ``noise_levels[:, k]``); its
+    maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
+    attend to itself causally OR Bernoulli(ratio) (annealing from causal to block attention). With the "elbo"
+    normalisation the loss is the block-diffusion bound on the NLL per predicted token. ``attention_mask`` (B, L)
+    may mark right padding only: blocks are counted from position 0.
+    """
+    batch_size, seq_len = input_ids.shape
+    check_block_size(block_size)
+    if attention_mask is not None:
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch_size, seq_len):
+            raise ValueError(f"attention_mask must have shape ({batch_size}, {seq_len}) for block diffusion training, "
+                             f"got {tuple(attention_mask.shape)}")
+        if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+            raise ValueError("block diffusion training needs right padding (blocks are counted from position 0)")
+    device = input_ids.device
+    if noise_levels is None:
+        noise_levels = sample_block_noise_levels(batch_size, seq_len, block_size, eps, device=device,
+                                                 generator=generator)
+    token_levels = per_token_noise_levels(noise_levels, seq_len, block_size)
+    noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, mask_token_id, generator=generator)
+
+    key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
+    pattern = two_stream_attention_pattern(batch_size, seq_len, block_size, key_is_token,
+                                           anneal_ratio=anneal_ratio, device=device, generator=generator)
+    dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
+    keep = prediction_indices(seq_len, block_size, shift=shift, device=device)
+    # the LM head runs only on the L - 1 positions that predict a token, not on all 2L (vocabularies are large)
+    logits = model(
+        input_ids=torch.cat([noisy_ids, input_ids], dim=1),
+        attention_mask=allowed_to_additive(pattern, dtype).expand(batch_size, -1, -1, -1),
+        position_ids=two_stream_position_ids(batch_size, seq_len, device),
+        logits_to_keep=keep,
+    ).logits
+    # logits[:, i] now predicts token i + 1 (with the shift) or token i (without): the shift is already applied
+    targets = slice(1, None) if shift else slice(None)
+    return masked_diffusion_loss(
+        logits, input_ids[:, targets], is_masked[:, targets], token_levels[:, targets], maskable[:, targets],
+        normalization=normalization, shift=False,
     )

@@ -20,7 +20,40 @@ from .modeling.attention_annealing import annealing_ratio
 from .modeling.corruption import maskable_positions
 from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
-from .objective import diffusion_objective
+from .objective import block_diffusion_settings, diffusion_objective
+
+# what an adaptation trains: full attention (the paper) or block diffusion (METHOD.md section 9)
+TRAINING_ATTENTION_MODES = ("bidirectional", "block")
+
+
+def check_attention_settings(
+    attention_mode: str,
+    diffusion_block_size: int | None,
+    sequence_length: int | None = None,
+    attn_implementation: str | None = None,
+) -> None:
+    """ValueError naming the setting (and its ``diffusion-lm adapt`` flag) for an attention set-up no run can train:
+    an unknown mode, block mode without a block size >= 1 dividing the packed ``sequence_length``, a block size
+    without block mode, or block mode on flash attention (which takes no attention pattern)."""
+    if attention_mode not in TRAINING_ATTENTION_MODES:
+        raise ValueError(f"attention_mode (--attention-mode) must be one of {TRAINING_ATTENTION_MODES}, "
+                         f"got {attention_mode!r}")
+    if attention_mode != "block":
+        if diffusion_block_size is not None:
+            raise ValueError("diffusion_block_size (--diffusion-block-size) is only used with attention_mode 'block' "
+                             "(--attention-mode block)")
+        return
+    if diffusion_block_size is None:
+        raise ValueError("attention_mode 'block' needs diffusion_block_size (--diffusion-block-size N)")
+    flag = "diffusion_block_size (--diffusion-block-size)"
+    if isinstance(diffusion_block_size, bool) or not isinstance(diffusion_block_size, int) or diffusion_block_size < 1:
+        raise ValueError(f"{flag} must be an integer >= 1, got {diffusion_block_size!r}")
+    if sequence_length is not None and sequence_length % diffusion_block_size:
+        raise ValueError(f"{flag} {diffusion_block_size} must divide the packed sequence length, block_size "
+                         f"(--block-size) {sequence_length}")
+    if "flash" in (attn_implementation or ""):
+        raise ValueError(f"attention_mode 'block' cannot run with attn_implementation {attn_implementation!r} "
+                         "(--attn-implementation): flash kernels take no attention pattern; use sdpa or eager")
 
 
 @dataclass
@@ -85,7 +118,8 @@ class AtomicCheckpointsMixin:
 
 
 class DiffusionTrainer(AtomicCheckpointsMixin, Trainer):
-    """``Trainer`` whose loss is the masked-diffusion objective (METHOD.md section 2)."""
+    """``Trainer`` whose loss is the masked-diffusion objective (METHOD.md section 2), or the block-diffusion one
+    (section 9) when the model's ``config.attention_mode`` is ``"block"``; evaluation reports the matching ELBO."""
 
     args: DiffusionTrainingArguments
 
@@ -98,6 +132,9 @@ class DiffusionTrainer(AtomicCheckpointsMixin, Trainer):
         if self.mask_token_id is None:
             raise ValueError("no mask token id: set config.mask_token_id (convert the model first) or args.mask_token_id")
         self.shift = getattr(config, "shift", True)
+        # block diffusion (config.attention_mode == "block") trains on [noisy ; clean] with a 4D mask: fail now, not
+        # at the first step, when the model's settings cannot express it
+        self.diffusion_block_size = block_diffusion_settings(config)
         # the loss is normalised per micro-batch, so the Trainer must average it over gradient accumulation
         self.model_accepts_loss_kwargs = False
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}

@@ -14,7 +14,8 @@ def mask_tokens(
     mask_token_id: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corrupt ``input_ids`` (B, L) at per-sequence noise levels ``noise_levels`` (B,).
+    """Corrupt ``input_ids`` (B, L) at per-sequence noise levels ``noise_levels`` (B,), or per-token ones (B, L)
+    (block diffusion: every token carries its block's level).
 
     Only positions where ``maskable`` is True can be masked: given tokens (prompts, position 0) and padding
     never are. Returns ``(noisy_ids, is_masked)``. ``is_masked`` is the corruption indicator; the loss must use
@@ -22,10 +23,12 @@ def mask_tokens(
     """
     if input_ids.shape != maskable.shape:
         raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
-    if noise_levels.shape != (input_ids.shape[0],):
-        raise ValueError(f"noise_levels must have shape ({input_ids.shape[0]},), got {tuple(noise_levels.shape)}")
+    if noise_levels.shape not in ((input_ids.shape[0],), tuple(input_ids.shape)):
+        raise ValueError(f"noise_levels must have shape ({input_ids.shape[0]},) or {tuple(input_ids.shape)}, "
+                         f"got {tuple(noise_levels.shape)}")
+    per_token = noise_levels if noise_levels.dim() == 2 else noise_levels[:, None]
     draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
-    is_masked = (draws < masking_probability(noise_levels)[:, None]) & maskable.bool()
+    is_masked = (draws < masking_probability(per_token)) & maskable.bool()
     noisy_ids = torch.where(is_masked, torch.full_like(input_ids, mask_token_id), input_ids)
     return noisy_ids, is_masked
 

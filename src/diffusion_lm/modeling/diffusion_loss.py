@@ -45,7 +45,9 @@ def masked_diffusion_loss(
     """Diffusion loss for logits (B, L, V) of the corrupted sequence.
 
     ``is_masked`` is the corruption indicator returned by ``mask_tokens``; ``maskable`` (needed for the "elbo"
-    normalisation) marks the positions the forward process could have masked. Cross-entropy runs in float32.
+    normalisation) marks the positions the forward process could have masked. ``noise_levels`` is (B,) per
+    sequence or (B, L) per token (aligned with ``clean_ids``, e.g. block diffusion's level of each token's block).
+    Cross-entropy runs in float32.
     """
     if normalization not in LOSS_NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
@@ -53,10 +55,11 @@ def masked_diffusion_loss(
         if normalization == "elbo":
             raise ValueError("the 'elbo' normalization needs the maskable positions")
         maskable = is_masked
-    logits, targets, masked, modelled = align_logits_with_targets(
-        logits, clean_ids, is_masked.bool(), maskable.bool(), shift=shift
+    per_token_levels = noise_levels if noise_levels.dim() == 2 else noise_levels[:, None].expand_as(clean_ids)
+    logits, targets, masked, modelled, levels = align_logits_with_targets(
+        logits, clean_ids, is_masked.bool(), maskable.bool(), per_token_levels, shift=shift
     )
-    weights = elbo_weight(noise_levels.float())[:, None].expand_as(masked)[masked]
+    weights = elbo_weight(levels.float())[masked]
     cross_entropy = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
     weighted_sum = (weights * cross_entropy).sum()
     num_masked = masked.sum()
