@@ -59,10 +59,13 @@ def script(model, position_logits):
     every forward pass saw."""
     calls = []
 
-    def forward(input_ids=None, attention_mask=None, **kwargs):
+    def forward(input_ids=None, attention_mask=None, logits_to_keep=None, **kwargs):
         calls.append(input_ids.clone())
         per_position = position_logits(input_ids)
-        return MaskedDiffusionLMOutput(logits=torch.cat([per_position[:, 1:], per_position[:, -1:]], dim=1))
+        logits = torch.cat([per_position[:, 1:], per_position[:, -1:]], dim=1)
+        if isinstance(logits_to_keep, torch.Tensor):  # the LM head runs only on the rows generate reads
+            logits = logits[:, logits_to_keep]
+        return MaskedDiffusionLMOutput(logits=logits)
 
     model.forward = forward
     return calls
@@ -127,7 +130,8 @@ def test_shift_reads_position_j_from_logit_j_minus_1(model):
     def forward(input_ids=None, attention_mask=None, **kwargs):
         raw = distribution({40: 0.9}, v, m).expand(input_ids.shape[0], input_ids.shape[1], v).clone()
         raw[:, 1] = distribution({41: 0.9}, v, m)  # only row 1 differs
-        return MaskedDiffusionLMOutput(logits=raw)
+        keep = kwargs.get("logits_to_keep")
+        return MaskedDiffusionLMOutput(logits=raw[:, keep] if isinstance(keep, torch.Tensor) else raw)
 
     model.forward = forward
     out = model.generate(PROMPT, max_new_tokens=3, steps=3)
@@ -391,7 +395,9 @@ def test_peft_wrapped_model_generates():
         (x.clone(), logits)))
     with torch.no_grad():
         own = peft_model(input_ids=torch.cat([ids, torch.full((1, 6), model.config.mask_token_id)], 1)).logits
-    torch.testing.assert_close(seen[0][1][:, 1:], own[:, :-1])
+    predictions = seen[0][1]  # the LM head ran on the generated positions only
+    assert predictions.positions.tolist() == list(range(ids.shape[1], ids.shape[1] + 6))
+    torch.testing.assert_close(predictions.logits, own[:, predictions.positions - 1])
     with pytest.raises(ValueError, match="model_kwargs"):
         peft_model.generate(input_ids=ids, max_new_tokens=2, bogus=1)
 
@@ -405,7 +411,7 @@ def test_generation_config_survives_save_and_reload(tiny, tmp_path):
         tokenizer.save_pretrained(tmp_path)
     finally:
         model.generation_config.steps, model.generation_config.alg = 64, "confidence"
-    loaded = AutoModel.from_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
     assert isinstance(loaded.generation_config, DiffusionGenerationConfig)
     assert (loaded.generation_config.steps, loaded.generation_config.alg) == (5, "margin")
     assert loaded.generation_config.mask_token_id == model.config.mask_token_id
@@ -483,7 +489,12 @@ def test_bad_arguments_fail_early_naming_the_parameter(model):
         (dict(temperature=-1.0), "temperature"),
         (dict(max_new_tokens=-1), "max_new_tokens"),
         (dict(max_new_tokens=200), "max_new_tokens"),  # 2 + 200 > 128 positions
-        (dict(max_new_tokens=8, block_length=3), "block_length"),
+        (dict(max_new_tokens=8, block_length=0), "block_length"),
+        (dict(kv_cache="full"), "kv_cache"),
+        (dict(kv_cache_refresh="sometimes"), "kv_cache_refresh"),
+        (dict(threshold=0.0), "threshold"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(max_length=1), "max_length"),  # shorter than the 2-token prompt
         (dict(max_new_tokens=8, block_length=2, steps=3), "steps"),
         (dict(foo=1), "foo"),
         (dict(num_beams=4), "num_beams"),
@@ -495,6 +506,10 @@ def test_bad_arguments_fail_early_naming_the_parameter(model):
             model.generate(PROMPT, **kwargs)
     with pytest.raises(ValueError, match="input_ids"):
         model.generate(torch.tensor([BOS, 10]))
+    with pytest.raises(ValueError, match="token id 91 is outside the vocabulary"):
+        model.generate(torch.tensor([[BOS, 91]]))
+    with pytest.raises(ValueError, match="right padding"):  # the first new token would read a padding logit
+        model.generate(torch.tensor([[BOS, 10, PAD], [BOS, 11, 12]]), attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]]))
     model.config.mask_token_id = None
     model.generation_config.mask_token_id = None
     with pytest.raises(ValueError, match="mask_token_id"):
@@ -549,8 +564,8 @@ def test_cli_infill(checkpoint, capsys):
                  "--device", "cpu", "--seed", "1", "--temperature", "0.8"]) == 0
     text = capsys.readouterr().out.strip()
     assert text.startswith("the cat") and text.endswith("on the mat")
-    with pytest.raises(ValueError, match="--steps"):
-        main(["infill", checkpoint, "--prefix", "a", "--suffix", "b", "--length", "3", "--steps", "0"])
+    assert main(["infill", checkpoint, "--prefix", "a", "--suffix", "b", "--length", "3", "--steps", "0"]) != 0
+    assert "--steps" in capsys.readouterr().err
 
 
 REMOTE_CODE_SCRIPT = r"""

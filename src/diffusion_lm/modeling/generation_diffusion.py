@@ -13,14 +13,17 @@ checkpoints as remote code.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from transformers import GenerationConfig, GenerationMixin
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
 from transformers.utils import ModelOutput
 
-from .shift import logits_per_position
+from .decoding_cache import KV_CACHE_MODES, KV_CACHE_REFRESH, CanvasKVStore, WindowPlanner
+from .modeling_diffusion_utils import positions_from_padding
+from .attention_annealing import allowed_to_additive, attention_pattern
 from .unmasking import (
     ALG_ALIASES,
     ALGORITHMS,
@@ -36,7 +39,7 @@ from .unmasking import (
 _SUPPORTED_FIELDS = frozenset({
     "max_new_tokens", "max_length", "steps", "alg", "alg_temperature", "temperature", "top_k", "top_p", "do_sample",
     "block_length", "mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "num_return_sequences",
-    "return_dict_in_generate", "output_history",
+    "return_dict_in_generate", "output_history", "kv_cache", "kv_cache_refresh", "threshold",
 })
 # fields that have no meaning without a KV cache / AR loop but are harmless to pass (pipelines pass some of them)
 _IGNORED_FIELDS = frozenset({"use_cache", "cache_implementation", "cache_config", "max_cache_len", "disable_compile",
@@ -73,6 +76,20 @@ class DiffusionGenerationConfig(GenerationConfig):
         Every generated position after the first generated EOS becomes ``pad_token_id`` in the result.
     output_history (`bool`, defaults to False):
         With ``return_dict_in_generate=True``, also return the sequences after every step.
+    kv_cache (`str`, *optional*):
+        ``None`` recomputes the whole sequence at every step (exact). ``"prefix"`` reuses the keys / values of
+        everything before the current block across the block's steps; ``"dual"`` also those after it (only the
+        block is recomputed). Approximate for full-attention models (Fast-dLLM), exact for block-diffusion models
+        (``attention_mode="block"``, which see nothing after the current block: use ``"prefix"``). Needs blocks
+        (``block_length``) to pay off. See ``decoding_cache``.
+    kv_cache_refresh (`str`, defaults to `"incremental"`):
+        When a full-attention model's cache is recomputed: ``"incremental"`` (only the block just finished, once),
+        ``"block"`` (the whole sequence at each block's first step, as Fast-dLLM) or ``"step"`` (the whole sequence
+        before every step: as exact as no cache, for verification).
+    threshold (`float`, *optional*):
+        Confidence-threshold parallel decoding: besides the schedule's count, a step commits every masked position
+        of the current block whose proposal has probability >= threshold, so ``steps`` is an upper bound and a
+        block may finish in fewer forward passes. ``None`` or 1.0: the plain schedule.
     """
 
     def __init__(
@@ -85,6 +102,9 @@ class DiffusionGenerationConfig(GenerationConfig):
         block_length: int | None = None,
         mask_token_id: int | None = None,
         output_history: bool = False,
+        kv_cache: str | None = None,
+        kv_cache_refresh: str = "incremental",
+        threshold: float | None = None,
         **kwargs,
     ):
         # set before GenerationConfig.__init__, which ends by calling validate()
@@ -94,6 +114,9 @@ class DiffusionGenerationConfig(GenerationConfig):
         self.block_length = block_length
         self.mask_token_id = mask_token_id
         self.output_history = output_history
+        self.kv_cache = kv_cache
+        self.kv_cache_refresh = kv_cache_refresh
+        self.threshold = threshold
         # None means "unset" in transformers 5; an unset length takes the diffusion default
         kwargs["max_new_tokens"] = max_new_tokens if max_new_tokens is not None else 64
         super().__init__(**kwargs)
@@ -160,6 +183,13 @@ class DiffusionGenerationConfig(GenerationConfig):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 0):
                 raise ValueError(f"{name} must be a token id (integer >= 0), got {value!r}")
+        if self.kv_cache not in (None, *KV_CACHE_MODES):
+            raise ValueError(f"kv_cache must be None, 'prefix' or 'dual', got {self.kv_cache!r}")
+        if self.kv_cache_refresh not in KV_CACHE_REFRESH:
+            raise ValueError(f"kv_cache_refresh must be one of {KV_CACHE_REFRESH}, got {self.kv_cache_refresh!r}")
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
+                                           or not 0 < self.threshold <= 1):
+            raise ValueError(f"threshold must be a number in (0, 1] (or None), got {self.threshold!r}")
 
     def sampling_temperature(self) -> float:
         """The temperature proposals are drawn at; 0 means greedy."""
@@ -190,14 +220,30 @@ class DiffusionGenerationOutput(ModelOutput):
         Prompt and generated tokens; generated positions after the first generated EOS hold ``pad_token_id``.
     history (`tuple[torch.LongTensor]`, *optional*):
         With ``output_history=True``: the sequences after each step (``steps`` entries, before EOS padding).
+    tokens_per_forward (`torch.FloatTensor` of shape `(batch_size,)`):
+        Per sequence, generated tokens (up to and including its first EOS) per forward pass it took part in.
+    forward_passes (`torch.LongTensor` of shape `(batch_size,)`):
+        Per sequence, the forward passes run while it was still being decoded.
     """
 
     sequences: torch.LongTensor | None = None
     history: tuple[torch.LongTensor, ...] | None = None
+    tokens_per_forward: torch.FloatTensor | None = None
+    forward_passes: torch.LongTensor | None = None
+
+
+@dataclass
+class StepPredictions:
+    """What ``step_callback`` receives for a step that ran the model: ``logits[:, i]`` (shift undone) is the
+    prediction for canvas position ``positions[i]`` - the current block's masked positions, the only ones for which
+    the LM head ran."""
+
+    positions: torch.LongTensor
+    logits: torch.Tensor
 
 
 # the kwargs generate takes besides generation-config fields
-_RUNTIME_KWARGS = ("generator", "streamer", "step_callback")
+_RUNTIME_KWARGS = ("generator", "step_callback")
 
 
 class DiffusionGenerationMixin(GenerationMixin):
@@ -216,8 +262,10 @@ class DiffusionGenerationMixin(GenerationMixin):
     def generate(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        streamer=None,
         **kwargs,
     ) -> torch.LongTensor | DiffusionGenerationOutput:
         r"""Diffusion decoding.
@@ -226,31 +274,40 @@ class DiffusionGenerationMixin(GenerationMixin):
             input_ids (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
                 The prompt, left-padded for batches; mask tokens in it are holes to fill (infilling). Position 0 is
                 never predicted (the shift): ``None`` or an empty prompt starts from BOS.
-            attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
-                1 for tokens, 0 for (left) padding. Padding never changes and no sequence sees another's.
             generation_config ([`GenerationConfig`], *optional*):
                 Base settings (default ``model.generation_config``); ``kwargs`` that name its fields override it.
-            generator (`torch.Generator`, *optional*):
-                Random source for sampling and random unmasking (default: torch's global RNG).
+            logits_processor (`LogitsProcessorList`, *optional*):
+                transformers logits processors / warpers, applied to every proposal's logits before the token is
+                chosen; a proposal's ``input_ids`` are its sequence's current canvas (masks included).
+            stopping_criteria (`StoppingCriteriaList`, *optional*):
+                Checked after every finished block on the sequences up to that block's end; a sequence they stop
+                decodes no later block (its remaining positions become padding), as after an EOS.
             streamer (*optional*):
                 transformers streamer: ``put(prompt)`` first, ``put_draft(tokens)`` after each step when it has that
                 method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``.
-            step_callback (`Callable[[int, torch.LongTensor, torch.Tensor | None], Any]`, *optional*):
-                Called after every step as ``step_callback(step, sequences, logits)``: ``sequences`` is the state after
-                the step, ``logits[:, j]`` the prediction for position j (shift undone; None when the step committed
+            attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
+                1 for tokens, 0 for left padding (right padding is refused). No sequence sees another's.
+            generator (`torch.Generator`, *optional*):
+                Random source for sampling and random unmasking (default: torch's global RNG).
+            step_callback (`Callable[[int, torch.LongTensor, StepPredictions | None], Any]`, *optional*):
+                Called after every step as ``step_callback(step, sequences, predictions)``: ``sequences`` is the
+                state after the step, ``predictions`` the step's [`StepPredictions`] (None when the step committed
                 nothing and ran no forward pass). Do not modify the tensors.
             kwargs:
                 Fields of [`DiffusionGenerationConfig`] (``max_new_tokens``, ``steps``, ``alg``, ``temperature``,
-                ``top_k``, ``top_p``, ``block_length``, ``alg_temperature``, ``mask_token_id``, ``eos_token_id``,
-                ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_history``). Anything
-                else raises a ValueError.
+                ``top_k``, ``top_p``, ``block_length``, ``kv_cache``, ``kv_cache_refresh``, ``threshold``,
+                ``alg_temperature``, ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``num_return_sequences``,
+                ``return_dict_in_generate``, ``output_history``). Anything else raises a ValueError.
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, length + max_new_tokens)`, or a [`DiffusionGenerationOutput`]
             with ``return_dict_in_generate=True``.
         """
-        if isinstance(attention_mask, GenerationConfig):  # generate(ids, config): transformers' positional order
-            attention_mask, generation_config = generation_config, attention_mask
+        attention_mask = kwargs.pop("attention_mask", None)
+        if isinstance(generation_config, torch.Tensor):  # generate(ids, mask): the order of earlier releases
+            if attention_mask is not None:
+                raise ValueError("attention_mask passed twice (positionally and by name)")
+            attention_mask, generation_config = generation_config, None
         if "inputs" in kwargs:
             if input_ids is not None:
                 raise ValueError("pass the prompt once: input_ids or inputs")
@@ -262,20 +319,28 @@ class DiffusionGenerationMixin(GenerationMixin):
         prompt_length = input_ids.shape[1]
         max_new_tokens = config.max_new_tokens
         if "max_length" in kwargs and "max_new_tokens" not in kwargs:  # transformers' meaning: prompt included
-            max_new_tokens = max(0, config.max_length - prompt_length)
+            if config.max_length < prompt_length:
+                raise ValueError(f"max_length ({config.max_length}) is shorter than the prompt ({prompt_length} "
+                                 "tokens); max_length counts the prompt: use max_new_tokens for the new tokens only")
+            max_new_tokens = config.max_length - prompt_length
         if config.num_return_sequences and config.num_return_sequences > 1:
             input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
             attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
         self._check_length(prompt_length + max_new_tokens)
 
-        streamer = runtime["streamer"]
-        result = self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+        result = self._decode_in_aligned_groups(
+            input_ids, attention_mask, max_new_tokens, config, streamer=streamer, logits_processor=logits_processor,
+            stopping_criteria=stopping_criteria, **runtime,
+        )
         if streamer is not None:
             streamer.put(_streamed_tokens(result.sequences, result.generated, config.eos_token_ids()).cpu())
             streamer.end()
         if config.return_dict_in_generate:
             return DiffusionGenerationOutput(
-                sequences=result.sequences, history=result.history if config.output_history else None
+                sequences=result.sequences,
+                history=result.history if config.output_history else None,
+                tokens_per_forward=result.tokens_per_forward,
+                forward_passes=result.forward_passes,
             )
         return result.sequences
 
@@ -316,7 +381,23 @@ class DiffusionGenerationMixin(GenerationMixin):
             raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary (size {vocab_size})")
         if config.max_new_tokens is None:
             config.max_new_tokens = 64
+        self._check_decoding_mode(config)
         return config
+
+    def _check_decoding_mode(self, config: DiffusionGenerationConfig) -> None:
+        """ValueError naming the setting when this model cannot serve the requested decoding."""
+        if getattr(self.config, "attention_mode", "bidirectional") == "block":
+            block = self.config.diffusion_block_size
+            if config.block_length is not None and config.block_length != block:
+                raise ValueError(f"block_length {config.block_length} differs from the model's diffusion_block_size "
+                                 f"{block}: a block-diffusion model decodes its own blocks (leave block_length unset)")
+            if config.kv_cache == "dual":
+                raise ValueError("kv_cache='dual' has nothing to reuse on a block-diffusion model (it sees nothing "
+                                 "after the current block): use kv_cache='prefix', which is exact there")
+        if config.kv_cache is not None:
+            parameters = inspect.signature(self.forward).parameters
+            if "cache" not in parameters and "past_key_values" not in parameters:
+                raise ValueError(f"kv_cache={config.kv_cache!r}: {type(self).__name__}.forward takes no KV cache")
 
     def _prepare_prompt(self, input_ids, attention_mask, config: DiffusionGenerationConfig):
         """(input_ids, attention_mask) on the model's device, 2D, with a BOS column where the prompt is empty."""
@@ -334,6 +415,18 @@ class DiffusionGenerationMixin(GenerationMixin):
             raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
                              f"got {tuple(attention_mask.shape)}")
         attention_mask = attention_mask.to(device=device, dtype=torch.long)
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        # a 0 after a 1 means right padding: the first new token would be read from a padding logit
+        if bool((attention_mask[:, 1:] < attention_mask[:, :-1]).any()):
+            raise ValueError("attention_mask: right padding is not supported; pad prompts on the left "
+                             "(tokenizer.padding_side = 'left')")
+        vocab_size = getattr(self.config, "vocab_size", None)
+        if vocab_size is not None and input_ids.numel():
+            real = input_ids[attention_mask.bool()]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= vocab_size):
+                bad = int(real[(real < 0) | (real >= vocab_size)][0])
+                raise ValueError(f"input_ids: token id {bad} is outside the vocabulary (ids 0..{vocab_size - 1})")
         if input_ids.shape[1] == 0:
             # position 0 is given, never predicted: an empty prompt starts from BOS
             bos = config.bos_token_id
@@ -351,11 +444,31 @@ class DiffusionGenerationMixin(GenerationMixin):
             )
 
     # --- the reverse process -----------------------------------------------------------------------------------
-    def _denoiser_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, L, V) logits whose row j predicts token j (the shift undone)."""
-        outputs = self(input_ids=input_ids, attention_mask=attention_mask)
-        logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
-        return logits_per_position(logits, shift=getattr(self.config, "shift", True))
+    def _decode_in_aligned_groups(self, input_ids, attention_mask, max_new_tokens, config, **runtime) -> "_DecodeResult":
+        """A block-diffusion model's blocks start at multiples of its block size counted from each sequence's first
+        token; rows whose left padding differs modulo the block size are decoded as separate batches."""
+        block = getattr(self.config, "diffusion_block_size", None)
+        if getattr(self.config, "attention_mode", None) != "block" or input_ids.shape[0] == 1:
+            return self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+        phase = (attention_mask.shape[1] - attention_mask.sum(dim=1)) % block
+        groups = [torch.nonzero(phase == value).flatten() for value in phase.unique()]
+        if len(groups) == 1:
+            return self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+        if config.output_history or runtime.get("streamer") is not None:
+            raise ValueError("output_history / streamer need prompts whose lengths agree modulo the model's "
+                             "diffusion_block_size (their blocks are decoded as separate batches)")
+        parts = [(rows, self._diffusion_decode(input_ids[rows], attention_mask[rows], max_new_tokens, config,
+                                               **runtime)) for rows in groups]
+        first = parts[0][1]
+        sequences = torch.empty((input_ids.shape[0], first.sequences.shape[1]), dtype=torch.long,
+                                device=input_ids.device)
+        generated = torch.empty_like(sequences, dtype=torch.bool)
+        tokens_per_forward = torch.empty(input_ids.shape[0], device=input_ids.device)
+        forward_passes = torch.empty(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        for rows, part in parts:
+            sequences[rows], generated[rows] = part.sequences, part.generated
+            tokens_per_forward[rows], forward_passes[rows] = part.tokens_per_forward, part.forward_passes
+        return _DecodeResult(sequences, generated, None, tokens_per_forward, forward_passes)
 
     def _diffusion_decode(
         self,
@@ -366,11 +479,14 @@ class DiffusionGenerationMixin(GenerationMixin):
         generator: torch.Generator | None = None,
         streamer=None,
         step_callback: Callable | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
     ) -> "_DecodeResult":
         batch_size, device = input_ids.shape[0], input_ids.device
         mask_id = config.mask_token_id
         new = torch.full((batch_size, max_new_tokens), mask_id, dtype=torch.long, device=device)
         x = torch.cat([input_ids, new], dim=1)
+        length = x.shape[1]
         attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)
         attended = attention_mask.bool()
         # positions to generate: holes in the prompt (the mask id marks them) and the appended positions. From here
@@ -378,22 +494,45 @@ class DiffusionGenerationMixin(GenerationMixin):
         generated = attended & (x == mask_id)
         generated[:, input_ids.shape[1]:] = True
         self._check_first_tokens(generated, attended)
-        model_attention_mask = None if bool(attended.all()) else attention_mask
+        padded = not bool(attended.all())
+        model_attention_mask = attention_mask if padded else None
+        positions = positions_from_padding(attention_mask, batch_size, length, device)
+        key_is_token = attended if padded else None
 
+        shift = getattr(self.config, "shift", True)
+        attention_mode = getattr(self.config, "attention_mode", "bidirectional")
+        exact_blocks = attention_mode == "block"
         num_generated = generated.sum(dim=1)
-        blocks = self._block_layout(generated, num_generated, config)
+        if exact_blocks:
+            blocks, spans = self._aligned_block_layout(generated, attention_mask, self.config.diffusion_block_size)
+        else:
+            blocks = self._block_layout(generated, num_generated, config)
+            spans = [(None, None)] * len(blocks)
         steps = config.steps if config.steps is not None else max(1, int(num_generated.max()))
         steps_per_block = _split_steps(steps, len(blocks))
+        planner = WindowPlanner(config.kv_cache, config.kv_cache_refresh, exact_blocks, shift, length, device)
+        store = CanvasKVStore()
 
         if streamer is not None:  # inputs are valid: the streamer sees the prompt first, as in transformers
             streamer.put(input_ids.cpu())
         temperature = config.sampling_temperature()
-        positions = torch.arange(x.shape[1], device=device).expand_as(x)
+        threshold = config.threshold if config.threshold is not None and config.threshold < 1.0 else None
+        eos_ids = config.eos_token_ids()
+        eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
+        fill_id = _pad_id(config)
         masked = generated.clone()
+        active = torch.ones(batch_size, dtype=torch.bool, device=device)  # rows still decoding
+        forward_passes = torch.zeros(batch_size, dtype=torch.long, device=device)
         history: list[torch.Tensor] = []
         step = 0
-        for in_block, block_steps in zip(blocks, steps_per_block):
+        for in_block, block_steps, (settled, span_end) in zip(blocks, steps_per_block, spans):
+            in_block = in_block & active[:, None]
+            columns = in_block.any(dim=0).nonzero().flatten()
+            if len(columns) == 0:
+                continue
+            block_start, block_end = int(columns[0]), int(columns[-1]) + 1
             counts = tokens_per_step(in_block.sum(dim=1), block_steps)  # (block_steps, B)
+            first_step = True
             for j in range(block_steps):
                 eligible = masked & in_block
                 last = j == block_steps - 1
@@ -402,40 +541,101 @@ class DiffusionGenerationMixin(GenerationMixin):
                     p = random_unmask_probability(block_steps - j - 1, block_steps)
                     draw = torch.rand(x.shape, device=device, generator=generator)
                     commit = eligible if last else eligible & (draw < p)
-                    to_propose = commit
+                    to_propose = eligible if threshold is not None else commit
+                    count = None
                 else:
                     count = eligible.sum(dim=1) if last else torch.minimum(counts[j], eligible.sum(dim=1))
                     commit = None
                     to_propose = eligible & (count > 0)[:, None]
 
-                logits = None
+                predictions = None
                 if bool(to_propose.any()):  # a step that commits nothing costs no forward pass
-                    logits = self._denoiser_logits(x, model_attention_mask)
-                    step_logits = logits[to_propose].float()
+                    windows = planner.windows(block_start, span_end if span_end is not None else block_end,
+                                              first_step, settled if settled is not None else 0)
+                    first_step = False
+                    wanted = to_propose.any(dim=0).nonzero().flatten()  # columns whose prediction is read
+                    for window in windows:
+                        logits = self._window_logits(x, model_attention_mask, positions, key_is_token, window, store,
+                                                     wanted, shift, attention_mode)
+                        forward_passes += active.long()
+                    predictions = StepPredictions(positions=wanted, logits=logits)
+                    column_index = torch.full((length,), -1, dtype=torch.long, device=device)
+                    column_index[wanted] = torch.arange(len(wanted), device=device)
+                    rows, cols = to_propose.nonzero(as_tuple=True)
+                    step_logits = logits[rows, column_index[cols]].float()
                     step_logits[:, mask_id] = float("-inf")  # never propose [MASK] itself
+                    if logits_processor:
+                        step_logits = logits_processor(x[rows], step_logits)
                     tokens, probs = propose_tokens(step_logits, temperature, config.top_k, config.top_p, generator)
+                    confidence = probs.gather(-1, tokens[:, None]).squeeze(-1)
                     if commit is None:
                         scores = torch.full(x.shape, float("-inf"), device=device)
                         if config.alg == "left_to_right":
                             scores[to_propose] = -positions[to_propose].float()
+                        elif config.alg == "confidence":
+                            scores[to_propose] = confidence
                         else:
                             scores[to_propose] = proposal_scores(config.alg, probs, tokens)
                         commit = select_positions(scores, to_propose, count, config.alg_temperature, generator)
+                    if threshold is not None:
+                        confident = torch.zeros_like(to_propose)
+                        confident[rows, cols] = confidence >= threshold
+                        commit = commit | confident
                     proposed = x.clone()
-                    proposed[to_propose] = tokens
+                    proposed[rows, cols] = tokens
                     x = torch.where(commit, proposed, x)
                     masked &= ~commit
 
                 if config.output_history:
                     history.append(x.clone())
                 if step_callback is not None:
-                    step_callback(step, x, logits)
+                    step_callback(step, x, predictions)
                 if streamer is not None and hasattr(streamer, "put_draft"):
                     streamer.put_draft(_streamed_tokens(x, generated, []).cpu())
                 step += 1
+                if not bool((masked & in_block).any()) and threshold is not None:
+                    break  # the threshold finished the block early: its remaining steps would commit nothing
 
-        sequences = _pad_after_eos(x, generated, config.eos_token_ids(), _pad_id(config))
-        return _DecodeResult(sequences, generated, tuple(history) if config.output_history else None)
+            # early stop: a row whose EOS is committed (or that a stopping criterion ends) decodes no later block
+            finished = torch.zeros_like(active)
+            if eos_tensor is not None:
+                finished |= (generated & ~masked & torch.isin(x, eos_tensor)).any(dim=1)
+            if stopping_criteria:
+                finished |= stopping_criteria(x[:, :block_end], None).to(device)
+            newly_done = finished & active
+            if bool(newly_done.any()):
+                rest = masked & newly_done[:, None]
+                x = x.masked_fill(rest, fill_id if fill_id is not None else mask_id)
+                masked &= ~rest
+                active &= ~newly_done
+            if not bool(active.any()):
+                break
+
+        sequences = _pad_after_eos(x, generated, eos_ids, fill_id)
+        return _DecodeResult(sequences, generated, tuple(history) if config.output_history else None,
+                             _tokens_per_forward(sequences, generated, eos_ids, forward_passes), forward_passes)
+
+    def _window_logits(self, x, model_attention_mask, positions, key_is_token, window, store: CanvasKVStore,
+                       wanted: torch.Tensor, shift: bool, attention_mode: str) -> torch.Tensor:
+        """(B, len(wanted), V): predictions for canvas positions ``wanted`` from one forward pass over the window,
+        with the LM head run only on the rows read (one to the left of each wanted position under the shift)."""
+        rows = wanted - 1 if shift else wanted
+        if window.cached is None:  # no cache: the whole canvas, as the model sees it without any decoding machinery
+            outputs = self(input_ids=x, attention_mask=model_attention_mask, logits_to_keep=rows)
+            return outputs.logits if hasattr(outputs, "logits") else outputs[0]
+        cache = store.cache_for(window.cached)
+        query_positions = positions[:, window.start:window.end]
+        key_positions = torch.cat([positions[:, window.cached], query_positions], dim=1)
+        key_mask = None
+        if key_is_token is not None:
+            key_mask = torch.cat([key_is_token[:, window.cached], key_is_token[:, window.start:window.end]], dim=1)
+        pattern = attention_pattern(attention_mode, query_positions, key_positions, key_mask,
+                                    block_size=getattr(self.config, "diffusion_block_size", None))
+        layer_mask = None if pattern is None else allowed_to_additive(pattern, self.dtype)
+        outputs = self(input_ids=x[:, window.start:window.end], attention_mask=layer_mask,
+                       position_ids=query_positions, cache=cache, logits_to_keep=rows - window.start)
+        store.write_back(cache, window, x.shape[1])
+        return outputs.logits
 
     def _check_first_tokens(self, generated: torch.Tensor, attended: torch.Tensor) -> None:
         """With the shift nothing predicts a sequence's first token, so it must be given."""
@@ -464,12 +664,27 @@ class DiffusionGenerationMixin(GenerationMixin):
         length = int(lengths[0])
         if length == 0:  # nothing to generate
             return [generated]
-        if length % config.block_length != 0:
-            raise ValueError(f"block_length {config.block_length} does not divide the generation length {length}")
-        # the k-th position to generate in a row (left to right) belongs to block k // block_length
+        # the k-th position to generate in a row (left to right) belongs to block k // block_length; a last block
+        # may be shorter
         order = generated.long().cumsum(dim=1) - 1
         block_of = torch.where(generated, order // config.block_length, -1)
-        return [block_of == b for b in range(length // config.block_length)]
+        return [block_of == b for b in range(-(-length // config.block_length))]
+
+    @staticmethod
+    def _aligned_block_layout(generated: torch.Tensor, attention_mask: torch.Tensor, block_size: int):
+        """A block-diffusion model's blocks: positions p // block_size (p counted from each row's first token; the
+        rows share their padding modulo block_size). Returns the (B, L) bool per block holding positions to generate,
+        and each such block's (start, end) columns."""
+        length = generated.shape[1]
+        padding = int(attention_mask.shape[1] - attention_mask[0].sum())
+        column_block = torch.div(torch.arange(length, device=generated.device) - padding + block_size * length,
+                                 block_size, rounding_mode="floor")
+        blocks, spans = [], []
+        for block in column_block[generated.any(dim=0)].unique().tolist():
+            columns = (column_block == block).nonzero().flatten()
+            blocks.append(generated & (column_block == block)[None, :])
+            spans.append((int(columns[0]), int(columns[-1]) + 1))
+        return blocks, spans
 
 
 @dataclass
@@ -477,6 +692,19 @@ class _DecodeResult:
     sequences: torch.Tensor
     generated: torch.Tensor
     history: tuple[torch.Tensor, ...] | None
+    tokens_per_forward: torch.Tensor | None = None
+    forward_passes: torch.Tensor | None = None
+
+
+def _tokens_per_forward(sequences, generated, eos_ids, forward_passes) -> torch.Tensor:
+    """Generated tokens up to and including the first EOS, per forward pass, per row."""
+    if eos_ids:
+        is_eos = generated & torch.isin(sequences, torch.tensor(eos_ids, device=sequences.device))
+        after_first_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
+        counted = generated & ~after_first_eos
+    else:
+        counted = generated
+    return counted.sum(dim=1).float() / forward_passes.clamp(min=1).float()
 
 
 def _split_steps(steps: int, num_blocks: int) -> list[int]:

@@ -1,0 +1,125 @@
+"""KV cache for diffusion decoding: which positions a denoising step recomputes, and where the rest comes from.
+
+Every step of ``generate`` runs the model on a *window* of the canvas (the current block, and what the mode adds)
+and reads the keys / values of all other positions from a store that holds, per layer, the latest keys / values of
+every canvas position. The store is handed to the model as a transformers ``DynamicCache``; the window's new keys /
+values are written back after the forward pass.
+
+- ``kv_cache=None``: no store; every step recomputes the whole canvas (exact).
+- full-attention models (approximate, Fast-dLLM): ``"prefix"`` recomputes the block and everything after it;
+  ``"dual"`` recomputes only the block and also reads the positions after it from the store. Refresh:
+  ``"block"``: one whole-canvas pass at each block's first step (its logits serve that step);
+  ``"incremental"``: no whole-canvas pass after the first step; the first step of each block widens the window back
+  over the finished block, so its keys / values are recomputed once with its final tokens;
+  ``"step"``: a whole-canvas pass before every step (as exact as no cache; it verifies the cached path).
+- block-diffusion models (exact): earlier blocks never see later ones, so the store holds the final keys / values of
+  every finished block; each step recomputes the current block (the first step also the block just finished).
+With the AR shift the prediction for the block's first position is read one position to its left, so the window
+always starts there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+KV_CACHE_MODES = ("prefix", "dual")
+KV_CACHE_REFRESH = ("block", "incremental", "step")
+
+
+@dataclass
+class StepWindow:
+    """One forward pass: positions ``[start, end)`` are recomputed; ``cached`` (index tensor, or None for "no cache
+    object at all") are read from the store; ``fills_store`` marks a whole-canvas pass that rewrites every entry."""
+
+    start: int
+    end: int
+    cached: torch.Tensor | None
+    fills_store: bool = False
+
+
+class CanvasKVStore:
+    """Per layer, the latest keys and values (B, H, L, D) of every canvas position."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def cache_for(self, cached: torch.Tensor) -> DynamicCache:
+        """A fresh DynamicCache holding the stored keys / values of the ``cached`` positions (in that order)."""
+        cache = DynamicCache()
+        if len(cached) == 0 or not self.keys:
+            return cache
+        contiguous = bool((cached[1:] - cached[:-1] == 1).all()) if len(cached) > 1 else True
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
+            if contiguous:  # a view: no copy before the cache's own concatenation
+                first = int(cached[0])
+                k, v = keys[:, :, first:first + len(cached)], values[:, :, first:first + len(cached)]
+            else:
+                k, v = keys.index_select(2, cached), values.index_select(2, cached)
+            cache.update(k, v, layer)
+        return cache
+
+    def write_back(self, cache: DynamicCache, window: StepWindow, canvas_length: int) -> None:
+        """Store the window's keys / values: the entries the forward pass appended after the cached ones."""
+        width = window.end - window.start
+        # transformers' DynamicCache keeps one layer object per decoder layer with `.keys` / `.values` tensors
+        appended = [(layer.keys[:, :, -width:], layer.values[:, :, -width:]) for layer in cache.layers]
+        if not self.keys:
+            shape = lambda t: (*t.shape[:2], canvas_length, t.shape[3])  # noqa: E731
+            self.keys = [k.new_zeros(shape(k)) for k, _ in appended]
+            self.values = [v.new_zeros(shape(v)) for _, v in appended]
+        for stored_k, stored_v, (k, v) in zip(self.keys, self.values, appended):
+            stored_k[:, :, window.start:window.end] = k
+            stored_v[:, :, window.start:window.end] = v
+
+
+class WindowPlanner:
+    """Decides each step's window for one ``generate`` call (see the module docstring)."""
+
+    def __init__(self, mode: str | None, refresh: str, exact_blocks: bool, shift: bool, canvas_length: int,
+                 device) -> None:
+        self.mode = mode
+        self.refresh = refresh
+        self.exact_blocks = exact_blocks
+        self.shift = shift
+        self.length = canvas_length
+        self.device = device
+        self.stored = False  # the store holds an entry for every position
+        self.fresh_until = 0  # positions before this hold keys / values computed from their final tokens
+
+    def _range(self, start: int, end: int) -> torch.Tensor:
+        return torch.arange(start, end, device=self.device)
+
+    def windows(self, block_start: int, block_end: int, first_step: bool, settled_until: int) -> list[StepWindow]:
+        """The forward passes of one step (one, or two with ``refresh="step"``) for the block whose positions to
+        generate span ``[block_start, block_end)``. ``settled_until``: for exact block caches, the start of the
+        block containing ``block_start`` (everything before it is final and never sees the block)."""
+        read_from = block_start - 1 if self.shift else block_start  # the prediction for block_start sits there
+        whole = StepWindow(0, self.length, None if self.mode is None else self._range(0, 0), fills_store=True)
+        if self.mode is None:
+            return [whole]
+        if self.exact_blocks:
+            start = min(self.fresh_until, read_from)
+            self.fresh_until = max(self.fresh_until, settled_until)
+            self.stored = True
+            return [StepWindow(start, block_end, self._range(0, start))]
+        passes = []
+        refresh_now = (not self.stored or self.refresh == "step" or (self.refresh == "block" and first_step))
+        if refresh_now:
+            self.stored = True
+            self.fresh_until = read_from
+            if self.refresh != "step":  # the whole-canvas pass also serves this step's logits
+                return [whole]
+            passes.append(whole)
+        start = min(self.fresh_until, read_from)
+        self.fresh_until = read_from
+        end = self.length if self.mode == "prefix" else block_end
+        cached = torch.cat([self._range(0, start), self._range(end, self.length)])
+        passes.append(StepWindow(start, end, cached))
+        return passes
+
+
+__all__ = ["KV_CACHE_MODES", "KV_CACHE_REFRESH", "CanvasKVStore", "StepWindow", "WindowPlanner"]
