@@ -117,9 +117,11 @@ def test_packing_joins_documents_with_eos(tmp_path):
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_bad_inputs_fail_early(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset"):
-        main(["adapt", "--preset", "no-such-model"])
+def test_bad_inputs_fail_early(tmp_path, capsys):
+    assert main(["adapt", "--preset", "no-such-model"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown preset"):  # --debug re-raises
+        main(["adapt", "--preset", "no-such-model", "--debug"])
     with pytest.raises(ValueError, match="text column"):
         path = tmp_path / "d.jsonl"
         path.write_text('{"body": "x"}\n')

@@ -3,23 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers.trainer_utils import get_last_checkpoint
 
-from .conversion import DEFAULT_MASK_TOKEN, ARSource, convert_ar_model, load_ar_model
+from .conversion import (
+    DEFAULT_MASK_TOKEN,
+    ARSource,
+    check_block_size,
+    check_reusable_token_id,
+    convert_ar_model,
+    load_ar_config,
+    load_ar_model,
+)
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
 from .hub import write_card
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
 from .presets import load_preset
-from .trainer import DiffusionTrainer, DiffusionTrainingArguments
+from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings
 
 EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
+# the settings of the run in output_dir, written before training starts: `--resume` alone continues from it
+RUN_RECORD_NAME = ".adapt_run.json"
+# settings a resumed run may change: they decide what is logged and kept, not what is trained
+RESUME_MAY_CHANGE = {"resume", "output_dir", "sample_prompt", "logging_steps", "save_steps", "save_total_limit",
+                     "report_to"}
+# local-path settings, compared as absolute paths (relative ones resolve against the run's working directory)
+PATH_SETTINGS = ("base", "dataset", "eval_dataset")
+FINAL_STAGING = ".final-staging"
+FINAL_PREVIOUS = ".final-previous"
+# top-level files of a final model in output_dir (what a new final model replaces as a whole)
+FINAL_MODEL_FILES = (
+    "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+    "pytorch_model*.bin", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+    "chat_template.*", "README.md", "diffusion_lm_training.json", "training_args.bin", "*.py",
+)
 
 
 @dataclass
@@ -52,6 +77,8 @@ class AdaptSettings:
     bf16: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
+    attention_mode: str = "bidirectional"  # "block": block diffusion (METHOD.md section 9)
+    diffusion_block_size: int | None = None  # positions per block in attention_mode "block"
     seed: int = 42
     logging_steps: int = 5
     save_steps: int = 50
@@ -71,18 +98,164 @@ class AdaptSettings:
         for name, value in values.items():
             setattr(self, name, value)
 
+    def validate(self) -> None:
+        """ValueError naming the setting (and its CLI flag) for values no run can use; nothing is loaded."""
+        at_least = {"block_size": 2, "batch_size": 1, "gradient_accumulation_steps": 1, "max_steps": 1,
+                    "save_steps": 1, "logging_steps": 1, "eval_samples": 1, "anneal_steps": 0, "warmup_steps": 0}
+        optional_at_least = {"eval_steps": 1, "save_total_limit": 1, "reuse_mask_token_id": 0}
+        for name, minimum in [*at_least.items(), *optional_at_least.items()]:
+            value = getattr(self, name)
+            if value is None and name in optional_at_least:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{_flag(name)} must be an integer >= {minimum}, got {value!r}")
+        for name in ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{_flag(name)} must be a number, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"{_flag('learning_rate')} must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"{_flag('weight_decay')} must be >= 0, got {self.weight_decay}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.reuse_mask_token_id is None and not self.mask_token:
+            raise ValueError("--mask-token must be a non-empty string (or pass --reuse-mask-token-id)")
+        if self.eval_steps is not None and self.eval_dataset is None:
+            raise ValueError("--eval-steps needs --eval-dataset")
+        if self.streaming and self.dataset is None:
+            raise ValueError("--streaming needs --dataset (the embedded corpus is sampled, not streamed)")
+        check_attention_settings(self.attention_mode, self.diffusion_block_size, self.block_size,
+                                 self.attn_implementation)
+
+    def run_record(self) -> dict:
+        """The settings as saved in ``output_dir``: what `--resume` continues (JSON values only)."""
+        record = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        record["working_dir"] = os.getcwd()  # relative paths in the record resolve against it
+        return record
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _absolute_reference(value, working_dir: str):
+    """A local path as an absolute path (relative to ``working_dir``); Hub ids and None as they are."""
+    from .paths import looks_local
+
+    if not isinstance(value, str):
+        return value
+    expanded = os.path.expanduser(value)
+    if os.path.isabs(expanded):
+        return os.path.normpath(expanded)
+    candidate = os.path.join(working_dir, expanded)
+    if looks_local(value) or os.path.exists(candidate):
+        return os.path.normpath(candidate)
+    return value
+
+
+def load_run_record(output_dir: str) -> dict | None:
+    path = os.path.join(output_dir, RUN_RECORD_NAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"run record {path} is not valid JSON ({error}); start a new run") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"run record {path} is not a JSON object; start a new run")
+    return record
+
+
+def save_run_record(settings: "AdaptSettings") -> None:
+    os.makedirs(settings.output_dir, exist_ok=True)
+    path = os.path.join(settings.output_dir, RUN_RECORD_NAME)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(settings.run_record(), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def contradictions(record: dict, requested: dict, requested_dir: str | None = None) -> list[str]:
+    """``--flag value`` (recorded value) for each requested setting that differs from the run record."""
+    requested_dir = requested_dir or os.getcwd()
+    recorded_dir = record.get("working_dir") or requested_dir
+    found = []
+    for name, value in requested.items():
+        if name in RESUME_MAY_CHANGE or name not in record:
+            continue
+        recorded = record[name]
+        wanted = json.loads(json.dumps(value, default=str))
+        if name in PATH_SETTINGS:
+            recorded, wanted = _absolute_reference(recorded, recorded_dir), _absolute_reference(wanted, requested_dir)
+        if wanted != recorded:
+            found.append(f"{_flag(name)} {value!r} (the run used {record[name]!r})")
+    return found
+
+
+def settings_from_record(record: dict, output_dir: str) -> "AdaptSettings":
+    """The recorded run's settings, with relative local paths resolved against the run's working directory when
+    they do not resolve from here."""
+    names = {f.name for f in dataclasses.fields(AdaptSettings)}
+    settings = AdaptSettings(**{k: v for k, v in record.items() if k in names})
+    working_dir = record.get("working_dir")
+    for name in PATH_SETTINGS:
+        value = getattr(settings, name)
+        if isinstance(value, str) and working_dir and not os.path.exists(os.path.expanduser(value)):
+            candidate = _absolute_reference(value, working_dir)
+            if candidate != value and os.path.exists(candidate):
+                setattr(settings, name, candidate)
+    settings.output_dir = output_dir
+    return settings
+
 
 def resolve_settings(preset: str | None, overrides: dict) -> AdaptSettings:
-    """Defaults, then the preset, then explicit overrides (CLI flags), in that order of precedence."""
+    """Defaults, then the preset, then explicit overrides (CLI flags), in that order of precedence.
+
+    With ``resume`` and a run record in the output directory, the record is the run: its settings are used, and a
+    preset value or flag that contradicts it is a ValueError naming it (logging / saving flags may change).
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    preset_values = load_preset(preset) if preset else {}
+    if overrides.get("resume"):
+        resumed = _resumed_settings(preset, preset_values, overrides)
+        if resumed is not None:
+            return resumed
     settings = AdaptSettings()
     if preset:
-        settings.apply(load_preset(preset), f"preset {preset!r}")
+        settings.apply(preset_values, f"preset {preset!r}")
         settings.output_dir = overrides.get("output_dir") or f"runs/diffusion-lm-{os.path.basename(preset)}"
-    settings.apply({k: v for k, v in overrides.items() if v is not None}, "arguments")
+    settings.apply(overrides, "arguments")
     if settings.reuse_mask_token_id is not None and "mask_token" not in overrides:
         settings.mask_token = None
-    if settings.block_size < 2 or settings.batch_size < 1 or settings.max_steps < 1:
-        raise ValueError("block_size must be >= 2, batch_size >= 1 and max_steps >= 1")
+    settings.validate()
+    return settings
+
+
+def _resumed_settings(preset: str | None, preset_values: dict, overrides: dict) -> AdaptSettings | None:
+    """The recorded run of the output directory (None when it has no record)."""
+    output_dir = overrides.get("output_dir")
+    resume = overrides["resume"]
+    if output_dir is None and isinstance(resume, str) and resume not in ("latest", "true") and os.path.isdir(resume):
+        output_dir = os.path.dirname(os.path.normpath(resume))  # --resume runs/x/checkpoint-40 alone
+    if output_dir is None:
+        output_dir = f"runs/diffusion-lm-{os.path.basename(preset)}" if preset else AdaptSettings.output_dir
+    record = load_run_record(output_dir)
+    if record is None:
+        return None
+    AdaptSettings().apply({k: v for k, v in overrides.items() if k != "resume"}, "arguments")  # unknown names
+    requested = {**preset_values, **overrides}
+    if "reuse_mask_token_id" in overrides and "mask_token" not in overrides:
+        requested["mask_token"] = None
+    problems = contradictions(record, requested)
+    if problems:
+        source = f" (from --preset {preset})" if preset else ""
+        raise ValueError(f"--resume: {problems[0]}{source} contradicts the run recorded in {output_dir}; drop the "
+                         "flag to continue that run, or start a new one in another --output-dir")
+    settings = settings_from_record(record, output_dir)
+    settings.apply({k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE}, "arguments")
+    settings.validate()
     return settings
 
 
@@ -121,11 +294,16 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
 
 
 def load_base(settings: AdaptSettings):
-    """(AR model, tokenizer, base name for the card)."""
+    """(AR model, tokenizer, base name for the card). The family, ``block_size`` and the reused mask token id are
+    checked against the base's config and tokenizer before its weights (or any data) load."""
     base = settings.base or require_embedded_gguf()
     source = ARSource.parse(base)
+    config = load_ar_config(source)
+    check_block_size(config, settings.block_size)
     dtype = torch.bfloat16 if settings.bf16 and torch.cuda.is_available() else torch.float32
     model, tokenizer = load_ar_model(source, dtype=dtype)
+    if settings.reuse_mask_token_id is not None:
+        check_reusable_token_id(tokenizer, settings.reuse_mask_token_id)
     return model, tokenizer, (EMBEDDED_BASE_NAME if settings.base is None else base)
 
 
@@ -148,7 +326,20 @@ def build_train_dataset(settings: AdaptSettings, ar_model, tokenizer, args: Diff
                 config_name=settings.dataset_config,
                 streaming=settings.streaming,
             )
-        return pack_tokens(raw, tokenizer, settings.block_size, text_column=settings.text_column)
+        packed = pack_tokens(raw, tokenizer, settings.block_size, text_column=settings.text_column)
+        require_blocks(packed, settings.dataset or "the embedded corpus", settings.block_size, "--dataset")
+        return packed
+
+
+def require_blocks(packed, name: str, block_size: int, flag: str) -> None:
+    """ValueError naming the corpus when it yields no full block of ``block_size`` tokens."""
+    if isinstance(packed, IterableDataset):
+        empty = next(iter(packed), None) is None
+    else:
+        empty = len(packed) == 0
+    if empty:
+        raise ValueError(f"{flag} {name} is shorter than one block of {block_size} tokens; give it more text or "
+                         "use a smaller --block-size")
 
 
 def build_eval_dataset(settings: AdaptSettings, tokenizer):
@@ -156,54 +347,141 @@ def build_eval_dataset(settings: AdaptSettings, tokenizer):
         return None
     packed = pack_tokens(load_text_dataset(settings.eval_dataset), tokenizer, settings.block_size,
                          text_column=settings.text_column)
+    require_blocks(packed, settings.eval_dataset, settings.block_size, "--eval-dataset")
     return packed.select(range(min(settings.eval_samples, len(packed))))
 
 
 def resume_checkpoint(settings: AdaptSettings) -> str | None:
+    """The checkpoint to resume from (None: start from the base), after checking the run record agrees."""
     if settings.resume in (None, False, ""):
         return None
+    record = load_run_record(settings.output_dir)
+    if record is not None:
+        problems = contradictions(record, dataclasses.asdict(settings))
+        if problems:
+            raise ValueError(f"resume: {problems[0]} contradicts the run recorded in {settings.output_dir}")
     if settings.resume in (True, "latest", "true"):
         last = get_last_checkpoint(settings.output_dir) if os.path.isdir(settings.output_dir) else None
         if last is None:
-            print(f"No checkpoint in {settings.output_dir}; starting from the base model.", flush=True)
-        return last
-    if not os.path.isdir(settings.resume):
-        raise ValueError(f"--resume checkpoint not found: {settings.resume}")
-    return settings.resume
+            if record is None:
+                raise FileNotFoundError(f"--resume: nothing to resume in {settings.output_dir} (no run record, no "
+                                        "checkpoint-* directory); drop --resume to start a new run")
+            print(f"No checkpoint in {settings.output_dir} yet; starting the recorded run from the base model.",
+                  flush=True)
+            return None
+    else:
+        last = str(settings.resume)
+        if not os.path.isfile(os.path.join(last, "trainer_state.json")):
+            raise FileNotFoundError(f"--resume: {last} is not a checkpoint directory (no trainer_state.json)")
+    if record is None:
+        print(f"No run record in {settings.output_dir}: resuming with the settings given.", flush=True)
+    print(f"Resuming {settings.output_dir} from {last} (step {checkpoint_step(last)} of {settings.max_steps}).",
+          flush=True)
+    return last
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+        return int(json.load(f).get("global_step", 0))
+
+
+def final_model_files(directory: str, also: set[str] = frozenset()) -> list[str]:
+    """Top-level files of the final model in ``directory`` (checkpoints, corpus and hidden files excluded)."""
+    found = []
+    for name in os.listdir(directory):
+        if name.startswith(".") or not os.path.isfile(os.path.join(directory, name)):
+            continue
+        if name in also or any(fnmatch.fnmatch(name, pattern) for pattern in FINAL_MODEL_FILES):
+            found.append(name)
+    return found
+
+
+def replace_final_model(staging: str, output_dir: str) -> None:
+    """Put the complete model in ``staging`` in place of the one in ``output_dir``, by renames only.
+
+    The old model's files leave first (config.json first of all), the new ones arrive after (config.json last):
+    a kill at any point leaves a complete model or one without config.json that nothing loads, never new weights
+    beside the old config, card or record. A resume rewrites the final model from the last checkpoint.
+    """
+    new_files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
+    previous = os.path.join(output_dir, FINAL_PREVIOUS)
+    shutil.rmtree(previous, ignore_errors=True)
+    os.makedirs(previous)
+    old_files = final_model_files(output_dir, also=set(new_files))
+    for name in sorted(old_files, key=lambda name: name != "config.json"):
+        os.replace(os.path.join(output_dir, name), os.path.join(previous, name))
+    for name in new_files:
+        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, info: dict) -> None:
-    """Model, tokenizer, trainer_state.json and the adaptation record into output_dir, file by file atomically."""
-    staging = os.path.join(settings.output_dir, ".final-staging")
+    """Model, tokenizer, card, training record and trainer_state.json into output_dir, replacing an older final model
+    atomically (see ``replace_final_model``)."""
+    staging = os.path.join(settings.output_dir, FINAL_STAGING)
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(staging)
     if trainer.args.should_save:
         tokenizer.save_pretrained(staging)
         # README.md model card + diffusion_lm_training.json, named after the output directory (not the staging one)
         write_card(staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)))
-        # config.json last: a reader that sees it sees complete weights
-        files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
-        for name in files:
-            os.replace(os.path.join(staging, name), os.path.join(settings.output_dir, name))
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_final_model(staging, settings.output_dir)
         trainer.save_state()
     trainer.accelerator.wait_for_everyone()
 
 
+def _finished_training_loss(settings: AdaptSettings, state) -> float | None:
+    """The training loss of a run that had finished: from its record, else the logged losses."""
+    previous = os.path.join(settings.output_dir, "diffusion_lm_training.json")
+    if os.path.isfile(previous):
+        with open(previous, encoding="utf-8") as f:
+            record = json.load(f)
+        if record.get("steps") == state.global_step and record.get("final_train_loss") is not None:
+            return record["final_train_loss"]
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    return sum(losses) / len(losses) if losses else None
+
+
 def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> dict:
-    """The whole run: load, convert, pack, train (resumable), save, sample. Returns a summary dict."""
+    """The whole run: load, convert, pack, train (resumable), save, sample. Returns a summary dict.
+
+    Resuming a run whose checkpoint already reached ``max_steps`` trains no further step: the final model is
+    written again from that checkpoint (as when the run was killed during its final save).
+    """
+    from transformers import TrainerState
+
     started = time.time()
-    ar_model, tokenizer, base_name = load_base(settings)
+    settings.validate()
+    checkpoint = resume_checkpoint(settings)
     args = training_arguments(settings, has_eval=settings.eval_dataset is not None)
-    train_dataset = build_train_dataset(settings, ar_model, tokenizer, args)
-    eval_dataset = build_eval_dataset(settings, tokenizer)
-    model, tokenizer = convert_ar_model(
-        ar_model, tokenizer, mask_token=settings.mask_token, reuse_mask_token_id=settings.reuse_mask_token_id,
-        seed=settings.seed,
-    )
-    del ar_model
+    finished = checkpoint is not None and checkpoint_step(checkpoint) >= settings.max_steps
+    if finished:
+        print(f"{checkpoint} already reached --max-steps {settings.max_steps}: no further training, writing the "
+              "final model from it.", flush=True)
+        model, tokenizer = load_checkpoint_model(checkpoint)
+        base_name = model.config._name_or_path = (EMBEDDED_BASE_NAME if settings.base is None else settings.base)
+        train_dataset = eval_dataset = None
+    else:
+        ar_model, tokenizer, base_name = load_base(settings)
+        train_dataset = build_train_dataset(settings, ar_model, tokenizer, args)
+        eval_dataset = build_eval_dataset(settings, tokenizer)
+        # a new run (or an old one without a record) is recorded once its data is ready, before the first step
+        if args.should_save and (not settings.resume or load_run_record(settings.output_dir) is None):
+            save_run_record(settings)
+        model, tokenizer = convert_ar_model(
+            ar_model, tokenizer, mask_token=settings.mask_token, reuse_mask_token_id=settings.reuse_mask_token_id,
+            seed=settings.seed,
+        )
+        del ar_model
+        model.config._name_or_path = base_name
+        # block diffusion is a property of the model: its config carries the mode and block size for decoding
+        model.config.attention_mode = settings.attention_mode
+        model.config.diffusion_block_size = settings.diffusion_block_size
     if settings.attn_implementation:
         model.set_attn_implementation(settings.attn_implementation)
-    model.config._name_or_path = base_name
     trainer = DiffusionTrainer(
         model=model,
         args=args,
@@ -213,7 +491,11 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(settings))
+    if finished:
+        trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        training_loss = _finished_training_loss(settings, trainer.state)
+    else:
+        training_loss = trainer.train(resume_from_checkpoint=checkpoint).training_loss
     tokens_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps * \
         settings.block_size * trainer.accelerator.num_processes
     info = {
@@ -224,6 +506,8 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         "tokens": tokens_seen,
         "block_size": settings.block_size,
         "anneal_steps": settings.anneal_steps,
+        "attention_mode": model.config.attention_mode,
+        "diffusion_block_size": model.config.diffusion_block_size,
         "shift": bool(model.config.shift),
         "mask_token": tokenizer.convert_ids_to_tokens(model.config.mask_token_id),
         "mask_token_id": model.config.mask_token_id,
@@ -232,12 +516,14 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         "learning_rate": settings.learning_rate,
         "lr_scheduler_type": settings.lr_scheduler_type,
         "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * trainer.accelerator.num_processes,
-        "final_train_loss": result.training_loss,
+        "final_train_loss": training_loss,
     }
     if settings.base is None:
         info["license"] = EMBEDDED_BASE_LICENSE
     save_final(trainer, tokenizer, settings, info)
     summary = {**info, "output_dir": settings.output_dir, "wall_time_s": round(time.time() - started, 1)}
+    if checkpoint is not None:
+        summary["resumed_from"] = checkpoint
     evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     if evaluations:  # the Trainer evaluated at the last step already (eval_steps defaults to max_steps)
         summary["eval_loss_elbo_first"] = evaluations[0]["eval_loss"]
@@ -245,6 +531,22 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     if settings.sample_prompt and trainer.args.should_save:
         summary["sample"] = sample_text(trainer.model, tokenizer, settings.sample_prompt, settings.seed)
     return summary
+
+
+def load_checkpoint_model(checkpoint: str):
+    """The diffusion model and tokenizer a Trainer checkpoint holds."""
+    from transformers import AutoTokenizer
+
+    from .conversion import configure_generation
+    from .models import diffusion_classes_for
+
+    with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type", "")
+    _, model_class = diffusion_classes_for(model_type)  # our own classes, not the copy of their code
+    model = model_class.from_pretrained(checkpoint, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=True)
+    configure_generation(model, tokenizer)
+    return model, tokenizer
 
 
 def sample_text(model, tokenizer, prompt: str, seed: int, new_tokens: int = 32) -> str:

@@ -31,11 +31,21 @@ class ARSource:
 
     @classmethod
     def parse(cls, base: str, gguf_file: str | None = None) -> "ARSource":
-        """Accept ``repo_or_dir``, ``repo_or_dir`` + ``gguf_file``, or a path ending in ``.gguf``."""
+        """Accept ``repo_or_dir``, ``repo_or_dir`` + ``gguf_file``, or a path ending in ``.gguf``.
+
+        A local path that does not exist raises FileNotFoundError naming it (no Hub lookup); so does a local
+        directory without ``config.json`` (or without ``gguf_file``).
+        """
+        from .paths import looks_local, require_local_path
+
         if gguf_file is None and base.endswith(".gguf"):
-            if not os.path.isfile(base):
-                raise ValueError(f"GGUF file not found: {base}")
-            return cls(os.path.dirname(os.path.abspath(base)), os.path.basename(base))
+            path = require_local_path(base, "GGUF file", kind="file")
+            return cls(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+        if looks_local(base):
+            base = require_local_path(base, "base model", kind="dir")
+            needed = gguf_file or "config.json"
+            if not os.path.isfile(os.path.join(base, needed)):
+                raise FileNotFoundError(f"base model: {base} has no {needed}; is it a checkpoint directory?")
         return cls(base, gguf_file)
 
     def load_kwargs(self) -> dict:
@@ -46,9 +56,33 @@ def load_ar_model(
     source: ARSource, dtype: torch.dtype | str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The AR model and its tokenizer, exactly as transformers loads them (GGUF is dequantised to float32)."""
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs())
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", **source.load_kwargs())
+    tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", trust_remote_code=True, **source.load_kwargs())
     return model, tokenizer
+
+
+def max_positions(config) -> int | None:
+    """Longest sequence the AR config supports (GPT-2's n_positions, LLaMA / Qwen2's max_position_embeddings)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_block_size(config, block_size: int) -> None:
+    """ValueError when ``block_size`` exceeds what the AR model's positions cover."""
+    limit = max_positions(config)
+    if limit is not None and block_size > limit:
+        raise ValueError(f"block_size {block_size} exceeds the model's {limit} positions "
+                         f"({config.model_type} max_position_embeddings); use --block-size {limit} or less")
+
+
+def load_ar_config(source: ARSource):
+    """The AR config, with the family checked (ValueError listing the supported families) before any weights load."""
+    config = AutoConfig.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+    diffusion_classes_for(config.model_type)
+    return config
 
 
 def diffusion_config_from_ar(ar_config, mask_token_id: int | None, **diffusion_fields):
@@ -59,6 +93,19 @@ def diffusion_config_from_ar(ar_config, mask_token_id: int | None, **diffusion_f
     return config_class(**fields, mask_token_id=mask_token_id)
 
 
+def check_reusable_token_id(tokenizer: PreTrainedTokenizerBase, token_id: int) -> None:
+    """ValueError unless ``token_id`` is a vocabulary id without another role (EOS, PAD, BOS, UNK)."""
+    if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < len(tokenizer):
+        raise ValueError(f"reuse_mask_token_id {token_id!r} is outside the tokenizer's {len(tokenizer)} ids")
+    # a token with a role would be masked away during training and could never be generated as itself
+    roles = {"EOS": tokenizer.eos_token_id, "PAD": tokenizer.pad_token_id, "BOS": tokenizer.bos_token_id,
+             "UNK": tokenizer.unk_token_id}
+    taken = [role for role, role_id in roles.items() if role_id == token_id]
+    if taken:
+        raise ValueError(f"reuse_mask_token_id {token_id} is the tokenizer's {taken[0]} token; reuse an ordinary "
+                         "token id, or add a new mask token (--mask-token) instead")
+
+
 def set_mask_token(
     tokenizer: PreTrainedTokenizerBase,
     mask_token: str | None = DEFAULT_MASK_TOKEN,
@@ -66,8 +113,7 @@ def set_mask_token(
 ) -> int:
     """Give the tokenizer its [MASK]: reuse an existing id, or add ``mask_token`` as a special token. Returns the id."""
     if reuse_token_id is not None:
-        if not 0 <= reuse_token_id < len(tokenizer):
-            raise ValueError(f"reuse_token_id {reuse_token_id} is outside the tokenizer's {len(tokenizer)} ids")
+        check_reusable_token_id(tokenizer, reuse_token_id)
         token = tokenizer.convert_ids_to_tokens(reuse_token_id)
         tokenizer.mask_token = token
         # several ids can decode to the same string; the reused id is what counts
@@ -155,8 +201,7 @@ def convert_checkpoint(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load an AR checkpoint (Hub id, directory or .gguf path) and convert it (see ``convert_ar_model``)."""
     source = ARSource.parse(base, gguf_file)
-    ar_config = AutoConfig.from_pretrained(source.path, **source.load_kwargs())
-    diffusion_classes_for(ar_config.model_type)  # fail early on an unsupported family, before loading weights
+    load_ar_config(source)  # fail early on an unsupported family, before loading weights
     ar_model, tokenizer = load_ar_model(source, dtype=dtype)
     model, tokenizer = convert_ar_model(ar_model, tokenizer, **convert_kwargs)
     model.config._name_or_path = base

@@ -5,12 +5,14 @@ Packing joins documents with EOS into one token stream and cuts it into fixed bl
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from dataclasses import dataclass
 
 import torch
 from datasets import Dataset, IterableDataset, load_dataset
+from datasets.exceptions import DatasetsError
 
 _LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -24,6 +26,39 @@ def _local_files(dataset: str) -> list[str]:
     return sorted(glob.glob(dataset))
 
 
+def check_text_file(path: str) -> None:
+    """ValueError naming ``path`` when it is empty or not text (a NUL byte or invalid UTF-8 in its first 64 KiB)."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"corpus file {path} is empty")
+    if path.endswith(".parquet"):
+        return
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\0" in head:
+        raise ValueError(f"corpus file {path} is binary, not text (it holds NUL bytes)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 4:  # a multi-byte character cut at the end of the window is fine
+            raise ValueError(f"corpus file {path} is not UTF-8 text (invalid byte at offset {error.start})") from None
+    if not head.strip():
+        raise ValueError(f"corpus file {path} holds only whitespace")
+
+
+@contextlib.contextmanager
+def _no_load_count_ping():
+    """datasets pings its servers to count loads of packaged builders (text, json, ...); reading local files must
+    not touch the network."""
+    import datasets.config
+
+    previous = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = previous
+
+
 def load_text_dataset(
     dataset: str,
     *,
@@ -32,18 +67,32 @@ def load_text_dataset(
     streaming: bool = False,
     text_sample_by: str = "paragraph",
 ) -> Dataset | IterableDataset:
-    """A text dataset from a Hub name or local file(s) (path, glob or directory of same-type files)."""
+    """A text dataset from a Hub name or local file(s) (path, glob or directory of same-type files).
+
+    A local path that does not exist raises FileNotFoundError at once (no Hub lookup); empty, binary or unreadable
+    files raise ValueError naming the file.
+    """
+    from .paths import looks_local, require_local_path
+
+    if looks_local(dataset):
+        dataset = require_local_path(dataset, "dataset")
     files = _local_files(dataset)
     if files:
         extensions = {os.path.splitext(f)[1] for f in files}
         builders = {_LOCAL_BUILDERS.get(ext) for ext in extensions}
         if None in builders or len(builders) != 1:
             raise ValueError(f"local dataset files must share one of {sorted(_LOCAL_BUILDERS)}; got {sorted(extensions)}")
+        for file in files:
+            check_text_file(file)
         builder = builders.pop()
         extra = {"sample_by": text_sample_by} if builder == "text" else {}
-        return load_dataset(builder, data_files=files, split="train", streaming=streaming, **extra)
-    if os.path.sep in dataset and not os.path.exists(dataset) and dataset.startswith((".", "/")):
-        raise ValueError(f"dataset path does not exist: {dataset}")
+        try:
+            with _no_load_count_ping():
+                return load_dataset(builder, data_files=files, split="train", streaming=streaming, **extra)
+        except DatasetsError as error:  # e.g. malformed JSON: name the file, not the builder's internals
+            cause = error.__cause__ or error
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise ValueError(f"cannot read {', '.join(files)} as {builder}: {detail}") from error
     return load_dataset(dataset, config_name, split=split, streaming=streaming)
 
 

@@ -25,7 +25,8 @@ def diffusion_classes_for(model_type: str):
     ar_type = DIFFUSION_MODEL_TYPES.get(model_type, model_type)
     if ar_type not in FAMILIES:
         supported = ", ".join(sorted(FAMILIES))
-        raise ValueError(f"model_type {model_type!r} is not supported; supported AR families: {supported}")
+        raise ValueError(f"model_type {model_type!r} is not supported: diffusion-lm adapts decoder-only LMs of the "
+                         f"families {supported} (and their diffusion versions)")
     return FAMILIES[ar_type]
 
 

@@ -553,6 +553,10 @@ def load_sft_dataset(
     """
     from datasets import load_dataset
 
+    from .paths import looks_local
+
+    if looks_local(dataset) and not os.path.exists(dataset):
+        raise FileNotFoundError(f"dataset file not found: {dataset}")  # a local path never goes to the Hub
     if dataset.endswith((".json", ".jsonl")):
         if not os.path.isfile(dataset):
             raise ValueError(f"dataset file not found: {dataset}")

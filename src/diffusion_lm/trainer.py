@@ -74,6 +74,19 @@ class DiffusionTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        # values TrainingArguments accepts but no run can use (it would divide by zero or train backwards)
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.per_device_train_batch_size < 1:
+            raise ValueError(f"per_device_train_batch_size must be >= 1, got {self.per_device_train_batch_size}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be > 0 (or -1 to train for num_train_epochs), got {self.max_steps}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if str(self.save_strategy) in ("steps", "SaveStrategy.STEPS") and not self.save_steps > 0:
+            raise ValueError(f"save_steps must be > 0 with save_strategy='steps', got {self.save_steps}")
         super().__post_init__()
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
             raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}")

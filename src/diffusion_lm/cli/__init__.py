@@ -1,9 +1,15 @@
-"""``diffusion-lm`` command line: one module per subcommand, each with ``add_arguments(parser)`` and ``run(args)``."""
+"""``diffusion-lm`` command line: one module per subcommand, each with ``add_arguments(parser)`` and ``run(args)``.
+
+Errors a user can fix (bad values, missing paths, an unreachable Hub) print one or two lines and exit non-zero;
+``--debug`` (before or after the command) or ``DIFFUSION_LM_DEBUG=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 # subcommand -> (module under diffusion_lm.cli, one-line help). Modules are imported only when their command runs.
@@ -19,13 +25,45 @@ SUBCOMMANDS = {
     "import-reference": ("hub", "convert a released DiffuGPT / DiffuLLaMA checkpoint into diffusion-lm classes"),
 }
 
+# the arguments that name models or data: (attribute, how the message names it, what it may be)
+# "model" / "dataset": a local path (checked here) or a Hub id; "dir" / "file": always a local path
+REFERENCE_ARGUMENTS = {
+    "adapt": [("base", "--base", "model"), ("dataset", "--dataset", "dataset"),
+              ("eval_dataset", "--eval-dataset", "dataset")],
+    "generate": [("model", "MODEL_DIR", "model")],
+    "infill": [("model", "MODEL_DIR", "model")],
+    "chat": [("model", "MODEL_DIR", "model")],
+    "sft": [("model", "--model", "model"), ("dataset", "--dataset", "dataset"),
+            ("eval_dataset", "--eval-dataset", "dataset")],
+    "eval": [("model", "--model", "model"), ("ar_baseline", "--ar-baseline", "model"),
+             ("data_dir", "--data-dir", "dir"), ("ppl_data", "--ppl-data", "file")],
+    "push": [("model_dir", "MODEL_DIR", "dir")],
+    "card": [("model_dir", "MODEL_DIR", "dir")],
+    "import-reference": [("src", "SRC", "model")],
+}
+
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "DIFFUSION_LM_DEBUG"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a two-line message instead of the whole usage block for a bad flag or value."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n  (see `{self.prog} --help`)\n")
+
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusion-lm", description=__doc__)
+    parser = ArgumentParser(prog="diffusion-lm", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    debug_help = f"show the full traceback on errors (also {DEBUG_ENV}=1)"
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     requested = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=debug_help)
         if name == requested:  # only the command being run imports its (heavier) module
             module = importlib.import_module(f"diffusion_lm.cli.{module_name}")
             module.add_arguments(sub, name)
@@ -33,10 +71,131 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+class HubUnreachableError(ConnectionError):
+    """A Hub id was given, it is not in the local cache, and huggingface.co does not answer."""
+
+
+def check_references(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """Check every local path argument (FileNotFoundError naming it, no Hub lookup) and expand ``~`` in place.
+    Returns the (label, Hub id, category) of the arguments that are Hub ids."""
+    from ..paths import looks_local, require_local_path, resolve_model_reference
+
+    hub_ids = []
+    for attribute, label, category in REFERENCE_ARGUMENTS.get(args.command, []):
+        value = getattr(args, attribute, None)
+        if value is None:
+            continue
+        if category in ("dir", "file"):
+            setattr(args, attribute, require_local_path(value, label, kind=category))
+        elif not looks_local(value):
+            hub_ids.append((label, value, category))
+        elif category == "model":
+            gguf = attribute in ("base", "ar_baseline")  # AR bases may be GGUF files
+            setattr(args, attribute, resolve_model_reference(value, label, gguf=gguf))
+        else:
+            setattr(args, attribute, require_local_path(value, label))
+    return hub_ids
+
+
+@contextlib.contextmanager
+def hub_access(hub_ids: list[tuple[str, str, str]]):
+    """When Hub ids are named but huggingface.co does not answer, run offline: cached models load, anything else
+    fails at once instead of after half a minute of retries."""
+    from ..paths import HUB_HOST, hub_offline, hub_offline_flag, hub_reachable, model_in_hub_cache
+
+    if not hub_ids or hub_offline_flag() or hub_reachable():
+        yield
+        return
+    for label, repo_id, category in hub_ids:
+        if category == "model" and not model_in_hub_cache(repo_id):
+            raise HubUnreachableError(
+                f"{label} {repo_id!r} is not a local path nor in the Hub cache, and {HUB_HOST} cannot be reached; "
+                "pass a local directory (or .gguf file), or retry online"
+            )
+    names = ", ".join(repr(hub_id) for _, hub_id, _ in hub_ids)
+    print(f"diffusion-lm: {HUB_HOST} cannot be reached; loading {names} from the local cache", file=sys.stderr,
+          flush=True)
+    with hub_offline():
+        yield
+
+
+def _short(error: BaseException, max_lines: int = 2) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return "\n  ".join(lines[:max_lines])
+
+
+def _is_hub_error(error: BaseException) -> bool:
+    """Network and Hub failures (exit 1): the user's command was fine, the Hub or the connection was not."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(error, (ConnectionError, TimeoutError, HfHubHTTPError, LocalEntryNotFoundError,
+                          OfflineModeIsEnabled)):
+        return True
+    module = type(error).__module__.split(".")[0]
+    if module in ("httpx", "httpx2", "requests", "urllib3"):
+        return True
+    # transformers turns Hub failures into plain OSErrors that name the Hub
+    return type(error) is OSError and ("huggingface.co" in str(error) or "model identifier" in str(error))
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    name = type(error).__name__
+    return isinstance(error, (ConnectionError, TimeoutError)) or name.endswith(("ConnectError", "TimeoutException",
+                                                                               "NetworkError", "ConnectionError"))
+
+
+def _is_usage_error(error: BaseException) -> bool:
+    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return True
+    module = type(error).__module__.split(".")[0]
+    return module in ("datasets", "yaml") and isinstance(error, Exception)
+
+
+def report_error(command: str, error: BaseException) -> int:
+    """Print the one- or two-line message for ``error`` and return the exit status."""
+    prefix = f"diffusion-lm {command}" if command else "diffusion-lm"
+    if isinstance(error, KeyboardInterrupt):
+        print(f"\n{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if _is_hub_error(error):
+        if isinstance(error, HubUnreachableError):
+            print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
+            return EXIT_FAILURE
+        message = _short(error)
+        if _is_connection_error(error):
+            message = f"cannot reach the Hub ({_short(error, 1)})"
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        print("  (check the Hub id, your connection and login, or pass a local path)", file=sys.stderr)
+        return EXIT_FAILURE
+    if _is_usage_error(error):
+        print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(error, OSError):  # disk full, permissions, ...
+        print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{prefix}: error: unexpected {type(error).__name__}: {_short(error, 1)}", file=sys.stderr)
+    print(f"  (this looks like a bug in diffusion-lm; rerun with {DEBUG_FLAG} for the traceback)", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
-    return args._run(args) or 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes") or DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]  # accepted before or after the command
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as stop:  # argparse already printed usage and the problem (or the help)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    vars(args).pop("debug", None)  # already read from argv; commands see only their own arguments
+    try:
+        with hub_access(check_references(args)):
+            return args._run(args) or 0
+    except BaseException as error:  # noqa: BLE001 - every failure ends here, as one message or a traceback
+        if debug or isinstance(error, SystemExit):
+            raise
+        return report_error(args.command, error)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,19 @@ def load_chat_model(path: str, device: str | None = None):
     from ..sft import configure_chat_generation
     from .sft import load_diffusion_model
 
+    from ..paths import looks_local, resolve_model_reference
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_model_reference(path, "MODEL_DIR")
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         from peft import PeftConfig, PeftModel
 
         base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
         if not base_path:
             raise ValueError(f"adapter {path} does not name its base model (base_model_name_or_path)")
+        if looks_local(base_path) and not os.path.exists(os.path.expanduser(base_path)):
+            raise FileNotFoundError(f"adapter {path} names its base model {base_path}, which does not exist "
+                                    "(from this working directory)")
         base, tokenizer = load_diffusion_model(base_path)
         model = PeftModel.from_pretrained(base, path)
         if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
@@ -61,6 +67,12 @@ def _validate(args) -> None:
         raise ValueError("--steps must be >= 1")
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError("--top-p must be in (0, 1]")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError("--top-k must be >= 1")
+    if args.block_length is not None and (args.block_length < 1 or args.max_new_tokens % args.block_length):
+        raise ValueError(f"--block-length must divide --max-new-tokens ({args.max_new_tokens})")
 
 
 def run(args: argparse.Namespace) -> int:

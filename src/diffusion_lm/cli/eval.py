@@ -82,6 +82,9 @@ def load_diffusion_checkpoint(path: str, dtype="float32", device: str = "cpu"):
     import diffusion_lm  # noqa: F401  (registers the diffusion model types with the Auto classes)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from diffusion_lm.paths import resolve_model_reference
+
+    path = resolve_model_reference(path, "--model")
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "mask_token_id", None) is None:
         raise ValueError(f"{path} is not a diffusion checkpoint (its config has no mask_token_id)")

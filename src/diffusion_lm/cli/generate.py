@@ -63,6 +63,9 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from ..models import DIFFUSION_MODEL_TYPES  # diffusion_lm's import registered our types with the Auto classes
+    from ..paths import resolve_model_reference
+
+    path = resolve_model_reference(path, "MODEL_DIR")
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if config.model_type not in DIFFUSION_MODEL_TYPES and getattr(config, "mask_token_id", None) is None:

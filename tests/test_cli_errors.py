@@ -1,0 +1,381 @@
+"""Bad inputs fail early and briefly: the CLI prints one to three lines naming the problem (no traceback, no network
+for local paths, exit 2 for usage errors, 1 for an unreachable Hub); the Python API raises ValueError /
+FileNotFoundError naming the field or path. The table mirrors docs/bad_inputs.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+
+import pytest
+import torch
+from tiny import WORDS, save_tiny_ar_checkpoint, tiny_diffusion_model
+from transformers import BertConfig, GPT2Config, T5Config
+
+from diffusion_lm.cli import main
+
+FAST_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """Paths of tiny checkpoints and good / bad files, as a dict for formatting argv templates."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    paths = {"root": str(root), "missing": str(root / "no-such-dir")}
+    paths["ar"] = save_tiny_ar_checkpoint(str(root / "ar-llama"), "llama")
+    paths["ar_gpt2"] = save_tiny_ar_checkpoint(str(root / "ar-gpt2"), "gpt2")
+    model, tokenizer = tiny_diffusion_model("llama")
+    paths["diff"] = str(root / "diffusion")
+    model.save_pretrained(paths["diff"])
+    tokenizer.save_pretrained(paths["diff"])
+    for name, config in (("t5", T5Config(d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32, vocab_size=100)),
+                         ("bert", BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, vocab_size=100))):
+        paths[name] = str(root / name)
+        config.save_pretrained(paths[name])
+    os.makedirs(root / "runs")
+    paths["empty_dir"] = str(root / "empty-dir")
+    os.makedirs(paths["empty_dir"])
+    rng = random.Random(0)
+    files = {
+        "corpus": "\n\n".join(" ".join(rng.choice(WORDS[:60]) for _ in range(30)) for _ in range(40)),
+        "empty": "",
+        "spaces": "   \n\n  \n",
+        "short": "the cat sat on the mat",
+        "alpaca": json.dumps([{"instruction": "say hello", "input": "", "output": "hello"}] * 4),
+    }
+    for name, text in files.items():
+        paths[name] = str(root / (f"{name}.json" if name == "alpaca" else f"{name}.txt"))
+        with open(paths[name], "w", encoding="utf-8") as f:
+            f.write(text)
+    paths["binary"] = str(root / "binary.txt")
+    with open(paths["binary"], "wb") as f:
+        f.write(bytes(range(256)) * 8)
+    paths["bad_json"] = str(root / "broken.jsonl")
+    with open(paths["bad_json"], "w", encoding="utf-8") as f:
+        f.write('{"text": "fine"}\n{"text": unquoted}\n')
+    paths["adapter"] = str(root / "adapter")
+    os.makedirs(paths["adapter"])
+    with open(os.path.join(paths["adapter"], "adapter_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"peft_type": "LORA", "base_model_name_or_path": str(root / "moved-away-base"), "r": 4,
+                   "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}, f)
+    # an output directory holding a recorded run, for --resume contradictions
+    from diffusion_lm.adapt import RUN_RECORD_NAME, AdaptSettings
+
+    paths["recorded"] = str(root / "recorded-run")
+    os.makedirs(paths["recorded"])
+    recorded = AdaptSettings(base=paths["ar"], dataset=paths["corpus"], output_dir=paths["recorded"], block_size=16)
+    with open(os.path.join(paths["recorded"], RUN_RECORD_NAME), "w", encoding="utf-8") as f:
+        json.dump(recorded.run_record(), f)
+    return paths
+
+
+@pytest.fixture
+def no_network(ws, monkeypatch):
+    """Every connection and DNS lookup fails (and is recorded), as on a machine without network. Runs in the
+    workspace, where ``runs/`` exists (so ``runs/name`` is a local path, not a Hub id)."""
+    monkeypatch.chdir(ws["root"])
+    attempts = []
+
+    def refuse_connect(self, address):
+        attempts.append(address)
+        raise OSError(101, "Network is unreachable (blocked by the test)")
+
+    def refuse_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror(-2, "Name or service not known (blocked by the test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+    return attempts
+
+
+def adapt(*flags):
+    return ["adapt", "--base", "{ar}", "--dataset", "{corpus}", "--output-dir", "{root}/out", "--max-steps", "2",
+            "--block-size", "16", "--batch-size", "2", "--no-sample", *flags]
+
+
+def sft(*flags):
+    return ["sft", "--model", "{diff}", "--dataset", "{alpaca}", "--output-dir", "{root}/sft-out", *flags]
+
+
+# (id, argv template, expected exit status, text the message must contain, whether the Hub may be tried)
+CASES = [
+    # adapt: paths
+    ("adapt-base-missing-absolute", adapt("--base", "{missing}/model"), 2, "no-such-dir/model", False),
+    ("adapt-base-missing-relative", adapt("--base", "./no-such-model"), 2, "./no-such-model", False),
+    ("adapt-base-missing-under-existing-dir", adapt("--base", "{root}/nothing-here"), 2, "nothing-here", False),
+    ("adapt-base-missing-gguf", adapt("--base", "model.Q4.gguf"), 2, "model.Q4.gguf", False),
+    ("adapt-base-is-a-file", adapt("--base", "{corpus}"), 2, "corpus.txt", False),
+    ("adapt-base-dir-without-config", adapt("--base", "{empty_dir}"), 2, "config.json", False),
+    ("adapt-base-hub-id-offline", adapt("--base", "someone/some-model"), 1, "someone/some-model", True),
+    ("adapt-dataset-missing", adapt("--dataset", "{missing}/corpus.jsonl"), 2, "corpus.jsonl", False),
+    ("adapt-dataset-glob-matches-nothing", adapt("--dataset", "{root}/*.parquet"), 2, "*.parquet", False),
+    ("adapt-eval-dataset-missing", adapt("--eval-dataset", "held-out.jsonl"), 2, "held-out.jsonl", False),
+    ("adapt-resume-checkpoint-missing", adapt("--resume", "{missing}/checkpoint-4"), 2, "checkpoint-4", False),
+    ("adapt-resume-nothing-to-resume", ["adapt", "--output-dir", "{empty_dir}", "--resume"], 2, "nothing to resume",
+     False),
+    ("adapt-resume-contradicting-flag", ["adapt", "--output-dir", "{recorded}", "--resume", "--block-size", "32"], 2,
+     "--block-size", False),
+    ("adapt-resume-contradicting-dataset", ["adapt", "--output-dir", "{recorded}", "--resume", "--dataset",
+                                            "{short}"], 2, "--dataset", False),
+    # adapt: corpora
+    ("adapt-corpus-empty", adapt("--dataset", "{empty}"), 2, "empty.txt", False),
+    ("adapt-corpus-whitespace", adapt("--dataset", "{spaces}"), 2, "spaces.txt", False),
+    ("adapt-corpus-binary", adapt("--dataset", "{binary}"), 2, "binary.txt", False),
+    ("adapt-corpus-shorter-than-a-block", adapt("--dataset", "{short}"), 2, "short.txt", False),
+    ("adapt-corpus-malformed-json", adapt("--dataset", "{bad_json}"), 2, "broken.jsonl", False),
+    ("adapt-eval-corpus-shorter-than-a-block", adapt("--eval-dataset", "{short}"), 2, "--eval-dataset", False),
+    # adapt: model checks before any data loads
+    ("adapt-unsupported-t5", adapt("--base", "{t5}"), 2, "gpt2, llama, qwen2", False),
+    ("adapt-unsupported-bert", adapt("--base", "{bert}"), 2, "'bert'", False),
+    ("adapt-mask-is-eos", adapt("--reuse-mask-token-id", "2"), 2, "EOS", False),
+    ("adapt-mask-is-pad", adapt("--reuse-mask-token-id", "0"), 2, "PAD", False),
+    ("adapt-mask-is-bos", adapt("--reuse-mask-token-id", "1"), 2, "BOS", False),
+    ("adapt-mask-outside-vocab", adapt("--reuse-mask-token-id", "5000"), 2, "5000", False),
+    ("adapt-mask-negative", adapt("--reuse-mask-token-id", "-1"), 2, "--reuse-mask-token-id", False),
+    ("adapt-block-size-above-positions-llama", adapt("--block-size", "4096"), 2, "block_size 4096", False),
+    ("adapt-block-size-above-positions-gpt2", adapt("--base", "{ar_gpt2}", "--block-size", "129"), 2, "128 positions",
+     False),
+    # adapt: numbers
+    ("adapt-grad-accum-zero", adapt("--gradient-accumulation-steps", "0"), 2, "--gradient-accumulation-steps", False),
+    ("adapt-weight-decay-negative", adapt("--weight-decay", "-0.1"), 2, "--weight-decay", False),
+    ("adapt-save-steps-zero", adapt("--save-steps", "0"), 2, "--save-steps", False),
+    ("adapt-max-steps-zero", adapt("--max-steps", "0"), 2, "--max-steps", False),
+    ("adapt-batch-size-zero", adapt("--batch-size", "0"), 2, "--batch-size", False),
+    ("adapt-learning-rate-zero", adapt("--learning-rate", "0"), 2, "--learning-rate", False),
+    ("adapt-learning-rate-negative", adapt("--learning-rate", "-1e-4"), 2, "--learning-rate", False),
+    ("adapt-block-size-one", adapt("--block-size", "1"), 2, "--block-size", False),
+    ("adapt-eval-steps-without-eval-data", adapt("--eval-steps", "5"), 2, "--eval-steps", False),
+    ("adapt-not-an-integer", adapt("--max-steps", "ten"), 2, "--max-steps", False),
+    ("adapt-unknown-choice", adapt("--loss-normalization", "mean"), 2, "--loss-normalization", False),
+    ("adapt-unknown-preset", adapt("--preset", "gpt5"), 2, "gpt5", False),
+    # generate / infill
+    ("generate-model-missing", ["generate", "{missing}", "--prompt", "the"], 2, "no-such-dir", False),
+    ("generate-model-relative-missing", ["generate", "runs/nothing-here-either"], 2, "runs/nothing-here-either", False),
+    ("generate-ar-checkpoint", ["generate", "{ar}", "--max-new-tokens", "4"], 2, "not a diffusion LM", False),
+    ("generate-model-is-a-file", ["generate", "{corpus}"], 2, "corpus.txt", False),
+    ("generate-steps-zero", ["generate", "{diff}", "--steps", "0"], 2, "--steps", False),
+    ("generate-top-p-above-one", ["generate", "{diff}", "--temperature", "1", "--top-p", "1.5"], 2, "--top-p", False),
+    ("generate-negative-length", ["generate", "{diff}", "--max-new-tokens", "-1"], 2, "--max-new-tokens", False),
+    ("generate-block-length-not-dividing", ["generate", "{diff}", "--max-new-tokens", "4", "--block-length", "3"], 2,
+     "--block-length", False),
+    ("infill-length-zero", ["infill", "{diff}", "--prefix", "a", "--suffix", "b", "--length", "0"], 2, "--length",
+     False),
+    ("infill-model-missing", ["infill", "./gone", "--prefix", "a", "--suffix", "b", "--length", "2"], 2, "./gone",
+     False),
+    # chat
+    ("chat-model-missing", ["chat", "{missing}"], 2, "no-such-dir", False),
+    ("chat-max-new-tokens-zero", ["chat", "{diff}", "--max-new-tokens", "0"], 2, "--max-new-tokens", False),
+    ("chat-adapter-base-missing", ["chat", "{adapter}"], 2, "moved-away-base", False),
+    ("chat-hub-id-offline", ["chat", "someone/some-chat-model"], 1, "someone/some-chat-model", True),
+    # sft
+    ("sft-model-missing", ["sft", "--model", "{missing}", "--dataset", "{alpaca}", "--output-dir", "{root}/o"], 2,
+     "no-such-dir", False),
+    ("sft-dataset-missing", sft("--dataset", "{missing}/data.json"), 2, "data.json", False),
+    ("sft-dataset-relative-missing", sft("--dataset", "./data/alpaca"), 2, "./data/alpaca", False),
+    ("sft-dataset-hub-id-offline", sft("--dataset", "data/alpaca"), 1, "data/alpaca", True),
+    ("sft-ar-model", sft("--model", "{ar}"), 2, "not a diffusion LM", False),
+    ("sft-batch-size-zero", sft("--batch-size", "0"), 2, "--batch-size", False),
+    ("sft-merge-without-lora", sft("--merge"), 2, "--merge", False),
+    # eval
+    ("eval-model-missing", ["eval", "--model", "{missing}"], 2, "no-such-dir", False),
+    ("eval-data-dir-missing", ["eval", "--model", "{diff}", "--data-dir", "{root}/eval-data"], 2, "eval-data", False),
+    ("eval-unknown-task", ["eval", "--model", "{diff}", "--tasks", "mmlu"], 2, "mmlu", False),
+    ("eval-mc-samples-zero", ["eval", "--model", "{diff}", "--mc-samples", "0"], 2, "--mc-samples", False),
+    ("eval-ar-baseline-missing", ["eval", "--model", "{diff}", "--ar-baseline", "base.gguf"], 2, "base.gguf", False),
+    ("eval-ppl-data-missing", ["eval", "--model", "{diff}", "--ppl-data", "{root}/wiki.txt"], 2, "wiki.txt", False),
+    # card / push / import-reference
+    ("card-dir-missing", ["card", "{missing}"], 2, "no-such-dir", False),
+    ("card-target-is-a-file", ["card", "{corpus}"], 2, "corpus.txt", False),
+    ("push-dir-missing", ["push", "{missing}", "me/model"], 2, "no-such-dir", False),
+    ("push-invalid-repo-id", ["push", "{diff}", "not a repo id"], 2, "not a repo id", False),
+    ("import-reference-src-missing", ["import-reference", "{missing}", "{root}/imported"], 2, "no-such-dir", False),
+    ("import-reference-hub-id-offline", ["import-reference", "someone/diffugpt-x", "{root}/imported"], 1,
+     "someone/diffugpt-x", True),
+    # the dispatcher itself
+    ("no-command", [], 2, "COMMAND", False),
+    ("unknown-command", ["frobnicate"], 2, "frobnicate", False),
+]
+
+
+@pytest.mark.parametrize("argv,status,needle,may_use_hub", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_fails_early_with_a_short_message(ws, no_network, capsys, argv, status, needle, may_use_hub):
+    argv = [arg.format(**ws) for arg in argv]
+    started = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    message = [line for line in err.strip().splitlines() if line.strip() and not _progress_line(line)]
+    assert code == status, err
+    assert needle.format(**ws) in err, err
+    assert "Traceback" not in out + err
+    assert 1 <= len(message) <= 3, err
+    assert message[0].startswith("diffusion-lm"), err
+    assert elapsed < FAST_S
+    if not may_use_hub:
+        assert no_network == [], f"tried the network for a local input: {no_network}"
+
+
+def _progress_line(line: str) -> bool:
+    # tqdm bars (loading weights, reading files) are not part of the error message
+    return "it/s]" in line or "examples/s]" in line or "%|" in line
+
+
+def test_debug_flag_and_environment_show_the_traceback(ws, no_network, monkeypatch):
+    argv = adapt("--base", "{missing}/model")
+    for position in (0, 1):  # `diffusion-lm --debug adapt ...` and `diffusion-lm adapt --debug ...`
+        with pytest.raises(FileNotFoundError, match="no-such-dir/model"):
+            main([arg.format(**ws) for arg in argv[:position] + ["--debug"] + argv[position:]])
+    monkeypatch.setenv("DIFFUSION_LM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main([arg.format(**ws) for arg in argv])
+
+
+def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
+    import diffusion_lm.cli.generate as generate
+
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "load_model", interrupted)
+    assert main(["generate", ws["diff"]]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("an internal invariant broke\nsecond line of detail")
+
+    monkeypatch.setattr(generate, "load_model", bug)
+    assert main(["generate", ws["diff"]]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: an internal invariant broke" in err and "--debug" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+
+
+# --- Python API: the same mistakes raise ValueError / FileNotFoundError naming the field or path --------------------
+def _api_cases(ws):
+    from diffusion_lm.adapt import AdaptSettings, resolve_settings, run_adaptation
+    from diffusion_lm.cli.chat import load_chat_model
+    from diffusion_lm.cli.eval import load_diffusion_checkpoint
+    from diffusion_lm.cli.generate import load_model
+    from diffusion_lm.conversion import convert_checkpoint
+    from diffusion_lm.data import load_text_dataset
+    from diffusion_lm.sft import load_sft_dataset
+    from diffusion_lm.trainer import DiffusionTrainingArguments
+
+    def settings(**overrides):
+        values = dict(base=ws["ar"], dataset=ws["corpus"], output_dir=os.path.join(ws["root"], "api-out"),
+                      max_steps=2, block_size=16, batch_size=2, sample_prompt="")
+        return AdaptSettings(**{**values, **overrides})
+
+    def training_args(**overrides):
+        return lambda: DiffusionTrainingArguments(output_dir=os.path.join(ws["root"], "args"), report_to="none",
+                                                  use_cpu=True, **overrides)
+
+    return [
+        ("convert-missing-dir", lambda: convert_checkpoint(ws["missing"]), FileNotFoundError, "no-such-dir"),
+        ("convert-missing-gguf", lambda: convert_checkpoint("weights.gguf"), FileNotFoundError, "weights.gguf"),
+        ("convert-t5", lambda: convert_checkpoint(ws["t5"]), ValueError, "'t5'"),
+        ("convert-mask-is-eos", lambda: convert_checkpoint(ws["ar"], reuse_mask_token_id=2), ValueError, "EOS"),
+        ("convert-mask-outside-vocab", lambda: convert_checkpoint(ws["ar"], reuse_mask_token_id=10 ** 6), ValueError,
+         "1000000"),
+        ("load-text-missing", lambda: load_text_dataset("corpora/none.txt"), FileNotFoundError, "corpora/none.txt"),
+        ("load-text-empty", lambda: load_text_dataset(ws["empty"]), ValueError, "empty.txt"),
+        ("load-text-binary", lambda: load_text_dataset(ws["binary"]), ValueError, "binary.txt"),
+        ("load-text-malformed", lambda: load_text_dataset(ws["bad_json"]), ValueError, "broken.jsonl"),
+        ("settings-grad-accum", lambda: settings(gradient_accumulation_steps=0).validate(), ValueError,
+         "gradient-accumulation-steps"),
+        ("settings-weight-decay", lambda: settings(weight_decay=-1.0).validate(), ValueError, "weight-decay"),
+        ("settings-save-steps", lambda: settings(save_steps=0).validate(), ValueError, "save-steps"),
+        ("run-short-corpus", lambda: run_adaptation(settings(dataset=ws["short"])), ValueError, "short.txt"),
+        ("run-block-above-positions", lambda: run_adaptation(settings(block_size=512)), ValueError, "512"),
+        ("run-mask-is-pad", lambda: run_adaptation(settings(reuse_mask_token_id=0, mask_token=None)), ValueError,
+         "PAD"),
+        ("resume-contradiction", lambda: resolve_settings(None, {"output_dir": ws["recorded"], "resume": "latest",
+                                                                 "learning_rate": 0.5}),
+         ValueError, "--learning-rate"),
+        ("args-grad-accum", training_args(gradient_accumulation_steps=0), ValueError, "gradient_accumulation_steps"),
+        ("args-weight-decay", training_args(weight_decay=-0.5), ValueError, "weight_decay"),
+        ("args-save-steps", training_args(save_steps=0), ValueError, "save_steps"),
+        ("args-learning-rate", training_args(learning_rate=0.0), ValueError, "learning_rate"),
+        ("args-max-steps", training_args(max_steps=0), ValueError, "max_steps"),
+        ("generate-load-missing", lambda: load_model(ws["missing"]), FileNotFoundError, "no-such-dir"),
+        ("chat-load-missing", lambda: load_chat_model("./nowhere"), FileNotFoundError, "./nowhere"),
+        ("eval-load-missing", lambda: load_diffusion_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
+        ("sft-dataset-missing", lambda: load_sft_dataset("./data/none"), FileNotFoundError, "./data/none"),
+    ]
+
+
+API_CASE_IDS = [
+    "convert-missing-dir", "convert-missing-gguf", "convert-t5", "convert-mask-is-eos", "convert-mask-outside-vocab",
+    "load-text-missing", "load-text-empty", "load-text-binary", "load-text-malformed", "settings-grad-accum",
+    "settings-weight-decay", "settings-save-steps", "run-short-corpus", "run-block-above-positions", "run-mask-is-pad",
+    "resume-contradiction", "args-grad-accum", "args-weight-decay", "args-save-steps", "args-learning-rate",
+    "args-max-steps", "generate-load-missing", "chat-load-missing", "eval-load-missing", "sft-dataset-missing",
+]
+
+
+@pytest.mark.parametrize("case_id", API_CASE_IDS)
+def test_python_api_names_the_problem(ws, no_network, case_id):
+    cases = {case[0]: case[1:] for case in _api_cases(ws)}
+    assert set(cases) == set(API_CASE_IDS)
+    call, error_type, needle = cases[case_id]
+    started = time.perf_counter()
+    with pytest.raises(error_type) as raised:
+        call()
+    assert needle in str(raised.value)
+    assert time.perf_counter() - started < FAST_S
+    assert no_network == []
+
+
+def test_local_path_classification():
+    from diffusion_lm.paths import looks_local
+
+    for name in ("./x", "/abs/x", "~/x", "x.gguf", "corpus/*.jsonl", "a/b/c", "data.json", "bad name!"):
+        assert looks_local(name), name
+    for name in ("gpt2", "HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B", "diffusionfamily/diffugpt-s"):
+        assert not looks_local(name), name
+
+
+# --- generate-side checks (model.generate, Python API) ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def diffusion():
+    model, tokenizer = tiny_diffusion_model("llama")
+    return model, tokenizer
+
+
+def test_generate_refuses_token_ids_outside_the_vocabulary(diffusion):
+    model, _ = diffusion
+    ids = torch.tensor([[5, 6, model.config.vocab_size + 3]])
+    with pytest.raises(ValueError, match="vocab"):
+        model.generate(ids, max_new_tokens=2, steps=2)
+
+
+def test_generate_refuses_max_length_shorter_than_the_prompt(diffusion):
+    model, _ = diffusion
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with pytest.raises(ValueError, match="max_length"):
+        model.generate(ids, max_length=3, steps=2)
+
+
+def test_generate_right_padding_is_refused_or_matches_single_rows(diffusion):
+    model, tokenizer = diffusion
+    pad = tokenizer.pad_token_id
+    rows = [[5, 6, 7, 8], [9, 10]]
+    ids = torch.tensor([rows[0], rows[1] + [pad, pad]])
+    attention_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    try:
+        batched = model.generate(ids, attention_mask=attention_mask, max_new_tokens=3, steps=3)
+    except ValueError as error:
+        assert "pad" in str(error).lower()
+        return
+    for row, prompt in enumerate(rows):
+        single = model.generate(torch.tensor([prompt]), max_new_tokens=3, steps=3)
+        generated = [t for t in batched[row].tolist()[len(prompt):] if t != pad][:3]
+        assert generated == single[0].tolist()[len(prompt):], row

@@ -1,0 +1,162 @@
+"""`diffusion-lm adapt --output-dir D --resume` continues the recorded run, stops at --max-steps, and the final model
+replaces an older one atomically."""
+
+import hashlib
+import json
+import os
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import WORDS, save_tiny_ar_checkpoint
+from transformers import AutoModel, TrainerCallback
+
+import diffusion_lm.adapt as adapt_module
+from diffusion_lm.adapt import RUN_RECORD_NAME, AdaptSettings, run_adaptation
+from diffusion_lm.cli import main
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(" ".join(rng.choice(WORDS[:60]) for _ in range(30)) for _ in range(60)))
+    return str(path)
+
+
+@pytest.fixture
+def base(tmp_path):
+    return save_tiny_ar_checkpoint(str(tmp_path / "ar"), "llama")
+
+
+def cli_flags(base, corpus, out, steps):
+    return ["adapt", "--base", base, "--dataset", corpus, "--output-dir", out, "--max-steps", str(steps),
+            "--anneal-steps", "2", "--block-size", "16", "--batch-size", "2", "--save-steps", "2",
+            "--logging-steps", "1", "--learning-rate", "1e-3", "--seed", "0", "--no-sample"]
+
+
+class KillAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def record(out):
+    return json.load(open(os.path.join(out, "diffusion_lm_training.json")))
+
+
+def logged_steps(out):
+    state = json.load(open(os.path.join(out, "trainer_state.json")))
+    return [entry["step"] for entry in state["log_history"] if "loss" in entry]
+
+
+def test_resume_with_only_the_output_dir_continues_the_recorded_run(tmp_path, base, corpus, capsys, monkeypatch):
+    out = str(tmp_path / "run")
+    settings = AdaptSettings(base=base, dataset=corpus, output_dir=out, max_steps=6, anneal_steps=2, block_size=16,
+                             batch_size=2, save_steps=2, logging_steps=1, learning_rate=1e-3, seed=0,
+                             sample_prompt="")
+    with pytest.raises(KeyboardInterrupt):
+        run_adaptation(settings, callbacks=[KillAfter(3)])
+    assert os.path.isfile(os.path.join(out, RUN_RECORD_NAME))
+    monkeypatch.chdir(tmp_path)  # the record's paths resolve from any working directory
+    assert main(["adapt", "--output-dir", out, "--resume", "--no-sample"]) == 0
+    printed = capsys.readouterr().out
+    assert f"from {os.path.join(out, 'checkpoint-2')} (step 2 of 6)" in printed
+    info = record(out)
+    assert info["base_model"] == base and info["datasets"] == [corpus]  # not the embedded base, not a new corpus
+    assert info["steps"] == 6 and info["block_size"] == 16 and info["learning_rate"] == 1e-3
+    assert logged_steps(out) == [1, 2, 3, 4, 5, 6]
+    # flags that only change logging / saving are accepted; ones that change the run are refused, by name
+    assert main(["adapt", "--output-dir", out, "--resume", "--logging-steps", "3", "--no-sample"]) == 0
+    assert main(["adapt", "--output-dir", out, "--resume", "--anneal-steps", "0"]) == 2
+    assert "--anneal-steps 0" in capsys.readouterr().err
+
+
+def test_resume_repeating_the_recorded_flags_is_accepted(tmp_path, base, corpus, capsys):
+    out = str(tmp_path / "run")
+    assert main(cli_flags(base, corpus, out, steps=2)) == 0
+    assert main(cli_flags(base, corpus, out, steps=2) + ["--resume"]) == 0
+    assert "already reached --max-steps 2" in capsys.readouterr().out
+    assert main(cli_flags(base, corpus, out, steps=3) + ["--resume"]) == 2
+    assert "--max-steps 3" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_trains_no_step_past_max_steps(tmp_path, base, corpus, capsys):
+    out = str(tmp_path / "run")
+    assert main(cli_flags(base, corpus, out, steps=3)) == 0
+    weights = load_file(os.path.join(out, "model.safetensors"))
+    first_loss = record(out)["final_train_loss"]
+    assert main(["adapt", "--output-dir", out, "--resume", "--no-sample"]) == 0
+    info = record(out)
+    assert info["steps"] == 3 and info["final_train_loss"] == first_loss
+    assert logged_steps(out) == [1, 2, 3]
+    assert json.load(open(os.path.join(out, "trainer_state.json")))["global_step"] == 3
+    assert not os.path.exists(os.path.join(out, "checkpoint-4"))
+    card = open(os.path.join(out, "README.md")).read()
+    assert "| Training steps | 3 |" in card
+    for name, tensor in load_file(os.path.join(out, "model.safetensors")).items():
+        torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
+
+
+def _hashes(directory, names=("config.json", "model.safetensors", "README.md", "diffusion_lm_training.json")):
+    return {name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
+            for name in names if os.path.isfile(os.path.join(directory, name))}
+
+
+def test_final_model_replacement_never_mixes_generations(tmp_path, base, corpus, monkeypatch):
+    """Every rename of the final swap leaves either the complete old model, or no config.json (nothing loads)."""
+    out = str(tmp_path / "run")
+    assert main(cli_flags(base, corpus, out, steps=2)) == 0
+    old = _hashes(out)
+    states = []
+    real_replace = os.replace
+
+    def observed_replace(src, dst):
+        real_replace(src, dst)
+        if adapt_module.FINAL_STAGING in str(src) or adapt_module.FINAL_PREVIOUS in str(dst):
+            states.append(_hashes(out))
+
+    monkeypatch.setattr(adapt_module.os, "replace", observed_replace)
+    assert main(cli_flags(base, corpus, out, steps=4)) == 0  # a new run writes over the old final model
+    monkeypatch.undo()
+    assert len(states) > 5
+    for present in states:
+        # weights, card and record all old or all new (config.json may be byte-identical across the two runs)
+        generation = {digest == old[name] for name, digest in present.items() if name != "config.json"}
+        assert len(generation) <= 1, present
+        if "config.json" in present:  # loadable: then complete
+            assert len(present) == 4, present
+    assert record(out)["steps"] == 4 and not os.path.exists(os.path.join(out, adapt_module.FINAL_PREVIOUS))
+
+
+def test_kill_during_the_final_save_then_resume_ends_at_max_steps(tmp_path, base, corpus, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+    assert main(cli_flags(base, corpus, out, steps=2)) == 0  # an older final model in the directory
+    old = _hashes(out)
+    real_replace = os.replace
+
+    def killed_after_the_weights(src, dst):
+        real_replace(src, dst)
+        if adapt_module.FINAL_STAGING in str(src) and str(dst).endswith("model.safetensors"):
+            raise KeyboardInterrupt("killed while moving the final model into place")
+
+    monkeypatch.setattr(adapt_module.os, "replace", killed_after_the_weights)
+    assert main(cli_flags(base, corpus, out, steps=4)) == 130
+    monkeypatch.undo()
+    # the new weights are in place, but neither the old config, card nor record sits beside them
+    present = _hashes(out)
+    assert "config.json" not in present and present["model.safetensors"] != old["model.safetensors"]
+    assert all(present[name] != old[name] for name in ("README.md", "diffusion_lm_training.json") if name in present)
+    capsys.readouterr()
+    assert main(["adapt", "--output-dir", out, "--resume", "--no-sample"]) == 0
+    assert "already reached --max-steps 4" in capsys.readouterr().out
+    assert record(out)["steps"] == 4 and logged_steps(out) == [1, 2, 3, 4]
+    checkpoint = load_file(os.path.join(out, "checkpoint-4", "model.safetensors"))
+    for name, tensor in load_file(os.path.join(out, "model.safetensors")).items():
+        torch.testing.assert_close(tensor, checkpoint[name], rtol=0, atol=0)
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert model.config.mask_token_id == 90
