@@ -174,6 +174,13 @@ def test_harness_command_line_runs_on_the_cpu_and_writes_under_the_output_path(h
 
     from diffusion_lm.evaluation import lm_eval_cli
 
+    from lm_eval import tasks as lm_eval_tasks
+
+    class LocalTasksOnly(lm_eval_tasks.TaskManager):  # the built-in catalogue takes 10+ s to index; none is used
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    monkeypatch.setattr(lm_eval_tasks, "TaskManager", LocalTasksOnly)
     checkpoint, _, _ = harness_setup
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
     monkeypatch.chdir(tmp_path)
