@@ -417,7 +417,7 @@ def test_readme_runs_in_order_on_tiny_stand_ins(tmp_path, monkeypatch, offline, 
     assert os.path.isfile("runs/sft/model.safetensors") and os.path.isfile("runs/sft/adapter/adapter_config.json")
     assert os.path.isfile("runs/eval/sft.json") and glob.glob("runs/eval/harness/**/results_*.json", recursive=True)
     assert not glob.glob("*.json"), "results written into the working directory's root"
-    assert len(hub.commits) == 1
+    assert hub.commits, "the push line committed nothing"
     with capsys.disabled():
         print("\nREADME lines run:\n" + "\n".join(f"  {timing}  {source[:100]}" for timing, source in log))
 
