@@ -153,7 +153,7 @@ def test_saved_model_loads_through_auto_classes(tmp_path):
     model, tokenizer = tiny_diffusion_model("gpt2")
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    config = AutoConfig.from_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)
     assert config.auto_map["AutoModel"].endswith("DiffuGPTForMaskedDiffusion")
     assert config.auto_map["AutoModelForCausalLM"].endswith("DiffuGPTForMaskedDiffusion")
     for trust in (False, True):

@@ -62,7 +62,7 @@ def diffugpt_reference_logits(directory, tensors, ids):
     """The wrapper's computation: GPT2Model on embed_tokens with full (non-causal) attention, then lm_head."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(directory)
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
     config.vocab_size = tensors["embed_tokens.weight"].shape[0]
     stack = GPT2Model(config).eval()
     weights = {"wte.weight": tensors["embed_tokens.weight"]}
@@ -84,7 +84,7 @@ def full_attention(stack, ids):
 
 
 def imported_logits(directory, ids):
-    model = AutoModel.from_pretrained(directory).eval()
+    model = AutoModel.from_pretrained(directory, trust_remote_code=True).eval()
     with torch.no_grad():
         return model(ids).logits
 
@@ -114,7 +114,7 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
     assert isinstance(model, DiffuGPTForMaskedDiffusion) and model.config.mask_token_id == 10541
     out = tmp_path / "out"
     assert push_readiness_problems(out) == []
-    assert AutoTokenizer.from_pretrained(out).mask_token_id == 10541  # a reused id survives the round trip
+    assert AutoTokenizer.from_pretrained(out, trust_remote_code=True).mask_token_id == 10541  # a reused id survives the round trip
     assert json.load(open(out / "generation_config.json"))["mask_token_id"] == 10541
     # rtol=atol=0: the imported model computes exactly what the reference stack computes
     torch.testing.assert_close(imported_logits(out, IDS), diffugpt_reference_logits(out, tensors, IDS),

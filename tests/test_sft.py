@@ -349,7 +349,7 @@ def test_lora_adapter_saves_reloads_merges_and_generates(tmp_path):
     model, tokenizer = tiny_diffusion_model("llama")
     model.save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=True)
     lora = lora_config_for(base, r=8)
     trainer = DiffusionSFTTrainer(base, args=config(tmp_path, max_steps=400, learning_rate=5e-3, logging_steps=100),
                                   train_dataset=prompt_completion_dataset(), processing_class=tokenizer,
@@ -366,8 +366,8 @@ def test_lora_adapter_saves_reloads_merges_and_generates(tmp_path):
     peft_model = trainer.model.eval()
     assert generate_completions(peft_model, tokenizer, prompts, max_new_tokens=10, steps=10) == expected
 
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=True), adapter_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=True)
     ids = tokenizer("story", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, peft_model(input_ids=ids).logits)
@@ -376,7 +376,7 @@ def test_lora_adapter_saves_reloads_merges_and_generates(tmp_path):
     merged = reloaded.merge_and_unload()
     merged_dir = str(tmp_path / "merged")
     merged.save_pretrained(merged_dir)
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, trust_remote_code=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits,
                                    rtol=1e-4, atol=1e-4)

@@ -55,7 +55,7 @@ def test_full_sft_writes_checkpoint_record_and_card(checkpoint, alpaca_file, tmp
     assert "diffusion-lm model card" in card and "supervised fine-tuning" in card
     from transformers import AutoModelForCausalLM
 
-    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "diffullama"
+    assert AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).config.model_type == "diffullama"
 
 
 def test_lora_sft_with_merge_writes_the_full_model_where_the_next_commands_look(

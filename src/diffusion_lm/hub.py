@@ -380,7 +380,7 @@ def _load_tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     # diffusion_lm registered its model types with the Auto classes on import, so no remote-code prompt here
-    return AutoTokenizer.from_pretrained(model_dir)
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
 
 
 def _count_parameters(model_dir) -> int | None:

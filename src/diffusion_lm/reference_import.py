@@ -143,7 +143,7 @@ def import_reference(
     layout = detect_layout(directory)
     if not any(os.path.isfile(os.path.join(directory, name)) for name in TOKENIZER_FILES):
         raise ValueError(f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
     mask_token_id = set_mask_token(tokenizer, reuse_token_id=_reference_mask_token_id(layout, tokenizer, mask_token_id))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -178,7 +178,7 @@ def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreT
     lm_head = weights.pop("lm_head.weight", None)
     tied = lm_head is None or torch.equal(lm_head, embeddings)
     config = diffusion_config_from_ar(
-        AutoConfig.from_pretrained(directory),
+        AutoConfig.from_pretrained(directory, trust_remote_code=True),
         _checked_mask_id(mask_token_id, embeddings.shape[0]),
         vocab_size=embeddings.shape[0],  # an added mask token (diffugpt-m) can make it larger than the config says
         tie_word_embeddings=tied,
@@ -210,7 +210,7 @@ def _diffugpt_name(name: str) -> str:
 def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
     vocab_size = _weight_shapes(directory)["model.embed_tokens.weight"][0]
     config = diffusion_config_from_ar(
-        AutoConfig.from_pretrained(directory),
+        AutoConfig.from_pretrained(directory, trust_remote_code=True),
         _checked_mask_id(mask_token_id, vocab_size),
         pad_token_id=tokenizer.pad_token_id,
         shift=True,

@@ -52,7 +52,7 @@ def load_chat_model(path: str, device: str | None = None):
         base, tokenizer = load_diffusion_model(base_path)
         model = PeftModel.from_pretrained(base, path)
         if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         configure_chat_generation(model.get_base_model(), tokenizer)
     else:
         model, tokenizer = load_diffusion_model(path)

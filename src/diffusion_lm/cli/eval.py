@@ -85,11 +85,11 @@ def load_diffusion_checkpoint(path: str, dtype="float32", device: str = "cpu"):
     from diffusion_lm.paths import resolve_model_reference
 
     path = resolve_model_reference(path, "--model")
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
     if getattr(config, "mask_token_id", None) is None:
         raise ValueError(f"{path} is not a diffusion checkpoint (its config has no mask_token_id)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=True).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 
 
 def _label(path: str) -> str:

@@ -77,7 +77,7 @@ def load_diffusion_model(path: str, dtype=None):
 
     from ..models import DIFFUSION_MODEL_TYPES
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
     if config.model_type not in DIFFUSION_MODEL_TYPES:
         raise ValueError(
             f"{path} is a {config.model_type!r} checkpoint, not a diffusion LM: adapt it first (`diffusion-lm adapt`)"
@@ -87,8 +87,8 @@ def load_diffusion_model(path: str, dtype=None):
         # a checkpoint converted from GGUF holds dequantised weights; the stale entry would mark it as quantized
         # (and Trainer refuses to fine-tune quantized models)
         del config.quantization_config
-    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype or torch.float32)
-    return model, AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype or torch.float32, trust_remote_code=True)
+    return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 
 
 def run(args: argparse.Namespace) -> int:

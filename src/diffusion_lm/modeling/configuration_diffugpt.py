@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from transformers import GPT2Config
-from transformers.configuration_utils import strict
 
-from .configuration_diffusion import DIFFUSION_FIELDS_DOC, validate_diffusion_fields
+from .configuration_diffusion import DIFFUSION_FIELDS_DOC, diffusion_config, validate_diffusion_fields
 
 
-@strict
+@diffusion_config
 class DiffuGPTConfig(GPT2Config):
     __doc__ = f"``GPT2Config`` plus the masked-diffusion fields:\n{DIFFUSION_FIELDS_DOC}"
 
@@ -19,6 +18,6 @@ class DiffuGPTConfig(GPT2Config):
     attention_mode: str = "bidirectional"
     diffusion_block_size: int | None = None
 
-    def validate_architecture(self):
+    def validate_architecture(self):  # transformers versions with dataclass configurations
         super().validate_architecture()
         validate_diffusion_fields(self)

@@ -1,14 +1,46 @@
-"""The masked-diffusion fields every diffusion configuration carries, and their validation.
+"""The masked-diffusion fields every diffusion configuration carries, their validation, and the transformers check.
 
-Imports nothing but the standard library: configuration files import only this and transformers' configuration
-classes, so a checkpoint's configuration loads without torch or any modeling code.
+Imports only the standard library and transformers: configuration files import only this and transformers'
+configuration classes, so a checkpoint's configuration loads without torch or any modeling code.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
+import transformers
+
+# The oldest transformers release this code is tested on (CI runs the remote-code round trip on it and on the newest).
+MIN_TRANSFORMERS_VERSION = (5, 0, 0)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as "5.0.0", "5.1.0.dev0" or "4.57.1+local"."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+# Checked on import: this module is the first of a checkpoint's code that transformers loads, and without this an
+# older transformers fails later with an error that does not say what to install.
+if _release(transformers.__version__) < MIN_TRANSFORMERS_VERSION:
+    raise ImportError(
+        f"diffusion-lm checkpoints need transformers >= {'.'.join(map(str, MIN_TRANSFORMERS_VERSION))}, "
+        f"found {transformers.__version__}: pip install -U 'transformers>=5'"
+    )
+
+from transformers.configuration_utils import PretrainedConfig  # noqa: E402  (after the version check)
+
+# Newer transformers 5.x releases declare configurations as strict dataclasses (fields are annotated class
+# attributes, validated by ``validate_architecture``); earlier 5.x releases take fields as ``__init__`` arguments.
+DATACLASS_CONFIGS = dataclasses.is_dataclass(PretrainedConfig)
+
 # "bidirectional": full attention (an adapted model); "causal": exactly the AR base; "block": bidirectional inside
 # each block of ``diffusion_block_size`` positions (counted from position 0), causal across blocks.
 ATTENTION_MODES = ("bidirectional", "causal", "block")
+
+# name -> default; the configuration classes declare the same defaults as annotated class attributes
+DIFFUSION_FIELDS = {"mask_token_id": None, "shift": True, "attention_mode": "bidirectional",
+                    "diffusion_block_size": None}
 
 DIFFUSION_FIELDS_DOC = r"""
     mask_token_id (`int`, *optional*):
@@ -37,4 +69,27 @@ def validate_diffusion_fields(config) -> None:
         raise ValueError("attention_mode='block' needs diffusion_block_size (the number of positions per block)")
 
 
-__all__ = ["ATTENTION_MODES", "DIFFUSION_FIELDS_DOC", "validate_diffusion_fields"]
+def diffusion_config(config_class):
+    """Class decorator: make ``config_class`` (an AR configuration subclass declaring ``DIFFUSION_FIELDS`` as
+    annotated class attributes) a configuration of the installed transformers' style, validated on construction."""
+    missing = [name for name in DIFFUSION_FIELDS if name not in config_class.__dict__]
+    if missing:
+        raise TypeError(f"{config_class.__name__} must declare the diffusion fields {missing}")
+    if DATACLASS_CONFIGS:
+        from transformers.configuration_utils import strict
+
+        return strict(config_class)  # validate_architecture (which calls validate_diffusion_fields) runs on init
+
+    def __init__(self, **kwargs):
+        # set before the parent's __init__ so that its own checks see a complete configuration
+        for name in DIFFUSION_FIELDS:
+            setattr(self, name, kwargs.pop(name, config_class.__dict__[name]))
+        super(config_class, self).__init__(**kwargs)
+        validate_diffusion_fields(self)
+
+    config_class.__init__ = __init__
+    return config_class
+
+
+__all__ = ["ATTENTION_MODES", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC",
+           "MIN_TRANSFORMERS_VERSION", "diffusion_config", "validate_diffusion_fields"]

@@ -23,6 +23,15 @@ from .modeling_diffusion_utils import (
     resolve_cache_argument,
 )
 
+# transformers 5.0 copies out of a local checkpoint directory only the modules that this file imports itself (not
+# what those import): every module of the shipped code is named here (tests/test_remote_code.py checks the list)
+from .attention_annealing import attention_pattern  # noqa: F401
+from .configuration_diffusion import DIFFUSION_FIELDS  # noqa: F401
+from .decoding_cache import KV_CACHE_MODES  # noqa: F401
+from .noise_schedule import reverse_unmask_probability  # noqa: F401
+from .shift import logits_per_position  # noqa: F401
+from .unmasking import ALGORITHMS  # noqa: F401
+
 
 class DiffuGPTModel(GPT2Model):
     """The GPT-2 decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
@@ -58,6 +67,8 @@ class DiffuGPTModel(GPT2Model):
         cache_kwarg = {layer_cache_kwarg(self.h[0]): cache} if cache is not None else {}
         for block in self.h:
             hidden_states = block(hidden_states, attention_mask=layer_mask, position_ids=position_ids, **cache_kwarg)
+            if isinstance(hidden_states, tuple):  # GPT2Block of transformers 5.0 returns (hidden_states, ...)
+                hidden_states = hidden_states[0]
         return MaskedDiffusionLMOutput(last_hidden_state=self.ln_f(hidden_states), cache=cache)
 
 

@@ -23,6 +23,15 @@ from .modeling_diffusion_utils import (
     resolve_cache_argument,
 )
 
+# transformers 5.0 copies out of a local checkpoint directory only the modules that this file imports itself (not
+# what those import): every module of the shipped code is named here (tests/test_remote_code.py checks the list)
+from .attention_annealing import attention_pattern  # noqa: F401
+from .configuration_diffusion import DIFFUSION_FIELDS  # noqa: F401
+from .decoding_cache import KV_CACHE_MODES  # noqa: F401
+from .noise_schedule import reverse_unmask_probability  # noqa: F401
+from .shift import logits_per_position  # noqa: F401
+from .unmasking import ALGORITHMS  # noqa: F401
+
 
 class DiffuLlamaModel(LlamaModel):
     """The LLaMA decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
