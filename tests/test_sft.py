@@ -408,7 +408,7 @@ def test_load_sft_dataset_local_files(tmp_path):
     bad.write_text(json.dumps({"question": "q"}))
     with pytest.raises(ValueError, match="unrecognised"):
         load_sft_dataset(str(bad))
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
         load_sft_dataset(str(tmp_path / "missing.json"))
 
 
