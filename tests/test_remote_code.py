@@ -77,6 +77,9 @@ for name, directory in directories.items():
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         logits = model(ids).logits
+        model.set_attn_implementation("eager")  # every attention path attends both ways (5.0's eager GPT-2 did not)
+        eager_logits = model(ids).logits
+        model.set_attn_implementation("sdpa")
     output = model.generate(ids, max_new_tokens=4, steps=4, alg="confidence", temperature=0.0)
     sequences = output.sequences if hasattr(output, "sequences") else output
     try:  # the configuration validates its diffusion fields on this version too
@@ -92,6 +95,7 @@ for name, directory in directories.items():
         "mask_token": tokenizer.mask_token,
         "prompt_ids": ids[0].tolist(),
         "logits": logits[0].tolist(),
+        "eager_logits": eager_logits[0].tolist(),
         "sequence": sequences[0].tolist(),
         "invalid_config": invalid_config,
     }
@@ -153,6 +157,7 @@ def check_round_trip(report: dict, printed: str, checkpoints) -> None:
         assert len(sequence) == len(loaded["prompt_ids"]) + 4 and loaded["mask_token_id"] not in sequence
         # the shipped code computes what the library computes
         torch.testing.assert_close(torch.tensor(loaded["logits"]), expected_logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.tensor(loaded["eager_logits"]), expected_logits, rtol=1e-4, atol=1e-4)
         assert sequence == expected_sequence, family
         assert "mask_token_id 10 is outside the vocabulary" in loaded["invalid_config"]
 

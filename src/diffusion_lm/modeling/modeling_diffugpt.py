@@ -42,6 +42,15 @@ class DiffuGPTModel(GPT2Model):
         super().__init__(config)
         make_attention_bidirectional(self)
 
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # transformers 5.0's eager GPT-2 attention applies this causal buffer whatever the mask says (and resets it
+        # here on every load): opened, the attention mask alone decides (newer releases have no such buffer)
+        causal_buffer = getattr(module, "bias", None)
+        if isinstance(causal_buffer, torch.Tensor) and causal_buffer.dtype == torch.bool:
+            causal_buffer.fill_(True)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
