@@ -1,0 +1,381 @@
+"""Block diffusion vs full-attention adaptation at equal tokens (issue 10): train, evaluate, print one table.
+
+Adapts the same AR base (default: the embedded SmolLM2-135M-Instruct GGUF) on the same enwiki shard, with the same
+seed, data order, steps, batch, learning-rate schedule and annealing length, as
+  full     full-attention masked diffusion (the paper),
+  block4   block diffusion, 4 positions per block,
+  block16  block diffusion, 16 positions per block,
+each with `diffusion-lm adapt` in OUT/<variant>/ (log in OUT/<variant>/train.log; resumable: rerun with --resume).
+Then it evaluates every model and the AR base and prints a markdown table (also OUT/study.md, OUT/study.json):
+
+  held-out ELBO   nats/token on enwiki_validation blocks (the training packing length), fixed noise seed, the
+                  objective each model was trained with (block models: the block-diffusion bound); AR: exact NLL
+                  of the same tokens; "gap closed" = (full - block) / (full - AR)
+  LAMBADA, ROCStories   `diffusion-lm eval --tasks lambada,rocstories` (subprocess)
+  gen. PPL        perplexity under the AR base of --gen-samples continuations (--gen-new-tokens each) of held-out
+                  prompts
+  decode tok/s    batch 1, prompt --speed-prompt + --speed-new tokens; AR base with its KV cache as the reference
+
+A column whose tool is missing or fails is skipped with a printed note; --columns picks columns.
+
+    python training/block_study.py --out runs/block-study                      # the study (hours on 2 CPU cores)
+    python training/block_study.py --out runs/block-study --resume             # continue after an interruption
+    python training/block_study.py --out /tmp/smoke --max-steps 2 --eval-blocks 2 --mc-samples 1 \
+        --eval-limit 4 --gen-samples 2 --gen-new-tokens 8 --speed-prompt 16 --speed-new 16   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+VARIANTS = {"full": None, "block4": 4, "block16": 16}
+COLUMNS = ("elbo", "lambada", "rocstories", "genppl", "speed")
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--base", help="AR base: Hub id, directory or .gguf (default: the embedded SmolLM2-135M-Instruct GGUF)")
+    add("--data", default=DEFAULT_DATA, help="the shared data folder (corpus/enwiki, eval/) (default ../shared/data)")
+    add("--train-file", help="training text (default DATA/corpus/enwiki/enwiki_train-00-of-04.jsonl)")
+    add("--out", default="runs/block-study", help="one sub-folder per variant, the table at the top")
+    add("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    add("--columns", default=",".join(COLUMNS), help=f"comma-separated subset of {','.join(COLUMNS)}")
+    add("--max-steps", type=int, default=300)
+    add("--block-size", type=int, default=128, help="packed tokens per training sequence")
+    add("--batch-size", type=int, default=4)
+    add("--anneal-steps", type=int, default=50)
+    add("--learning-rate", type=float, default=1e-4)
+    add("--warmup-steps", type=int, default=20)
+    add("--save-steps", type=int, default=50)
+    add("--seed", type=int, default=0)
+    add("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
+    add("--skip-train", action="store_true", help="only evaluate the models already in OUT")
+    add("--eval-blocks", type=int, default=64, help="held-out blocks for the ELBO / NLL")
+    add("--mc-samples", type=int, default=8, help="noise draws per held-out block for the ELBO")
+    add("--eval-limit", type=int, default=200, help="examples per task for LAMBADA / ROCStories")
+    add("--eval-mc-samples", type=int, default=8, help="Monte-Carlo samples of `diffusion-lm eval`")
+    add("--gen-samples", type=int, default=64)
+    add("--gen-new-tokens", type=int, default=64)
+    add("--gen-prompt-tokens", type=int, default=32)
+    add("--speed-prompt", type=int, default=256)
+    add("--speed-new", type=int, default=256)
+    add("--threshold", type=float, default=0.9, help="confidence threshold of block decoding (Fast-dLLM v2 rule)")
+    add("--threads", type=int, help="torch CPU threads for the evaluation")
+    args = parser.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.columns = [c for c in args.columns.split(",") if c]
+    unknown = [v for v in args.variants if v not in VARIANTS] + [c for c in args.columns if c not in COLUMNS]
+    if unknown:
+        parser.error(f"unknown variant(s) / column(s) {unknown}")
+    for name, block in VARIANTS.items():
+        if name in args.variants and block and args.block_size % block:
+            parser.error(f"--block-size {args.block_size} must be a multiple of {block} (variant {name})")
+    args.train_file = args.train_file or os.path.join(args.data, "corpus", "enwiki", "enwiki_train-00-of-04.jsonl")
+    args.validation_file = os.path.join(args.data, "corpus", "enwiki", "enwiki_validation.jsonl")
+    for path in (args.train_file, args.validation_file):
+        if not os.path.isfile(path):
+            parser.error(f"data file not found: {path} (see --data)")
+    return args
+
+
+def note(message: str) -> None:
+    print(f"[block_study] {message}", flush=True)
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+def adapt_command(args, variant: str, output_dir: str) -> list[str]:
+    command = [sys.executable, "-m", "diffusion_lm.cli", "adapt",
+               "--dataset", args.train_file, "--streaming", "--output-dir", output_dir,
+               "--max-steps", str(args.max_steps), "--anneal-steps", str(args.anneal_steps),
+               "--block-size", str(args.block_size), "--batch-size", str(args.batch_size),
+               "--learning-rate", str(args.learning_rate), "--warmup-steps", str(args.warmup_steps),
+               "--lr-scheduler-type", "cosine", "--save-steps", str(args.save_steps), "--logging-steps", "10",
+               "--attn-implementation", "sdpa", "--seed", str(args.seed), "--no-sample"]
+    if args.base:
+        command += ["--base", args.base]
+    if VARIANTS[variant]:
+        command += ["--attention-mode", "block", "--diffusion-block-size", str(VARIANTS[variant])]
+    return command
+
+
+def finished_steps(output_dir: str) -> int | None:
+    """Steps of the final model in ``output_dir`` (None when there is none yet)."""
+    record = os.path.join(output_dir, "diffusion_lm_training.json")
+    if not (os.path.isfile(record) and os.path.isfile(os.path.join(output_dir, "config.json"))):
+        return None
+    with open(record, encoding="utf-8") as f:
+        return json.load(f).get("steps")
+
+
+def train(args, variant: str) -> None:
+    output_dir = os.path.join(args.out, variant)
+    if (finished_steps(output_dir) or 0) >= args.max_steps:
+        note(f"{variant}: already trained ({output_dir})")
+        return
+    started_before = os.path.isdir(output_dir) and any(
+        name.startswith("checkpoint-") or name == ".adapt_run.json" for name in os.listdir(output_dir))
+    if started_before and not args.resume:
+        raise SystemExit(f"{output_dir} holds an unfinished run: rerun with --resume, or remove it")
+    command = adapt_command(args, variant, output_dir) + (["--resume"] if started_before else [])
+    os.makedirs(output_dir, exist_ok=True)
+    log_path = os.path.join(output_dir, "train.log")
+    note(f"{variant}: training ({' '.join(command[1:])}), log {log_path}")
+    started = time.time()
+    with open(log_path, "a", encoding="utf-8") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    if code:
+        with open(log_path, encoding="utf-8") as log:
+            tail = log.read()[-2000:]
+        raise SystemExit(f"{variant}: diffusion-lm adapt failed (exit {code}); end of {log_path}:\n{tail}")
+    note(f"{variant}: trained in {time.time() - started:.0f} s")
+
+
+# --- evaluation -----------------------------------------------------------------------------------------------------
+def load_models(args, variants):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from diffusion_lm.conversion import ARSource, load_ar_model
+    from diffusion_lm.embedded import require_embedded_gguf
+
+    ar_model, _ = load_ar_model(ARSource.parse(args.base or require_embedded_gguf()), dtype=torch.float32)
+    models = {}
+    for variant in variants:
+        directory = os.path.join(args.out, variant)
+        if finished_steps(directory) is None:
+            note(f"{variant}: no trained model in {directory}, left out of the table")
+            continue
+        model = AutoModel.from_pretrained(directory, trust_remote_code=True, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
+        models[variant] = (model, tokenizer, directory)
+    return ar_model.eval(), models
+
+
+def heldout_blocks(args, tokenizer):
+    from diffusion_lm.evaluation.likelihood import read_text_documents, token_blocks
+
+    return token_blocks(read_text_documents(args.validation_file), tokenizer, args.block_size, args.eval_blocks)
+
+
+def heldout_elbo(model, blocks, mc_samples: int, seed: int, batch_size: int = 8) -> dict:
+    """Nats per predicted token of the objective the model was trained with ('elbo' normalisation), averaged over
+    ``mc_samples`` fixed-seed noise draws per block; the standard error is over the draws."""
+    import torch
+
+    from diffusion_lm.modeling.corruption import maskable_positions
+    from diffusion_lm.objective import diffusion_objective
+
+    per_draw = []
+    with torch.no_grad():
+        for draw in range(mc_samples):
+            generator = torch.Generator().manual_seed(seed * 1000 + draw)
+            weighted, modelled = 0.0, 0
+            for start in range(0, len(blocks), batch_size):
+                ids = torch.tensor(blocks[start:start + batch_size])
+                output = diffusion_objective(model, ids, maskable_positions(None, ids),
+                                             mask_token_id=model.config.mask_token_id, normalization="elbo",
+                                             shift=model.config.shift, generator=generator)
+                weighted += output.weighted_sum.item()
+                modelled += int(output.num_modelled)
+            per_draw.append(weighted / modelled)
+    mean = sum(per_draw) / len(per_draw)
+    spread = math.sqrt(sum((x - mean) ** 2 for x in per_draw) / (len(per_draw) - 1)) if len(per_draw) > 1 else 0.0
+    return {"nats_per_token": mean, "std_error": spread / math.sqrt(len(per_draw)), "mc_samples": mc_samples}
+
+
+def ar_nll(ar_model, blocks) -> float:
+    from diffusion_lm.evaluation.likelihood import ar_likelihood
+
+    return ar_likelihood(ar_model, blocks).nll_per_token
+
+
+def run_eval_cli(args, directory: str, output: str, ar_baseline: bool) -> dict | None:
+    command = [sys.executable, "-m", "diffusion_lm.cli", "eval", "--model", directory, "--tasks", "lambada,rocstories",
+               "--data-dir", os.path.join(args.data, "eval"), "--limit", str(args.eval_limit),
+               "--mc-samples", str(args.eval_mc_samples), "--seed", str(args.seed), "--output", output,
+               "--no-progress"]
+    if ar_baseline:
+        from diffusion_lm.embedded import require_embedded_gguf
+
+        command += ["--ar-baseline", args.base or require_embedded_gguf()]
+    with open(output + ".log", "w", encoding="utf-8") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    if code or not os.path.isfile(output):
+        note(f"`diffusion-lm eval` failed for {directory} (exit {code}, see {output}.log): LAMBADA / ROCStories skipped")
+        return None
+    with open(output, encoding="utf-8") as f:
+        return json.load(f)["models"]
+
+
+def decode_settings(model, new_tokens: int, threshold: float) -> dict:
+    """Block models: one block at a time over the exact prefix cache, threshold rule; full attention: one token per
+    step over the whole canvas (the paper's sampler)."""
+    if getattr(model.config, "attention_mode", None) == "block":
+        return {"steps": new_tokens, "block_length": model.config.diffusion_block_size, "kv_cache": "prefix",
+                "threshold": threshold}
+    return {"steps": new_tokens}
+
+
+def prompts_from(blocks, prompt_tokens: int, count: int):
+    rows = [block[:prompt_tokens] for block in blocks]
+    return [rows[i % len(rows)] for i in range(count)]
+
+
+def generative_perplexity(model, ar_model, prompts, new_tokens: int, threshold: float, seed: int) -> float:
+    """exp(mean NLL per generated token) of the continuations under the AR base (greedy decoding of each model)."""
+    import torch
+
+    from diffusion_lm.evaluation.scoring import ScoringRequest, ar_span_scores
+
+    requests = []
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            ids = torch.tensor([prompt])
+            generator = torch.Generator().manual_seed(seed + i)
+            output = model.generate(ids, max_new_tokens=new_tokens, generator=generator,
+                                    **decode_settings(model, new_tokens, threshold))
+            sequence = (output.sequences if hasattr(output, "sequences") else output)[0]
+            scored = torch.zeros(len(sequence), dtype=torch.bool)
+            scored[len(prompt):] = True
+            pad = model.generation_config.pad_token_id
+            if pad is not None:  # positions after an EOS are padding, not text
+                scored &= sequence != pad
+            if scored.any():
+                requests.append(ScoringRequest(sequence, scored))
+    scores = ar_span_scores(ar_model, requests)
+    return math.exp(sum(s.total for s in scores) / sum(s.num_tokens for s in scores))
+
+
+def decode_speed(model, prompt, new_tokens: int, threshold: float | None = None, ar: bool = False) -> float:
+    """New tokens per second, batch 1, after one warm-up call."""
+    import torch
+
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        def run():
+            if ar:
+                return ar_generate(model, ids, new_tokens)
+            return model.generate(ids, max_new_tokens=new_tokens, **decode_settings(model, new_tokens, threshold))
+        run()
+        start = time.perf_counter()
+        output = run()
+        seconds = time.perf_counter() - start
+    sequence = (output.sequences if hasattr(output, "sequences") else output)[0]
+    return (len(sequence) - len(prompt)) / seconds
+
+
+def ar_generate(ar_model, ids, new_tokens: int):
+    # greedy with the KV cache, exactly new_tokens tokens (no early stop), the AR reference speed
+    return ar_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                             attention_mask=ids.new_ones(ids.shape))
+
+
+def evaluate(args) -> dict:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ar_model, models = load_models(args, args.variants)
+    if not models:
+        raise SystemExit("no trained model to evaluate")
+    tokenizer = next(iter(models.values()))[1]
+    blocks = heldout_blocks(args, tokenizer)
+    results = {"AR base": {}, **{variant: {} for variant in models}}
+    if "elbo" in args.columns:
+        results["AR base"]["heldout_nats"] = ar_nll(ar_model, blocks)
+        for variant, (model, _, _) in models.items():
+            results[variant]["heldout"] = heldout_elbo(model, blocks, args.mc_samples, args.seed)
+            results[variant]["heldout_nats"] = results[variant]["heldout"]["nats_per_token"]
+            note(f"{variant}: held-out ELBO {results[variant]['heldout_nats']:.3f} nats/token")
+    if "lambada" in args.columns or "rocstories" in args.columns:
+        for index, (variant, (_, _, directory)) in enumerate(models.items()):
+            entries = run_eval_cli(args, directory, os.path.join(args.out, variant, "eval.json"), ar_baseline=index == 0)
+            for label, entry in (entries or {}).items():
+                target = "AR base" if label.startswith("AR ") else variant
+                tasks = entry.get("tasks", {})
+                results[target]["lambada"] = tasks.get("lambada", {}).get("acc")
+                results[target]["rocstories_rougeL"] = tasks.get("rocstories", {}).get("rougeL")
+    if "genppl" in args.columns:
+        prompts = prompts_from(blocks, args.gen_prompt_tokens, args.gen_samples)
+        for variant, (model, _, _) in models.items():
+            try:
+                results[variant]["gen_ppl"] = generative_perplexity(model, ar_model, prompts, args.gen_new_tokens,
+                                                                    args.threshold, args.seed)
+            except Exception as error:  # a decoding mode this checkout lacks: report, keep the other columns
+                note(f"{variant}: generative perplexity skipped ({type(error).__name__}: {error})")
+    if "speed" in args.columns:
+        speed_blocks = heldout_blocks(argparse.Namespace(**{**vars(args), "block_size": args.speed_prompt,
+                                                            "eval_blocks": 1}), tokenizer)
+        prompt = speed_blocks[0]
+        results["AR base"]["tokens_per_s"] = decode_speed(ar_model, prompt, args.speed_new, ar=True)
+        for variant, (model, _, _) in models.items():
+            try:
+                results[variant]["tokens_per_s"] = decode_speed(model, prompt, args.speed_new, args.threshold)
+            except Exception as error:
+                note(f"{variant}: decoding speed skipped ({type(error).__name__}: {error})")
+    return results
+
+
+def table(results: dict, args) -> str:
+    full = results.get("full", {}).get("heldout_nats")
+    ar = results["AR base"].get("heldout_nats")
+    ar_speed = results["AR base"].get("tokens_per_s")
+
+    def cell(value, fmt):
+        return "-" if value is None else fmt.format(value)
+
+    header = ["model", "held-out nats/token", "gap closed", "LAMBADA", "ROCStories R-L", "gen. PPL", "decode tok/s",
+              "vs AR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in results.items():
+        nats = row.get("heldout_nats")
+        kind = "exact " if label == "AR base" else "<= "
+        gap = None
+        if label.startswith("block") and None not in (full, ar, nats) and full != ar:
+            gap = (full - nats) / (full - ar)
+        speed = row.get("tokens_per_s")
+        lines.append("| " + " | ".join([
+            label,
+            "-" if nats is None else kind + f"{nats:.3f}",
+            cell(gap, "{:.0%}"),
+            cell(row.get("lambada"), "{:.1%}"),
+            cell(row.get("rocstories_rougeL"), "{:.1%}"),
+            cell(row.get("gen_ppl"), "{:.1f}"),
+            cell(speed, "{:.1f}"),
+            cell(speed / ar_speed if speed and ar_speed else None, "{:.2f}x"),
+        ]) + " |")
+    tokens = args.max_steps * args.batch_size * args.block_size
+    lines.append("")
+    lines.append(f"{args.max_steps} steps x {args.batch_size} x {args.block_size} tokens = {tokens} training tokens per "
+                 f"model, seed {args.seed}; held-out: {args.eval_blocks} blocks of {args.block_size} tokens, "
+                 f"{args.mc_samples} noise draws; decoding: batch 1, prompt {args.speed_prompt} + {args.speed_new} new.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if not args.skip_train:
+        for variant in args.variants:
+            train(args, variant)
+    results = evaluate(args)
+    text = table(results, args)
+    print(text)
+    with open(os.path.join(args.out, "study.md"), "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.out, "study.json"), "w", encoding="utf-8") as f:
+        json.dump({"settings": {k: v for k, v in vars(args).items()}, "results": results}, f, indent=2, default=str)
+    note(f"table written to {os.path.join(args.out, 'study.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
