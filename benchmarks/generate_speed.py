@@ -1,146 +1,272 @@
-"""Generation speed: the AR base model's ``generate`` (KV cache, greedy) vs diffusion decoding of the converted model.
+"""Decoding speed and quality: the AR base's ``generate`` vs diffusion decoding {no cache, prefix, dual} x
+{1, 2, 4 tokens per step; confidence threshold 0.9 and 0.7}, all measured in one run, printed as tables of ratios.
 
-Same weights, same prompt, same number of new tokens, all measured in one run:
-  ar generate (KV cache)    one forward pass per new token, each over one new position (plus the prompt once)
-  diffusion steps=L         one forward pass per step over the whole sequence (no cache: attention is bidirectional)
-  diffusion steps=L/4       four tokens committed per step
-Prints new tokens/s and forward passes per token, with the ratio of each to the AR baseline.
+Speed (per batch size): new tokens/s, ratio to the AR model's own ``generate`` (KV cache, greedy, same weights),
+tokens per forward pass, and token agreement with the exact decode (no cache, one token per step) of the same prompts.
+Quality (with ``--model``, a real adapted checkpoint): generative perplexity of continuations under the AR base,
+distinct-2, agreement with the exact decode, and LAMBADA accuracy (``--lambada``) for the exact and the default
+fast setting. All decoding is greedy; diffusion decodes in blocks of ``--block-length``.
 
-    python benchmarks/generate_speed.py                          # tiny LLaMA-shaped model, CPU, offline, ~1 min
-    python benchmarks/generate_speed.py --base embedded          # SmolLM2-135M from the embedded GGUF
-    python benchmarks/generate_speed.py --base PATH_OR_GGUF --length 128 --device cuda
+    python benchmarks/generate_speed.py                                      # tiny random LLaMA: speed only
+    python benchmarks/generate_speed.py --model runs/smollm2-enwiki --ar-base embedded \\
+        --quality-data ../shared/data/corpus/enwiki/enwiki_validation.jsonl \\
+        --lambada ../shared/data/eval/lambada_test_plain_text.txt             # the issue's full table
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import math
 import time
 
 import torch
 
+THRESHOLDS = (0.9, 0.7)
+TOKENS_PER_STEP = (1, 2, 4)
+CACHES = (None, "prefix", "dual")
 
-def build_models(args):
-    """(AR model, diffusion model, tokenizer) with identical weights."""
+
+def settings_grid(new_tokens: int, grid: str) -> list[dict]:
+    """Diffusion settings: every cache mode with 1/2/4 tokens per step and each threshold (steps = an upper bound)."""
+    rows = []
+    for cache in CACHES:
+        for tps in TOKENS_PER_STEP:
+            rows.append(dict(kv_cache=cache, steps=new_tokens // tps, threshold=None))
+        for threshold in THRESHOLDS:
+            rows.append(dict(kv_cache=cache, steps=new_tokens, threshold=threshold))
+    if grid == "small":  # the exact decode, and the cached rows that matter for choosing defaults
+        rows = [r for r in rows if r["kv_cache"] is None and r["steps"] == new_tokens and r["threshold"] is None
+                or r["kv_cache"] is not None]
+    return rows
+
+
+def label(setting: dict, new_tokens: int) -> str:
+    cache = setting["kv_cache"] or "none"
+    if setting["threshold"] is not None:
+        return f"{cache:<6} thr {setting['threshold']}"
+    return f"{cache:<6} {new_tokens // setting['steps']} tok/step"
+
+
+def load_models(args):
+    """(AR model, diffusion model, diffusion tokenizer, description)."""
     from diffusion_lm.conversion import ARSource, convert_ar_model, load_ar_model
 
-    if args.base:
-        if args.base == "embedded":
+    if args.model:
+        from transformers import AutoModel, AutoTokenizer
+
+        diffusion = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+        base = args.ar_base
+        if base == "embedded":
             from diffusion_lm.embedded import require_embedded_gguf
 
             base = require_embedded_gguf()
-        else:
-            base = args.base
-        ar, tokenizer = load_ar_model(ARSource.parse(base), dtype=torch.float32)
-    else:
-        from tokenizers import Tokenizer, models
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+        ar, _ = load_ar_model(ARSource.parse(base), dtype=torch.float32)
+        return ar.eval(), diffusion.eval(), tokenizer, f"{args.model} (AR base {args.ar_base})"
+    from tokenizers import Tokenizer, models
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-        torch.manual_seed(0)
-        vocab = {f"w{i}": i for i in range(8192)}
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")),
-                                            bos_token="w2", eos_token="w1", pad_token="w0")
-        config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                             num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                             bos_token_id=2, eos_token_id=1, pad_token_id=0)
-        ar = LlamaForCausalLM(config)
-    diffusion, tokenizer = convert_ar_model(ar, tokenizer)  # copies the weights: `ar` stays the AR model
-    return ar.eval(), diffusion.eval(), tokenizer
+    torch.manual_seed(0)
+    vocab = {f"w{i}": i for i in range(8192)}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")),
+                                        bos_token="w2", eos_token="w1", pad_token="w0")
+    config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                         bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    ar = LlamaForCausalLM(config)
+    diffusion, tokenizer = convert_ar_model(ar, tokenizer)
+    return ar.eval(), diffusion.eval(), tokenizer, "tiny random LLaMA 4 x 256, vocab 8192 (speed only)"
 
 
-class ForwardCounter:
-    """Counts the top-level forward passes of a model."""
+def text_prompts(path: str | None, tokenizer, count: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
+    """(count, length) prompts: the first ``length`` tokens of documents in ``path`` (one JSON object with "text"
+    per line, or plain text paragraphs), else random ids."""
+    if path is None:
+        generator = torch.Generator().manual_seed(seed)
+        ids = torch.randint(3, vocab_size - 1, (count, length), generator=generator)
+        ids[:, 0] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1
+        return ids
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"] if path.endswith(".jsonl") else line
+            ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+            if len(ids) >= length:
+                rows.append(ids[:length])
+            if len(rows) == count:
+                break
+    if len(rows) < count:
+        raise ValueError(f"{path}: only {len(rows)} documents have {length} tokens; {count} are needed")
+    return torch.tensor(rows)
 
-    def __init__(self, model):
-        self.calls = 0
-        model.register_forward_pre_hook(self._count)
 
-    def _count(self, module, args):
-        self.calls += 1
+@torch.no_grad()
+def ar_generate(ar, prompts, new_tokens, pad_id):
+    return ar.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id)
 
 
-def measure(run, counter: ForwardCounter, repeats: int, device) -> tuple[float, int]:
-    """(median seconds, forward passes per run) of ``run()``, after one warm-up call."""
-    run()
-    times, passes = [], []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        before = counter.calls
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        passes.append(counter.calls - before)
-    return statistics.median(times), passes[0]
+@torch.no_grad()
+def diffusion_generate(model, prompts, new_tokens, block_length, setting):
+    out = model.generate(prompts, max_new_tokens=new_tokens, block_length=block_length, alg="confidence",
+                         temperature=0.0, eos_token_id=None, return_dict_in_generate=True, **setting)
+    return out.sequences, float(out.tokens_per_forward.mean())
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+@torch.no_grad()
+def generative_perplexity(ar, sequences: torch.Tensor, prompt_length: int) -> float:
+    """exp(mean NLL) of the continuations under the AR model, given their prompts."""
+    total, count = 0.0, 0
+    for row in sequences.split(8):
+        logits = ar(input_ids=row).logits[:, prompt_length - 1:-1].float()
+        targets = row[:, prompt_length:]
+        total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum").item()
+        count += targets.numel()
+    return math.exp(total / count)
+
+
+def distinct_2(sequences: torch.Tensor, prompt_length: int) -> float:
+    bigrams, unique = 0, set()
+    for row in sequences[:, prompt_length:].tolist():
+        pairs = list(zip(row, row[1:]))
+        bigrams += len(pairs)
+        unique.update(pairs)
+    return len(unique) / max(1, bigrams)
+
+
+def agreement(sequences: torch.Tensor, reference: torch.Tensor, prompt_length: int) -> float:
+    return float((sequences[:, prompt_length:] == reference[:, prompt_length:]).float().mean())
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", help="AR checkpoint (Hub id, directory, .gguf path) or 'embedded' (SmolLM2-135M); "
-                                       "default: a tiny random LLaMA-shaped model")
-    parser.add_argument("--prompt-length", type=int, default=32)
-    parser.add_argument("--length", type=int, default=64, help="new tokens per sequence (L)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--alg", default="confidence", help="diffusion unmasking rule")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--model", help="adapted diffusion checkpoint directory (default: a tiny random model)")
+    parser.add_argument("--ar-base", default="embedded", help="its AR base: 'embedded', a directory or a .gguf")
+    parser.add_argument("--prompt-length", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--grid", choices=["full", "small"], default="full",
+                        help="small: skip the slow uncached multi-token rows")
+    parser.add_argument("--speed-data", help="prompts for the speed table (default: --quality-data, else random)")
+    parser.add_argument("--quality-data", help="enwiki-style .jsonl whose documents give the quality prompts")
+    parser.add_argument("--quality-samples", type=int, default=64)
+    parser.add_argument("--quality-prompt-length", type=int, default=None, help="default: --prompt-length")
+    parser.add_argument("--quality-new-tokens", type=int, default=None, help="default: --new-tokens")
+    parser.add_argument("--quality-settings", default="exact,default",
+                        help="comma list of settings for the quality table: exact, default, all")
+    parser.add_argument("--default", default="dual,0.9", help="the default fast setting: CACHE,THRESHOLD")
+    parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
+    parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.length < 4 or args.length % 4:
-        parser.error("--length must be a multiple of 4")
+    if args.new_tokens % 4 or args.new_tokens % args.block_length:
+        parser.error("--new-tokens must be a multiple of 4 and of --block-length")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    cache_default, threshold_default = args.default.split(",")
+    default_setting = dict(kv_cache=None if cache_default == "none" else cache_default, steps=args.new_tokens,
+                           threshold=float(threshold_default))
 
-    ar, diffusion, tokenizer = build_models(args)
-    ar, diffusion = ar.to(device), diffusion.to(device)
-    ar_counter, diffusion_counter = ForwardCounter(ar), ForwardCounter(diffusion)
-    generator = torch.Generator().manual_seed(0)
-    vocab = ar.config.vocab_size
-    prompt = torch.randint(3, vocab, (args.batch_size, args.prompt_length), generator=generator)
-    if tokenizer.bos_token_id is not None:
-        prompt[:, 0] = tokenizer.bos_token_id
-    prompt = prompt.to(device)
+    ar, diffusion, tokenizer, description = load_models(args)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    length = args.length
+    grid = settings_grid(args.new_tokens, args.grid)
+    results = {"model": description, "threads": torch.get_num_threads(), "speed": {}, "quality": {}}
+    print(f"model: {description} | threads {torch.get_num_threads()} | prompt {args.prompt_length} + "
+          f"{args.new_tokens} new | block_length {args.block_length} | greedy, confidence order", flush=True)
 
-    @torch.no_grad()
-    def ar_generate():
-        # min_new_tokens: exactly L tokens, as diffusion always decodes L positions
-        return ar.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=length,
-                           min_new_tokens=length, do_sample=False, pad_token_id=pad_id)
+    # --- speed --------------------------------------------------------------------------------------------------
+    for batch_size in args.batch_sizes:
+        prompts = text_prompts(args.speed_data or args.quality_data, tokenizer, batch_size, args.prompt_length,
+                               ar.config.vocab_size, seed=batch_size)
+        ar_generate(ar, prompts[:, :8], 2, pad_id)  # warm-up
+        diffusion_generate(diffusion, prompts[:, :8], 4, 4, dict(steps=4))
+        _, ar_seconds = timed(lambda: ar_generate(ar, prompts, args.new_tokens, pad_id))
+        ar_rate = batch_size * args.new_tokens / ar_seconds
+        rows, reference = [], None
+        for setting in grid:
+            (sequences, tpf), seconds = timed(lambda: diffusion_generate(diffusion, prompts, args.new_tokens,
+                                                                         args.block_length, setting))
+            if reference is None:  # the first row is the exact decode
+                reference = sequences
+            rate = batch_size * args.new_tokens / seconds
+            rows.append((label(setting, args.new_tokens), rate, rate / ar_rate, tpf,
+                         agreement(sequences, reference, args.prompt_length)))
+            print(f"  measured batch {batch_size} {rows[-1][0]}: {seconds:.1f} s", flush=True)
+        results["speed"][batch_size] = {"ar_tokens_per_s": ar_rate, "rows": rows}
+        print(f"\nSpeed, batch {batch_size} (AR generate: {ar_rate:.1f} new tokens/s)")
+        print(f"| {'diffusion setting':<22} | tokens/s | vs AR | tokens/forward | agreement with exact |")
+        print("|---|---:|---:|---:|---:|")
+        for name, rate, ratio, tpf, agree in rows:
+            print(f"| {name:<22} | {rate:8.1f} | {ratio:5.2f}x | {tpf:14.2f} | {agree:20.3f} |")
+        print(flush=True)
 
-    def diffusion_generate(steps):
-        return lambda: diffusion.generate(prompt, max_new_tokens=length, steps=steps, alg=args.alg, temperature=0.0)
+    # --- quality ------------------------------------------------------------------------------------------------
+    if not args.model:
+        print("quality columns need --model (a real adapted checkpoint); a random model has none")
+        return
+    prompt_length = args.quality_prompt_length or args.prompt_length
+    new_tokens = args.quality_new_tokens or args.new_tokens
+    prompts = text_prompts(args.quality_data, tokenizer, args.quality_samples, prompt_length, ar.config.vocab_size,
+                           seed=0)
+    names = args.quality_settings.split(",")
+    exact = dict(kv_cache=None, steps=new_tokens, threshold=None)
+    chosen = {"exact (none, 1 tok/step)": exact,
+              f"default ({default_setting['kv_cache']}, thr {default_setting['threshold']})":
+                  dict(default_setting, steps=new_tokens)}
+    if "all" in names:
+        chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
+                       for s in settings_grid(args.new_tokens, args.grid)})
+    quality_rows, reference = [], None
+    for name, setting in chosen.items():
+        outputs, tpfs = [], []
+        for batch in prompts.split(8):
+            sequences, tpf = diffusion_generate(diffusion, batch, new_tokens, min(args.block_length, new_tokens),
+                                                setting)
+            outputs.append(sequences)
+            tpfs.append(tpf)
+        sequences = torch.cat(outputs)
+        reference = sequences if reference is None else reference
+        quality_rows.append((name, generative_perplexity(ar, sequences, prompt_length),
+                             distinct_2(sequences, prompt_length), agreement(sequences, reference, prompt_length),
+                             sum(tpfs) / len(tpfs)))
+        print(f"  quality {name}: done", flush=True)
+    ar_sequences = torch.cat([ar_generate(ar, batch, new_tokens, pad_id) for batch in prompts.split(8)])
+    results["quality"]["rows"] = quality_rows
+    print(f"\nQuality: {args.quality_samples} continuations of {new_tokens} tokens after {prompt_length}-token "
+          f"prompts from {args.quality_data}; perplexity under the AR base (greedy AR decode of the same prompts: "
+          f"{generative_perplexity(ar, ar_sequences, prompt_length):.2f})")
+    print("| diffusion setting | gen. perplexity | distinct-2 | agreement with exact | tokens/forward |")
+    print("|---|---:|---:|---:|---:|")
+    for name, ppl, d2, agree, tpf in quality_rows:
+        print(f"| {name} | {ppl:.2f} | {d2:.3f} | {agree:.3f} | {tpf:.2f} |")
 
-    rows = [("ar generate (KV cache)", length, ar_generate, ar_counter)]
-    rows += [(f"diffusion steps={s}", s, diffusion_generate(s), diffusion_counter) for s in (length, length // 4)]
-    results = []
-    for name, steps, run, counter in rows:
-        seconds, passes = measure(run, counter, args.repeats, device)
-        results.append((name, steps, seconds, passes))
+    if args.lambada:
+        from diffusion_lm.evaluation.evaluators import DecodingSettings, DiffusionEvaluator
+        from diffusion_lm.evaluation.runner import run_lambada
+        from diffusion_lm.evaluation.tasks import read_task_file
 
-    new_tokens = args.batch_size * length
-    if args.base == "embedded":
-        from diffusion_lm.embedded import EMBEDDED_BASE_NAME
-
-        base_name = f"{EMBEDDED_BASE_NAME} (embedded GGUF, dequantised to float32)"
-    else:
-        base_name = args.base or "tiny llama (4 x 256, vocab 8192, random)"
-    print(f"\nmodel: {base_name} | device: {device} | threads: {torch.get_num_threads()} | batch {args.batch_size} | "
-          f"prompt {args.prompt_length} | new tokens L={length} | diffusion alg {args.alg} | median of {args.repeats}")
-    header = (f"{'method':<24} {'steps':>5} {'fwd passes':>10} {'passes/token':>12} {'time s':>8} "
-              f"{'new tok/s':>10} {'tok/s vs AR':>11} {'passes vs AR':>12}")
-    print(header)
-    print("-" * len(header))
-    ar_rate = new_tokens / results[0][2]
-    ar_passes = results[0][3]
-    for name, steps, seconds, passes in results:
-        rate = new_tokens / seconds
-        print(f"{name:<24} {steps:>5} {passes:>10} {passes / length:>12.2f} {seconds:>8.3f} {rate:>10.1f} "
-              f"{rate / ar_rate:>10.2f}x {passes / ar_passes:>11.2f}x")
+        examples = read_task_file("lambada", args.lambada, limit=args.lambada_limit)
+        print(f"\nLAMBADA ({len(examples)} items, greedy fill of the last word's tokens)")
+        print("| diffusion setting | accuracy | seconds |")
+        print("|---|---:|---:|")
+        for name, setting in list(chosen.items())[:2]:
+            decoding = DecodingSettings(steps=None, kv_cache=setting["kv_cache"], threshold=setting["threshold"])
+            evaluator = DiffusionEvaluator(diffusion, tokenizer, decoding=decoding)
+            result, seconds = timed(lambda: run_lambada(evaluator, examples, progress=False))
+            results["quality"][f"lambada {name}"] = result
+            print(f"| {name} | {100 * result['acc']:.2f} | {seconds:.0f} |", flush=True)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -260,3 +260,25 @@ def test_remote_code_checkpoint_decodes_with_the_cache_without_diffusion_lm(tmp_
     assert lines, result.stderr
     report = json.loads(lines[-1][len("REPORT"):])
     assert report == {"equal": True, "fast_passes": [2], "diffusion_lm_imported": False}
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+def test_cli_generate_takes_kv_cache_and_threshold(tmp_path, capsys):
+    from diffusion_lm.cli import main
+
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    common = ["generate", str(tmp_path / "ckpt"), "--prompt", "the cat sat", "--max-new-tokens", "8",
+              "--block-length", "4", "--device", "cpu"]
+    assert main(common) == 0
+    exact = capsys.readouterr().out.strip().splitlines()[-1]
+    # a refresh every step is as exact as no cache; a tiny threshold finishes each block in one pass
+    model.generation_config.kv_cache_refresh = "step"
+    model.save_pretrained(tmp_path / "ckpt")
+    assert main(common + ["--kv-cache", "dual"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == exact
+    assert main(common + ["--kv-cache", "prefix", "--threshold", "0.000001"]) == 0
+    assert capsys.readouterr().out.strip().startswith("the cat sat")
+    assert main(common + ["--threshold", "1.5"]) != 0
+    assert "--threshold" in capsys.readouterr().err

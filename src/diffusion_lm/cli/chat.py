@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
     add("--top-p", type=float)
     add("--top-k", type=int)
     add("--block-length", type=int, help="semi-autoregressive block size")
+    add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
+    add("--threshold", type=float, help="commit every position at least this confident, in (0, 1]")
     add("--system", help="system message to start the conversation with")
     add("--no-history", action="store_true", help="answer each line on its own, without earlier turns")
     add("--seed", type=int, default=0)
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..sft import generate_completions
-    from .generate import step_progress
+    from .generate import fast_decoding_kwargs, step_progress
 
     model, tokenizer = load_chat_model(args.model, args.device)
     use_template = bool(getattr(tokenizer, "chat_template", None))
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for key in ("top_p", "top_k", "block_length"):
         if getattr(args, key) is not None:
             generate_kwargs[key] = getattr(args, key)
+    generate_kwargs.update(fast_decoding_kwargs(args))
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)
     interactive = sys.stdin.isatty()

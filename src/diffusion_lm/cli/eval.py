@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
         "--steps", type=int, help="diffusion decoding steps (default: one per generated token)"
     )
     parser.add_argument("--alg", default="confidence", help="diffusion decoding order (default confidence)")
+    parser.add_argument("--kv-cache", choices=["none", "prefix", "dual"], default="none",
+                        help="KV cache of diffusion decoding (default none: exact)")
+    parser.add_argument("--threshold", type=float, help="confidence-threshold parallel decoding, in (0, 1]")
+    parser.add_argument("--block-length", type=int, help="semi-autoregressive block size of diffusion decoding")
     parser.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="GSM8K answer budget (default 256)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     parser.add_argument("--ppl-data", metavar="FILE", help="text file (.txt/.json/.jsonl) for the likelihood bound")
@@ -117,7 +121,11 @@ def run(args) -> int:
 
     model, tokenizer = load_diffusion_checkpoint(args.model, dtype, device)
     scoring = ScoringSettings(args.mc_samples, args.estimator, args.seed, batch_size=args.batch_size)
-    decoding = DecodingSettings(steps=args.steps, alg=args.alg, seed=args.seed)
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
+    decoding = DecodingSettings(steps=args.steps, alg=args.alg, seed=args.seed,
+                                kv_cache=None if args.kv_cache == "none" else args.kv_cache,
+                                threshold=args.threshold, block_length=args.block_length)
     evaluators = {}
     if args.ar_baseline:
         source = ARSource.parse(args.ar_baseline)
@@ -150,6 +158,9 @@ def run(args) -> int:
         "seed": args.seed,
         "steps": args.steps,
         "alg": args.alg,
+        "kv_cache": args.kv_cache,
+        "threshold": args.threshold,
+        "block_length": args.block_length,
         "limit": args.limit,
         "gsm8k_max_new_tokens": args.gsm8k_max_new_tokens,
         "ppl_block_size": args.ppl_block_size if args.ppl_data else None,

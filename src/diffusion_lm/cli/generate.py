@@ -33,12 +33,27 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
     add("--top-p", type=float, help="nucleus sampling mass in (0, 1] (with --temperature > 0)")
     add("--alg-temperature", type=float, default=0.0, help="> 0 draws the positions to commit at random")
     add("--block-length", type=int, help="semi-autoregressive block size (must divide the generated length)")
+    add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
+    add("--threshold", type=float, help="commit every position at least this confident, in (0, 1] (default: the "
+                                        "checkpoint's generation_config)")
     add("--seed", type=int, default=0)
     add("--show-steps", action="store_true", help="print the sequence after every denoising step")
     add("--mask-symbol", default="░", help="how --show-steps draws a masked position (default ░)")
     add("--device", help="torch device (default: cuda if available, else cpu)")
     add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     add("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (not needed for ours)")
+
+
+def fast_decoding_kwargs(args) -> dict:
+    """``kv_cache`` / ``threshold`` for ``generate`` when the flags are given (else the checkpoint's defaults)."""
+    kwargs = {}
+    if getattr(args, "kv_cache", None) is not None:
+        kwargs["kv_cache"] = None if args.kv_cache == "none" else args.kv_cache
+    if getattr(args, "threshold", None) is not None:
+        if not 0 < args.threshold <= 1:
+            raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
+        kwargs["threshold"] = args.threshold
+    return kwargs
 
 
 def _validate(args) -> None:
@@ -66,7 +81,6 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_
     from ..paths import resolve_model_reference
 
     path = resolve_model_reference(path, "MODEL_DIR")
-
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     if config.model_type not in DIFFUSION_MODEL_TYPES and getattr(config, "mask_token_id", None) is None:
         raise ValueError(f"{path} is a {config.model_type!r} checkpoint, not a diffusion LM: adapt it first "
@@ -148,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         alg_temperature=args.alg_temperature,
         block_length=args.block_length,
         generator=torch.Generator(device=device).manual_seed(args.seed),
+        **fast_decoding_kwargs(args),
     )
     if args.show_steps:
         width = len(str(gen_kwargs["steps"]))

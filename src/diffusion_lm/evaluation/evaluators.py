@@ -44,6 +44,9 @@ class DecodingSettings:
     alg: str = "confidence"
     temperature: float = 0.0
     seed: int = 0
+    kv_cache: str | None = None  # None | "prefix" | "dual" (see DiffusionGenerationConfig)
+    threshold: float | None = None  # confidence-threshold parallel decoding
+    block_length: int | None = None
 
 
 def context_token_ids(tokenizer, text: str) -> list[int]:
@@ -148,6 +151,9 @@ class DiffusionEvaluator:
             steps=steps,
             alg=d.alg,
             temperature=d.temperature,
+            kv_cache=d.kv_cache,
+            threshold=d.threshold,
+            block_length=d.block_length,
             # greedy decoding draws nothing; for sampling the stream is seeded from the batch's first example
             generator=example_generator(d.seed, key, device=device),
             step_callback=show_step,

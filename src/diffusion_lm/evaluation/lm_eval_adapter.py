@@ -64,6 +64,9 @@ class DiffusionLMEval(LM):
         seed: int = 0,
         steps: int | None = None,
         alg: str = "confidence",
+        kv_cache: str | None = None,
+        threshold: float | None = None,
+        block_length: int | None = None,
         max_gen_toks: int = 256,
         max_length: int | None = None,
     ):
@@ -84,7 +87,10 @@ class DiffusionLMEval(LM):
         # the harness's batch size counts requests; each request is scored on mc_samples corrupted rows
         rows_per_forward = max(1, int(batch_size)) * int(mc_samples)
         scoring = ScoringSettings(int(mc_samples), str(estimator), int(seed), batch_size=rows_per_forward)
-        decoding = DecodingSettings(steps=int(steps) if steps else None, alg=str(alg), seed=int(seed))
+        kv_cache = None if kv_cache in (None, "", "none", "None") else str(kv_cache)  # model_args arrive as strings
+        decoding = DecodingSettings(steps=int(steps) if steps else None, alg=str(alg), seed=int(seed),
+                                    kv_cache=kv_cache, threshold=float(threshold) if threshold else None,
+                                    block_length=int(block_length) if block_length else None)
         self.evaluator = DiffusionEvaluator(model, tokenizer, scoring, decoding)
         self.tokenizer = tokenizer
         self._device = torch.device(device)
