@@ -41,6 +41,23 @@ _SUPPORTED_FIELDS = frozenset({
     "block_length", "mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "num_return_sequences",
     "return_dict_in_generate", "output_history", "kv_cache", "kv_cache_refresh", "threshold",
 })
+_NULLABLE_DIFFUSION_FIELDS = frozenset({"steps", "block_length", "kv_cache", "threshold"})
+
+# What `diffusion-lm adapt` writes into a new checkpoint's generation_config.json: the fastest setting at equal
+# quality in benchmarks/generate_speed.py on SmolLM2-135M adapted on enwiki (README, "Fast decoding").
+FAST_DECODING_DEFAULTS = {"kv_cache": "dual", "kv_cache_refresh": "incremental", "threshold": 0.9,
+                          "block_length": 32, "steps": None}
+# block-diffusion models decode their own blocks with an exact prefix cache
+FAST_BLOCK_DECODING_DEFAULTS = {"kv_cache": "prefix", "threshold": 0.9, "block_length": None, "steps": None}
+
+
+def fast_decoding_defaults(model_config) -> dict:
+    """The generation-config fields a newly adapted checkpoint of this configuration ships with."""
+    if getattr(model_config, "attention_mode", None) == "block":
+        return dict(FAST_BLOCK_DECODING_DEFAULTS)
+    return dict(FAST_DECODING_DEFAULTS)
+
+
 # fields that have no meaning without a KV cache / AR loop but are harmless to pass (pipelines pass some of them)
 _IGNORED_FIELDS = frozenset({"use_cache", "cache_implementation", "cache_config", "max_cache_len", "disable_compile",
                              "compile_config", "transformers_version"})
@@ -133,7 +150,9 @@ class DiffusionGenerationConfig(GenerationConfig):
             result = copy.deepcopy(config)
         else:
             values = config.to_dict() if config is not None else {}
-            values = {k: v for k, v in values.items() if v is not None}
+            # unset fields take the defaults; a diffusion field saved as null keeps its meaning (steps=None: one
+            # step per masked token, threshold / kv_cache / block_length None: off)
+            values = {k: v for k, v in values.items() if v is not None or k in _NULLABLE_DIFFUSION_FIELDS}
             values.pop("_from_model_config", None)  # would make GenerationConfig drop the diffusion fields
             result = cls(**values)
         if model_config is not None:
@@ -744,4 +763,5 @@ def _streamed_tokens(x: torch.Tensor, generated: torch.Tensor, eos_ids: list[int
     return torch.stack(rows)
 
 
-__all__ = ["DiffusionGenerationConfig", "DiffusionGenerationMixin", "DiffusionGenerationOutput"]
+__all__ = ["DiffusionGenerationConfig", "DiffusionGenerationMixin", "DiffusionGenerationOutput", "StepPredictions",
+           "fast_decoding_defaults"]
