@@ -22,8 +22,11 @@ FAST_S = 10.0
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    """Paths of tiny checkpoints and good / bad files, as a dict for formatting argv templates."""
-    root = tmp_path_factory.mktemp("bad-inputs")
+    return build_workspace(tmp_path_factory.mktemp("bad-inputs"))
+
+
+def build_workspace(root) -> dict:
+    """Paths of tiny checkpoints and good / bad files under ``root``, as a dict for formatting argv templates."""
     paths = {"root": str(root), "missing": str(root / "no-such-dir")}
     paths["ar"] = save_tiny_ar_checkpoint(str(root / "ar-llama"), "llama")
     paths["ar_gpt2"] = save_tiny_ar_checkpoint(str(root / "ar-gpt2"), "gpt2")
@@ -148,7 +151,7 @@ CASES = [
     ("adapt-max-steps-zero", adapt("--max-steps", "0"), 2, "--max-steps", False),
     ("adapt-batch-size-zero", adapt("--batch-size", "0"), 2, "--batch-size", False),
     ("adapt-learning-rate-zero", adapt("--learning-rate", "0"), 2, "--learning-rate", False),
-    ("adapt-learning-rate-negative", adapt("--learning-rate", "-1e-4"), 2, "--learning-rate", False),
+    ("adapt-learning-rate-negative", adapt("--learning-rate=-1e-4"), 2, "--learning-rate must be > 0", False),
     ("adapt-block-size-one", adapt("--block-size", "1"), 2, "--block-size", False),
     ("adapt-eval-steps-without-eval-data", adapt("--eval-steps", "5"), 2, "--eval-steps", False),
     ("adapt-not-an-integer", adapt("--max-steps", "ten"), 2, "--max-steps", False),

@@ -160,3 +160,20 @@ def test_kill_during_the_final_save_then_resume_ends_at_max_steps(tmp_path, base
         torch.testing.assert_close(tensor, checkpoint[name], rtol=0, atol=0)
     model = AutoModel.from_pretrained(out, trust_remote_code=True)
     assert model.config.mask_token_id == 90
+
+
+def test_a_run_without_a_record_resumes_only_with_its_flags(tmp_path, base, corpus, capsys):
+    out = str(tmp_path / "run")
+    settings = AdaptSettings(base=base, dataset=corpus, output_dir=out, max_steps=4, block_size=16, batch_size=2,
+                             save_steps=2, seed=0, sample_prompt="")
+    with pytest.raises(KeyboardInterrupt):
+        run_adaptation(settings, callbacks=[KillAfter(3)])
+    os.remove(os.path.join(out, RUN_RECORD_NAME))  # as written by a version without run records
+    assert main(["adapt", "--output-dir", out, "--resume"]) == 2
+    assert "--dataset" in capsys.readouterr().err  # not a silent fall-back to the embedded base and corpus
+    flags = ["adapt", "--base", base, "--dataset", corpus, "--output-dir", out, "--block-size", "16",
+             "--batch-size", "2", "--save-steps", "2", "--seed", "0", "--no-sample", "--resume"]
+    assert main(flags + ["--max-steps", "5"]) == 2
+    assert "--max-steps 5" in capsys.readouterr().err
+    assert main(flags + ["--max-steps", "4"]) == 0
+    assert "No run record" in capsys.readouterr().out and record(out)["steps"] == 4

@@ -25,6 +25,7 @@ from .conversion import (
 )
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
 from .hub import write_card
+from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
 from .presets import load_preset
 from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings
@@ -373,7 +374,16 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
         last = str(settings.resume)
         if not os.path.isfile(os.path.join(last, "trainer_state.json")):
             raise FileNotFoundError(f"--resume: {last} is not a checkpoint directory (no trainer_state.json)")
-    if record is None:
+    if record is None:  # a run from before run records: check what its checkpoint and corpus still tell
+        embedded_corpus = os.path.join(settings.output_dir, "embedded_corpus.jsonl")
+        if settings.dataset is None and not os.path.isfile(embedded_corpus):
+            raise ValueError(f"--resume: {settings.output_dir} has no run record ({RUN_RECORD_NAME}) and was not "
+                             "trained on the embedded corpus; pass the run's --base, --dataset and schedule flags")
+        with open(os.path.join(last, "trainer_state.json"), encoding="utf-8") as f:
+            recorded_max_steps = json.load(f).get("max_steps")
+        if recorded_max_steps and recorded_max_steps != settings.max_steps:
+            raise ValueError(f"--resume: --max-steps {settings.max_steps} contradicts the run's "
+                             f"{recorded_max_steps} (from {last}/trainer_state.json)")
         print(f"No run record in {settings.output_dir}: resuming with the settings given.", flush=True)
     print(f"Resuming {settings.output_dir} from {last} (step {checkpoint_step(last)} of {settings.max_steps}).",
           flush=True)
@@ -423,6 +433,9 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
     if trainer.args.should_save:
         shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
     trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # the checkpoint's generation_config.json carries the measured fast-decoding defaults (README, "Fast decoding")
+    model.generation_config.update(**fast_decoding_defaults(model.config))
     trainer.save_model(staging)
     if trainer.args.should_save:
         tokenizer.save_pretrained(staging)
