@@ -269,6 +269,7 @@ def _api_cases(ws):
     from diffusion_lm.cli.generate import load_model
     from diffusion_lm.conversion import convert_checkpoint
     from diffusion_lm.data import load_text_dataset
+    from diffusion_lm.hub import write_card
     from diffusion_lm.sft import load_sft_dataset
     from diffusion_lm.trainer import DiffusionTrainingArguments
 
@@ -312,6 +313,7 @@ def _api_cases(ws):
         ("chat-load-missing", lambda: load_chat_model("./nowhere"), FileNotFoundError, "./nowhere"),
         ("eval-load-missing", lambda: load_diffusion_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
         ("sft-dataset-missing", lambda: load_sft_dataset("./data/none"), FileNotFoundError, "./data/none"),
+        ("card-missing-dir", lambda: write_card(ws["missing"]), FileNotFoundError, "no-such-dir"),
     ]
 
 
@@ -321,6 +323,7 @@ API_CASE_IDS = [
     "settings-weight-decay", "settings-save-steps", "run-short-corpus", "run-block-above-positions", "run-mask-is-pad",
     "resume-contradiction", "args-grad-accum", "args-weight-decay", "args-save-steps", "args-learning-rate",
     "args-max-steps", "generate-load-missing", "chat-load-missing", "eval-load-missing", "sft-dataset-missing",
+    "card-missing-dir",
 ]
 
 

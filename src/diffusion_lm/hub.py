@@ -617,7 +617,7 @@ def push_checkpoint(
 def _require_checkpoint_dir(model_dir) -> None:
     """A card describes a diffusion checkpoint: anything else would get a card that states false facts."""
     if not os.path.isdir(model_dir):
-        raise ValueError(f"checkpoint directory not found: {model_dir}")
+        raise FileNotFoundError(f"checkpoint directory not found: {model_dir}")
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{model_dir} has no config.json; is it a diffusion-lm checkpoint directory?")
