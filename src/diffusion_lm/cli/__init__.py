@@ -55,8 +55,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="diffusion-lm", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="diffusion-lm",
+        description="Adapt autoregressive LMs into masked-diffusion LMs; fine-tune, generate, evaluate and publish them.",
+        epilog=f"Mistakes print a short message and exit 2 (1 when the Hub cannot be reached, 130 on Ctrl-C); "
+               f"{DEBUG_FLAG} or {DEBUG_ENV}=1 shows the full traceback.",
+    )
     debug_help = f"show the full traceback on errors (also {DEBUG_ENV}=1)"
     parser.add_argument(DEBUG_FLAG, action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
