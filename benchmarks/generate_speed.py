@@ -41,8 +41,21 @@ def settings_grid(new_tokens: int, grid: str) -> list[dict]:
     return rows
 
 
+def refresh_and_block_rows(new_tokens: int, block_length: int) -> list[dict]:
+    """Batch-1 rows that pick the defaults: whole-sequence refresh per block (Fast-dLLM) against the incremental one,
+    and smaller blocks, all at threshold 0.9."""
+    rows = [dict(kv_cache=cache, steps=new_tokens, threshold=0.9, kv_cache_refresh="block") for cache in CACHES[1:]]
+    rows += [dict(kv_cache="dual", steps=new_tokens, threshold=0.9, block_length=size)
+             for size in (8, 16) if size < block_length]
+    return rows
+
+
 def label(setting: dict, new_tokens: int) -> str:
     cache = setting["kv_cache"] or "none"
+    if "kv_cache_refresh" in setting or "block_length" in setting:
+        extra = f"refresh {setting['kv_cache_refresh']}" if "kv_cache_refresh" in setting else \
+            f"block {setting['block_length']}"
+        return f"{cache:<6} thr {setting['threshold']} {extra}"
     if setting["threshold"] is not None:
         return f"{cache:<6} thr {setting['threshold']}"
     return f"{cache:<6} {new_tokens // setting['steps']} tok/step"
@@ -109,8 +122,9 @@ def ar_generate(ar, prompts, new_tokens, pad_id):
 
 @torch.no_grad()
 def diffusion_generate(model, prompts, new_tokens, block_length, setting):
-    out = model.generate(prompts, max_new_tokens=new_tokens, block_length=block_length, alg="confidence",
-                         temperature=0.0, eos_token_id=None, return_dict_in_generate=True, **setting)
+    setting = {"block_length": block_length, **setting}
+    out = model.generate(prompts, max_new_tokens=new_tokens, alg="confidence", temperature=0.0, eos_token_id=None,
+                         return_dict_in_generate=True, **setting)
     return out.sequences, float(out.tokens_per_forward.mean())
 
 
@@ -155,6 +169,9 @@ def main(argv=None) -> None:
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--grid", choices=["full", "small"], default="full",
                         help="small: skip the slow uncached multi-token rows")
+    parser.add_argument("--batched-caches", default="none,prefix,dual",
+                        help="cache modes timed at batch sizes > 1 (uncached batches of 8 x 512 positions take hours "
+                             "on a CPU); agreement needs 'none' (the exact decode)")
     parser.add_argument("--speed-data", help="prompts for the speed table (default: --quality-data, else random)")
     parser.add_argument("--quality-data", help="enwiki-style .jsonl whose documents give the quality prompts")
     parser.add_argument("--quality-samples", type=int, default=64)
@@ -192,14 +209,20 @@ def main(argv=None) -> None:
         _, ar_seconds = timed(lambda: ar_generate(ar, prompts, args.new_tokens, pad_id))
         ar_rate = batch_size * args.new_tokens / ar_seconds
         rows, reference = [], None
-        for setting in grid:
+        allowed = {None if c == "none" else c for c in args.batched_caches.split(",")}
+        batch_grid = grid + refresh_and_block_rows(args.new_tokens, args.block_length) if batch_size == 1 else \
+            [s for s in grid if s["kv_cache"] in allowed]
+        exact_first = batch_grid[0]["kv_cache"] is None and batch_grid[0]["threshold"] is None \
+            and batch_grid[0]["steps"] == args.new_tokens
+        for setting in batch_grid:
             (sequences, tpf), seconds = timed(lambda: diffusion_generate(diffusion, prompts, args.new_tokens,
                                                                          args.block_length, setting))
-            if reference is None:  # the first row is the exact decode
+            if reference is None and exact_first:  # the first row is the exact decode
                 reference = sequences
             rate = batch_size * args.new_tokens / seconds
             rows.append((label(setting, args.new_tokens), rate, rate / ar_rate, tpf,
-                         agreement(sequences, reference, args.prompt_length)))
+                         agreement(sequences, reference, args.prompt_length) if reference is not None
+                         else float("nan")))
             print(f"  measured batch {batch_size} {rows[-1][0]}: {seconds:.1f} s", flush=True)
         results["speed"][batch_size] = {"ar_tokens_per_s": ar_rate, "rows": rows}
         print(f"\nSpeed, batch {batch_size} (AR generate: {ar_rate:.1f} new tokens/s)")
