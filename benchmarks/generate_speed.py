@@ -165,7 +165,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ar-base", default="embedded", help="its AR base: 'embedded', a directory or a .gguf")
     parser.add_argument("--prompt-length", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8],
+                        help="speed tables to measure (none: only the quality tables)")
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--grid", choices=["full", "small"], default="full",
                         help="small: skip the slow uncached multi-token rows")
@@ -180,6 +181,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quality-settings", default="exact,default",
                         help="comma list of settings for the quality table: exact, default, all")
     parser.add_argument("--default", default="dual,0.9", help="the default fast setting: CACHE,THRESHOLD")
+    parser.add_argument("--quality-extra", default="",
+                        help="more quality rows, 'CACHE,TOKENS_PER_STEP' separated by ';' (e.g. 'dual,2;dual,4')")
     parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
     parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
     parser.add_argument("--threads", type=int, default=None)
@@ -245,6 +248,10 @@ def main(argv=None) -> None:
     chosen = {"exact (none, 1 tok/step)": exact,
               f"default ({default_setting['kv_cache']}, thr {default_setting['threshold']})":
                   dict(default_setting, steps=new_tokens)}
+    for extra in filter(None, args.quality_extra.split(";")):
+        cache, tps = extra.split(",")
+        chosen[f"{cache} {tps} tok/step"] = dict(kv_cache=None if cache == "none" else cache,
+                                                 steps=new_tokens // int(tps), threshold=None)
     if "all" in names:
         chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
                        for s in settings_grid(args.new_tokens, args.grid)})
