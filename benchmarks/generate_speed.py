@@ -159,6 +159,36 @@ def agreement(sequences: torch.Tensor, reference: torch.Tensor, prompt_length: i
     return float((sequences[:, prompt_length:] == reference[:, prompt_length:]).float().mean())
 
 
+def quality_table(args, ar, diffusion, tokenizer, pad_id, chosen, prompt_length, new_tokens, results) -> None:
+    """Generative perplexity under the AR base, distinct-2 and agreement with the exact decode, per setting."""
+    prompts = text_prompts(args.quality_data, tokenizer, args.quality_samples, prompt_length, ar.config.vocab_size,
+                           seed=0)
+    quality_rows, reference = [], None
+    for name, setting in chosen.items():
+        outputs, tpfs = [], []
+        for batch in prompts.split(8):
+            sequences, tpf = diffusion_generate(diffusion, batch, new_tokens, min(args.block_length, new_tokens),
+                                                setting)
+            outputs.append(sequences)
+            tpfs.append(tpf)
+        sequences = torch.cat(outputs)
+        reference = sequences if reference is None else reference
+        quality_rows.append((name, generative_perplexity(ar, sequences, prompt_length),
+                             distinct_2(sequences, prompt_length), agreement(sequences, reference, prompt_length),
+                             sum(tpfs) / len(tpfs)))
+        print(f"  quality {name}: done", flush=True)
+    ar_sequences = torch.cat([ar_generate(ar, batch, new_tokens, pad_id) for batch in prompts.split(8)])
+    results["quality"]["rows"] = quality_rows
+    print(f"\nQuality: {args.quality_samples} continuations of {new_tokens} tokens after {prompt_length}-token "
+          f"prompts from {args.quality_data}; perplexity under the AR base (greedy AR decode of the same prompts: "
+          f"{generative_perplexity(ar, ar_sequences, prompt_length):.2f})")
+    print("| diffusion setting | gen. perplexity | distinct-2 | agreement with exact | tokens/forward |")
+    print("|---|---:|---:|---:|---:|")
+    for name, ppl, d2, agree, tpf in quality_rows:
+        print(f"| {name} | {ppl:.2f} | {d2:.3f} | {agree:.3f} | {tpf:.2f} |")
+
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="adapted diffusion checkpoint directory (default: a tiny random model)")
@@ -241,8 +271,6 @@ def main(argv=None) -> None:
         return
     prompt_length = args.quality_prompt_length or args.prompt_length
     new_tokens = args.quality_new_tokens or args.new_tokens
-    prompts = text_prompts(args.quality_data, tokenizer, args.quality_samples, prompt_length, ar.config.vocab_size,
-                           seed=0)
     names = args.quality_settings.split(",")
     exact = dict(kv_cache=None, steps=new_tokens, threshold=None)
     chosen = {"exact (none, 1 tok/step)": exact,
@@ -255,29 +283,8 @@ def main(argv=None) -> None:
     if "all" in names:
         chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
                        for s in settings_grid(args.new_tokens, args.grid)})
-    quality_rows, reference = [], None
-    for name, setting in chosen.items():
-        outputs, tpfs = [], []
-        for batch in prompts.split(8):
-            sequences, tpf = diffusion_generate(diffusion, batch, new_tokens, min(args.block_length, new_tokens),
-                                                setting)
-            outputs.append(sequences)
-            tpfs.append(tpf)
-        sequences = torch.cat(outputs)
-        reference = sequences if reference is None else reference
-        quality_rows.append((name, generative_perplexity(ar, sequences, prompt_length),
-                             distinct_2(sequences, prompt_length), agreement(sequences, reference, prompt_length),
-                             sum(tpfs) / len(tpfs)))
-        print(f"  quality {name}: done", flush=True)
-    ar_sequences = torch.cat([ar_generate(ar, batch, new_tokens, pad_id) for batch in prompts.split(8)])
-    results["quality"]["rows"] = quality_rows
-    print(f"\nQuality: {args.quality_samples} continuations of {new_tokens} tokens after {prompt_length}-token "
-          f"prompts from {args.quality_data}; perplexity under the AR base (greedy AR decode of the same prompts: "
-          f"{generative_perplexity(ar, ar_sequences, prompt_length):.2f})")
-    print("| diffusion setting | gen. perplexity | distinct-2 | agreement with exact | tokens/forward |")
-    print("|---|---:|---:|---:|---:|")
-    for name, ppl, d2, agree, tpf in quality_rows:
-        print(f"| {name} | {ppl:.2f} | {d2:.3f} | {agree:.3f} | {tpf:.2f} |")
+    if args.quality_samples > 0:
+        quality_table(args, ar, diffusion, tokenizer, pad_id, chosen, prompt_length, new_tokens, results)
 
     if args.lambada:
         from diffusion_lm.evaluation.evaluators import DecodingSettings, DiffusionEvaluator
