@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 from tiny import WORDS, save_tiny_ar_checkpoint, tiny_diffusion_model
-from transformers import BertConfig, GPT2Config, T5Config
+from transformers import BertConfig, T5Config
 
 from diffusion_lm.cli import main
 

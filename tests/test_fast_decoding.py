@@ -1,14 +1,10 @@
 """Fast diffusion decoding: KV caches, confidence-threshold parallel decoding, LM head on the read positions only,
 early stop at EOS, accounting, transformers' processors / criteria, and block-diffusion models' exact cache."""
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from tiny import tiny_diffusion_model
+from tiny import run_clean_process, tiny_diffusion_model
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 BOS, EOS, PAD = 1, 2, 0
@@ -251,14 +247,7 @@ print("REPORT" + json.dumps({
 def test_remote_code_checkpoint_decodes_with_the_cache_without_diffusion_lm(tmp_path):
     model, _ = tiny_diffusion_model("llama")
     model.save_pretrained(tmp_path / "ckpt")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
-    # -I: the checkout's src/ is not on the path, and diffusion_lm must not be needed
-    result = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path / "ckpt")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
-    assert lines, result.stderr
-    report = json.loads(lines[-1][len("REPORT"):])
+    report, _ = run_clean_process(REMOTE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path))
     assert report == {"equal": True, "fast_passes": [2], "diffusion_lm_imported": False}
 
 

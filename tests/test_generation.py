@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from tiny import tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
+from tiny import run_clean_process, tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
 from transformers import AutoModel, GenerationConfig
 
 from diffusion_lm import DiffusionGenerationConfig, DiffusionGenerationOutput, infill
@@ -597,21 +597,10 @@ print("REPORT" + json.dumps({
 
 def test_remote_code_checkpoint_generates_without_diffusion_lm(tmp_path):
     """A saved checkpoint, loaded with trust_remote_code in a process that never imports diffusion_lm."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     model, tokenizer = tiny_diffusion_model("gpt2")
     model.generation_config.steps = 3
     model.save_pretrained(tmp_path / "ckpt")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
-    result = subprocess.run([sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "ckpt")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
-    assert lines, result.stderr
-    report = json.loads(lines[-1][len("REPORT"):])
+    report, _ = run_clean_process(REMOTE_CODE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path))
     assert report["model_module"].startswith("transformers_modules")
     assert report["config_module"].startswith("transformers_modules")
     assert report["config_class"] == "DiffusionGenerationConfig" and report["steps"] == 3

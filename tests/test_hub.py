@@ -6,8 +6,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from huggingface_hub import ModelCard
@@ -25,7 +23,7 @@ from diffusion_lm.hub import (
     save_for_hub,
     write_card,
 )
-from tiny import tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
+from tiny import run_clean_process, tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 REPO_ID = "someone/tiny-diffugpt"
@@ -151,17 +149,8 @@ def clean_run(checkpoints, tmp_path_factory):
     work = tmp_path_factory.mktemp("clean")
     snippet = usage_snippet(render_card(checkpoints["gpt2"], repo_id=REPO_ID).content)
     snippet = snippet.replace(f'"{REPO_ID}"', json.dumps(checkpoints["gpt2"]))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HOME")}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(work / "hf"), HF_MODULES_CACHE=str(work / "modules"),
-               PYTHONNOUSERSITE="1")
     directories = {name: checkpoints[name] for name in ("gpt2", "llama", "pushed")}
-    result = subprocess.run(
-        [sys.executable, "-c", CLEAN_SCRIPT, json.dumps(directories), snippet],
-        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
-    assert lines, f"the clean process failed:\n{result.stdout}\n{result.stderr}"
-    return json.loads(lines[-1][len("REPORT"):])
+    return run_clean_process(CLEAN_SCRIPT, [json.dumps(directories), snippet], str(work))[0]
 
 
 # --- checkpoint directories ---------------------------------------------------------------------------------

@@ -12,14 +12,13 @@ import json
 import os
 import re
 import runpy
-import subprocess
 import sys
 
 import pytest
 import torch
 import transformers
 
-from tiny import tiny_diffusion_model
+from tiny import run_clean_process, tiny_diffusion_model
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELING_DIR = os.path.join(REPO, "src", "diffusion_lm", "modeling")
@@ -130,17 +129,7 @@ def checkpoints(tmp_path_factory):
 def run_round_trip(checkpoints, tmp_path, side_dir: str = "") -> tuple[dict, str]:
     """(report, everything the process printed) of the round trip in a fresh, isolated, non-interactive process."""
     directories = {family: directory for family, (directory, _, _) in checkpoints.items()}
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HOME", "TRANSFORMERS_VERBOSITY")}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_MODULES_CACHE=str(tmp_path / "modules"))
-    # -I: no PYTHONPATH, no user site, no current directory on sys.path; stdin closed, so a prompt could not block
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", ROUND_TRIP_SCRIPT, side_dir, json.dumps(directories), PROMPT],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-    )
-    printed = result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
-    assert result.returncode == 0 and lines, f"the round trip failed:\n{printed}"
-    return json.loads(lines[-1][len("REPORT"):]), printed
+    return run_clean_process(ROUND_TRIP_SCRIPT, [side_dir, json.dumps(directories), PROMPT], str(tmp_path))
 
 
 def check_round_trip(report: dict, printed: str, checkpoints) -> None:
