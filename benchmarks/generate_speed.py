@@ -61,6 +61,24 @@ def label(setting: dict, new_tokens: int) -> str:
     return f"{cache:<6} {new_tokens // setting['steps']} tok/step"
 
 
+def parse_extra_setting(spec: str, new_tokens: int) -> dict:
+    """``CACHE,TOKENS_PER_STEP`` or ``CACHE,thr=T[,block=N]`` -> {row name: generate kwargs}."""
+    cache, *fields = spec.split(",")
+    setting = dict(kv_cache=None if cache == "none" else cache, steps=new_tokens, threshold=None)
+    for field in fields:
+        key, _, value = field.partition("=")
+        if not value:
+            setting["steps"] = new_tokens // int(key)
+        elif key == "thr":
+            setting["threshold"] = float(value)
+        elif key == "block":
+            setting["block_length"] = int(value)
+        else:
+            raise ValueError(f"--quality-extra {spec!r}: unknown field {key!r} (TOKENS_PER_STEP, thr=T, block=N)")
+    name = f"{cache} " + ", ".join(fields if any("=" in f for f in fields) else [f"{fields[0]} tok/step"])
+    return {name: setting}
+
+
 def load_models(args):
     """(AR model, diffusion model, diffusion tokenizer, description)."""
     from diffusion_lm.conversion import ARSource, convert_ar_model, load_ar_model
@@ -212,7 +230,8 @@ def main(argv=None) -> None:
                         help="comma list of settings for the quality table: exact, default, all")
     parser.add_argument("--default", default="dual,0.9", help="the default fast setting: CACHE,THRESHOLD")
     parser.add_argument("--quality-extra", default="",
-                        help="more quality rows, 'CACHE,TOKENS_PER_STEP' separated by ';' (e.g. 'dual,2;dual,4')")
+                        help="more quality rows separated by ';': 'CACHE,TOKENS_PER_STEP' or 'CACHE,thr=T[,block=N]' "
+                             "(e.g. 'dual,4;dual,thr=0.9,block=8')")
     parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
     parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
     parser.add_argument("--threads", type=int, default=None)
@@ -277,9 +296,7 @@ def main(argv=None) -> None:
               f"default ({default_setting['kv_cache']}, thr {default_setting['threshold']})":
                   dict(default_setting, steps=new_tokens)}
     for extra in filter(None, args.quality_extra.split(";")):
-        cache, tps = extra.split(",")
-        chosen[f"{cache} {tps} tok/step"] = dict(kv_cache=None if cache == "none" else cache,
-                                                 steps=new_tokens // int(tps), threshold=None)
+        chosen.update(parse_extra_setting(extra, new_tokens))
     if "all" in names:
         chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
                        for s in settings_grid(args.new_tokens, args.grid)})
