@@ -48,6 +48,48 @@ def test_cache_refreshed_every_step_equals_the_uncached_decode(family, attn, kv_
     assert cached.forward_passes.tolist() == [2 * n for n in exact.forward_passes.tolist()]
 
 
+@pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_infilling_with_a_step_refreshed_cache_equals_the_uncached_decode(family, kv_cache):
+    """Holes before a given suffix (max_new_tokens=0; the same number of holes per row, which blocks need): the
+    cache sees the suffix as 'after the block'."""
+    model = tiny(family)
+    mask = model.config.mask_token_id
+    ids = torch.tensor([[BOS, 10, 11, mask, mask, mask, mask, 12, 13, mask, mask, 14, 15],
+                        [BOS, 20, mask, mask, 21, 22, 23, 24, mask, mask, mask, mask, 25]])
+    settings = dict(max_new_tokens=0, steps=6, block_length=2)
+    exact = decode(model, ids, **settings)
+    cached = decode(model, ids, kv_cache=kv_cache, kv_cache_refresh="step", **settings)
+    assert torch.equal(cached.sequences, exact.sequences)
+    fast = decode(model, ids, kv_cache=kv_cache, threshold=0.9, **settings)
+    assert (fast.sequences != mask).all()
+    kept = ids != mask  # the given prefix and suffix are never rewritten
+    assert torch.equal(fast.sequences[kept], ids[kept])
+
+
+@pytest.mark.parametrize("layout", ["diffugpt", "diffullama"])
+def test_checkpoints_imported_from_the_reference_releases_decode_with_the_cache(tmp_path, layout):
+    from test_reference_import import numbered_tokenizer, write_diffugpt_reference
+    from tiny import tiny_ar_model
+
+    from diffusion_lm.reference_import import import_reference
+
+    release = tmp_path / "release"
+    tokenizer = numbered_tokenizer(10_600)  # the reference mask ids (10541, 811) exist
+    if layout == "diffugpt":
+        write_diffugpt_reference(release, tokenizer)
+    else:
+        tiny_ar_model("llama", vocab_size=len(tokenizer)).save_pretrained(release)
+        tokenizer.save_pretrained(release)
+    model, _ = import_reference(str(release))
+    ids = torch.tensor([[BOS, 10, 11, 12, 13]])
+    exact = decode(model, ids)
+    for kv_cache in ("prefix", "dual"):
+        cached = decode(model, ids, kv_cache=kv_cache, kv_cache_refresh="step")
+        assert torch.equal(cached.sequences, exact.sequences), kv_cache
+        assert (decode(model, ids, kv_cache=kv_cache, threshold=0.9).sequences != model.config.mask_token_id).all()
+
+
 @pytest.mark.parametrize("refresh", ["block", "incremental"])
 @pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
 def test_approximate_caches_run_fewer_positions_and_fill_every_hole(kv_cache, refresh):
