@@ -14,6 +14,7 @@ from transformers import AutoModel, TrainerCallback
 from diffusion_lm.adapt import AdaptSettings, run_adaptation
 from diffusion_lm.cli import main
 from diffusion_lm.data import DiffusionDataCollator, load_text_dataset, pack_tokens
+from diffusion_lm.modeling.generation_diffusion import FAST_DECODING_DEFAULTS
 
 
 @pytest.fixture
@@ -48,6 +49,11 @@ def test_cli_adapts_a_tiny_checkpoint_that_loads_through_automodel(tmp_path, cor
     assert all("loss_unweighted" in e for e in logged)
     info = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
     assert info["steps"] == 4 and info["block_size"] == 16 and info["anneal_steps"] == 2
+    # the fast-decoding defaults ship in generation_config.json and are what a bare generate() uses
+    saved = json.load(open(os.path.join(out, "generation_config.json")))
+    assert {key: saved[key] for key in FAST_DECODING_DEFAULTS} == FAST_DECODING_DEFAULTS
+    out_ids = model.generate(torch.tensor([[1, 10, 11, 12]]), max_new_tokens=8, return_dict_in_generate=True)
+    assert out_ids.tokens_per_forward.item() >= 1.0 and (out_ids.sequences != 90).all()
 
 
 class CrashAfter(TrainerCallback):
