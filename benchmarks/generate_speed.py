@@ -194,7 +194,7 @@ def quality_table(args, ar, diffusion, tokenizer, pad_id, chosen, prompt_length,
         quality_rows.append((name, generative_perplexity(ar, sequences, prompt_length),
                              distinct_2(sequences, prompt_length), agreement(sequences, reference, prompt_length),
                              sum(tpfs) / len(tpfs)))
-        print(f"  quality {name}: done", flush=True)
+        print("  quality row: | {} | {:.2f} | {:.3f} | {:.3f} | {:.2f} |".format(*quality_rows[-1]), flush=True)
     ar_sequences = torch.cat([ar_generate(ar, batch, new_tokens, pad_id) for batch in prompts.split(8)])
     results["quality"]["rows"] = quality_rows
     print(f"\nQuality: {args.quality_samples} continuations of {new_tokens} tokens after {prompt_length}-token "
@@ -234,6 +234,9 @@ def main(argv=None) -> None:
                              "(e.g. 'dual,4;dual,thr=0.9,block=8')")
     parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
     parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
+    parser.add_argument("--lambada-start", type=int, default=0,
+                        help="skip the first N items (to split the file across processes: --lambada-limit / "
+                             "--lambada-start shards; accuracies combine weighted by their item counts)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -308,8 +311,8 @@ def main(argv=None) -> None:
         from diffusion_lm.evaluation.runner import run_lambada
         from diffusion_lm.evaluation.tasks import read_task_file
 
-        examples = read_task_file("lambada", args.lambada, limit=args.lambada_limit)
-        print(f"\nLAMBADA ({len(examples)} items, greedy fill of the last word's tokens)")
+        examples = read_task_file("lambada", args.lambada, limit=args.lambada_limit)[args.lambada_start:]
+        print(f"\nLAMBADA ({len(examples)} items from item {args.lambada_start}, greedy fill of the last word's tokens)")
         print("| diffusion setting | accuracy | seconds |")
         print("|---|---:|---:|")
         for name, setting in list(chosen.items())[:2]:
