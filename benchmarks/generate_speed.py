@@ -75,8 +75,7 @@ def parse_extra_setting(spec: str, new_tokens: int) -> dict:
             setting["block_length"] = int(value)
         else:
             raise ValueError(f"--quality-extra {spec!r}: unknown field {key!r} (TOKENS_PER_STEP, thr=T, block=N)")
-    name = f"{cache} " + ", ".join(fields if any("=" in f for f in fields) else [f"{fields[0]} tok/step"])
-    return {name: setting}
+    return {label(setting, new_tokens).strip(): setting}
 
 
 def load_models(args):

@@ -1,10 +1,9 @@
 """Fast diffusion decoding: KV caches, confidence-threshold parallel decoding, LM head on the read positions only,
 early stop at EOS, accounting, transformers' processors / criteria, and block-diffusion models' exact cache."""
 
-
 import pytest
 import torch
-from tiny import run_clean_process, tiny_diffusion_model
+from tiny import run_clean_process, tiny_ar_model, tiny_diffusion_model
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 BOS, EOS, PAD = 1, 2, 0
@@ -70,7 +69,6 @@ def test_infilling_with_a_step_refreshed_cache_equals_the_uncached_decode(family
 @pytest.mark.parametrize("layout", ["diffugpt", "diffullama"])
 def test_checkpoints_imported_from_the_reference_releases_decode_with_the_cache(tmp_path, layout):
     from test_reference_import import numbered_tokenizer, write_diffugpt_reference
-    from tiny import tiny_ar_model
 
     from diffusion_lm.reference_import import import_reference
 
