@@ -284,3 +284,36 @@ def test_presets_carry_block_settings():
     assert smol.attention_mode == "block" and smol.block_size % smol.diffusion_block_size == 0
     qwen = resolve_settings("Qwen2.5-1.5B-block", {})
     assert qwen.attention_mode == "block" and qwen.diffusion_block_size == 32 and qwen.block_size % 32 == 0
+
+
+def test_span_scores_of_a_block_model_sum_per_block_terms_over_clean_earlier_blocks(monkeypatch):
+    """Scoring a span that crosses blocks: each block's scored tokens are masked with every earlier block clean (the
+    conditional the block objective trains), never two blocks at once. At the level t = 1 (estimator 'levels', one
+    sample) every scored token of the block is masked, so the score is an exact sum we can compute by hand."""
+    from diffusion_lm.evaluation import scoring
+    from diffusion_lm.evaluation.scoring import ScoringRequest, diffusion_span_scores
+
+    model, _ = block_model(block_size=4)
+    model.eval()
+    mask_id = model.config.mask_token_id
+    ids = torch.randint(3, 60, (11,), generator=torch.Generator().manual_seed(3))
+    scored = torch.zeros(11, dtype=torch.bool)
+    scored[6:10] = True  # blocks [4, 8) and [8, 12)
+    score = diffusion_span_scores(model, [ScoringRequest(ids, scored)], estimator="levels", num_samples=1)[0]
+
+    total = 0.0
+    with torch.no_grad():
+        for start, end in ((4, 8), (8, 11)):
+            noisy = ids[:end].clone()
+            in_block = scored[:end].clone()
+            in_block[:start] = False
+            noisy[in_block] = mask_id
+            logits = model(input_ids=noisy[None]).logits[0]
+            for j in in_block.nonzero().flatten().tolist():
+                total += -F.log_softmax(logits[j - 1].double(), dim=-1)[ids[j]].item()
+    assert score.per_token == pytest.approx(total / 4, rel=1e-5)
+
+    # masking both blocks at once (the full-attention rule) conditions block [8, 12) on a noised block: another number
+    monkeypatch.setattr(scoring, "scoring_block_size", lambda model: None)
+    joint = diffusion_span_scores(model, [ScoringRequest(ids, scored)], estimator="levels", num_samples=1)[0]
+    assert joint.per_token != pytest.approx(score.per_token, rel=1e-3)

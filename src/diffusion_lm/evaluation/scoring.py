@@ -11,6 +11,12 @@ positions may be masked; everything else (the context) stays frozen. Two Monte-C
 
 Every request draws its noise from its own ``torch.Generator``, seeded from (seed, key), so a score depends only on
 the seed and the request's key, never on batch size, batch composition or order.
+
+Block-diffusion models (``attention_mode="block"``) were trained on one noised block at a time over the clean text of
+the blocks before it, so a span is scored block by block: each Monte-Carlo sample corrupts the scored tokens of one
+block (at the sample's level) and leaves every earlier block clean, and the sample's value sums over the blocks
+(the block-diffusion bound). Masking several blocks at once would condition later blocks on noised text, a
+conditional the model never learned.
 """
 
 from __future__ import annotations
@@ -204,27 +210,31 @@ def diffusion_span_scores(
         raise ValueError(f"got {len(keys)} keys for {len(requests)} requests")
     mask_token_id, shift = diffusion_config_values(model, mask_token_id, shift)
     device = _model_device(model)
+    block_size = scoring_block_size(model)
 
     # Draw every request's corruptions first, each from its own generator (independent of batching).
-    rows = []  # (request index, noisy ids, clean ids, is_masked, scored, noise level)
+    rows = []  # (request index, sample, noisy ids, clean ids, is_masked, scored, noise level)
     for index, (request, key) in enumerate(zip(requests, keys)):
         generator = example_generator(seed, *key)
         levels = estimator_noise_levels(estimator, num_samples, generator, eps)
-        clean = request.input_ids.unsqueeze(0).expand(num_samples, -1)
-        scored = request.scored.unsqueeze(0).expand(num_samples, -1)
-        noisy, is_masked = mask_tokens(clean, scored, levels, mask_token_id, generator=generator)
-        for k in range(num_samples):
-            rows.append((index, noisy[k], request.input_ids, is_masked[k], request.scored, levels[k]))
+        for scored_part, end in scored_blocks(request.scored, block_size):
+            clean = request.input_ids[:end]
+            scored = scored_part[:end].unsqueeze(0).expand(num_samples, -1)
+            noisy, is_masked = mask_tokens(clean.unsqueeze(0).expand(num_samples, -1), scored, levels,
+                                           mask_token_id, generator=generator)
+            for k in range(num_samples):
+                rows.append((index, k, noisy[k], clean, is_masked[k], scored[k], levels[k]))
 
-    samples: list[list[float]] = [[] for _ in requests]
-    rows.sort(key=lambda row: len(row[1]))  # similar lengths together: less padding
+    # per (request, sample): 1/t-weighted CE sum, CE sum and masked count, summed over the request's blocks
+    sums = torch.zeros(len(requests), num_samples, 3, dtype=torch.float64)
+    rows.sort(key=lambda row: len(row[2]))  # similar lengths together: less padding
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     description = progress if isinstance(progress, str) else "diffusion scoring"
     for batch in progress_bar(batches, description, progress):
-        noisy, attention_mask = _pad_right([row[1] for row in batch], mask_token_id)
-        positions = [predictor_positions(row[4], shift).to(device) for row in batch]
+        noisy, attention_mask = _pad_right([row[2] for row in batch], mask_token_id)
+        positions = [predictor_positions(row[5], shift).to(device) for row in batch]
         logits = logits_at_positions(model, noisy.to(device), attention_mask.to(device), positions)
-        for row_logits, (index, _, clean, is_masked, scored, level) in zip(logits, batch):
+        for row_logits, (index, k, _, clean, is_masked, scored, level) in zip(logits, batch):
             # the scored tokens only, each lined up with its prediction (so no further shift below)
             loss = masked_diffusion_loss(
                 row_logits[None],
@@ -235,11 +245,40 @@ def diffusion_span_scores(
                 normalization="elbo",
                 shift=False,
             )
-            if estimator == "elbo":
-                samples[index].append(float(loss.loss))  # weighted sum / number of scored tokens
-            elif int(loss.num_masked) > 0:  # a level that masked nothing carries no information
-                samples[index].append(float(loss.unweighted_loss))
-    return [SpanScore(values, request.num_scored) for values, request in zip(samples, requests)]
+            sums[index, k] += torch.tensor([float(loss.weighted_sum), float(loss.unweighted_sum),
+                                            float(loss.num_masked)], dtype=torch.float64)
+    scores = []
+    for index, request in enumerate(requests):
+        if estimator == "elbo":  # weighted sum / number of scored tokens
+            values = [float(weighted) / request.num_scored for weighted in sums[index, :, 0]]
+        else:  # a level that masked nothing carries no information
+            values = [ce / count for _, ce, count in sums[index].tolist() if count > 0]
+        scores.append(SpanScore(values, request.num_scored))
+    return scores
+
+
+def scoring_block_size(model) -> int | None:
+    """The block size a block-diffusion model is scored by (None for full-attention models)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "attention_mode", None) != "block":
+        return None
+    return int(config.diffusion_block_size)
+
+
+def scored_blocks(scored: torch.Tensor, block_size: int | None) -> list[tuple[torch.Tensor, int]]:
+    """(scored positions inside one block, end of that block) for every block holding a scored position; blocks are
+    counted from position 0. Full attention: the whole request, one part. Positions past a block's end are cut:
+    under block attention nothing in the block sees them."""
+    if block_size is None:
+        return [(scored, len(scored))]
+    parts = []
+    for start in range(0, len(scored), block_size):
+        end = min(start + block_size, len(scored))
+        if bool(scored[start:end].any()):
+            part = torch.zeros_like(scored)
+            part[start:end] = scored[start:end]
+            parts.append((part, end))
+    return parts
 
 
 @torch.no_grad()
