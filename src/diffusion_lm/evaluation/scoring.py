@@ -3,8 +3,9 @@
 A *scoring request* is a token sequence plus the positions whose tokens are scored. For a diffusion LM only those
 positions may be masked; everything else (the context) stays frozen. Two Monte-Carlo estimators are offered:
 
-- ``"levels"`` (the DiffuGPT / DiffuLLaMA reference): K noise levels t = k/K, k = 1..K, one random mask per level,
-  unweighted mean cross-entropy over the masked tokens, averaged over levels.
+- ``"levels"`` (the DiffuGPT / DiffuLLaMA reference, METHOD.md section 5): K noise levels t = k/K, k = 1..K, one
+  random mask per level, unweighted mean cross-entropy over the masked tokens (0 for a level that masked nothing, as
+  the reference's loop adds it), summed and divided by K.
 - ``"elbo"`` (LLaDA): K stratified noise levels in (eps, 1), 1/t-weighted cross-entropy summed over masked tokens;
   divided by the number of scored tokens it is an unbiased estimate of the per-token negative ELBO, an upper bound
   on the per-token negative log-likelihood.
@@ -251,8 +252,8 @@ def diffusion_span_scores(
     for index, request in enumerate(requests):
         if estimator == "elbo":  # weighted sum / number of scored tokens
             values = [float(weighted) / request.num_scored for weighted in sums[index, :, 0]]
-        else:  # a level that masked nothing carries no information
-            values = [ce / count for _, ce, count in sums[index].tolist() if count > 0]
+        else:  # the reference counts a level that masked nothing as 0 and still divides by K
+            values = [ce / count if count > 0 else 0.0 for _, ce, count in sums[index].tolist()]
         scores.append(SpanScore(values, request.num_scored))
     return scores
 
