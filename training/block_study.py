@@ -71,6 +71,8 @@ def parse_args(argv=None):
     add("--speed-new", type=int, default=256)
     add("--threshold", type=float, default=0.9, help="confidence threshold of block decoding (Fast-dLLM v2 rule)")
     add("--threads", type=int, help="torch CPU threads for the evaluation")
+    add("--update", action="store_true",
+        help="keep the other columns of OUT/study.json and replace only those evaluated now (--columns)")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     args.columns = [c for c in args.columns.split(",") if c]
@@ -361,8 +363,10 @@ def table(results: dict, args) -> str:
         ]) + " |")
     tokens = args.max_steps * args.batch_size * args.block_size
     lines.append("")
-    lines.append(f"{args.max_steps} steps x {args.batch_size} x {args.block_size} tokens = {tokens} training tokens per "
-                 f"model, seed {args.seed}; held-out: {args.eval_blocks} blocks of {args.block_size} tokens, "
+    trained = ("models as found in the output folder (--skip-train); " if args.skip_train else
+               f"{args.max_steps} steps x {args.batch_size} x {args.block_size} tokens = {tokens} training tokens per "
+               f"model, seed {args.seed}; ")
+    lines.append(f"{trained}held-out: {args.eval_blocks} blocks of {args.block_size} tokens, "
                  f"{args.mc_samples} noise draws; decoding: shipped defaults, threshold {args.threshold}, batch 1, prompt "
                  f"{args.speed_prompt} + {args.speed_new} new.")
     return "\n".join(lines)
@@ -375,11 +379,18 @@ def main(argv=None) -> int:
         for variant in args.variants:
             train(args, variant)
     results = evaluate(args)
+    json_path = os.path.join(args.out, "study.json")
+    if args.update and os.path.isfile(json_path):  # e.g. decoding speed measured later, alone on the machine
+        with open(json_path, encoding="utf-8") as f:
+            merged = json.load(f)["results"]
+        for label, row in results.items():
+            merged.setdefault(label, {}).update(row)
+        results = merged
     text = table(results, args)
     print(text)
     with open(os.path.join(args.out, "study.md"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
-    with open(os.path.join(args.out, "study.json"), "w", encoding="utf-8") as f:
+    with open(json_path, "w", encoding="utf-8") as f:
         json.dump({"settings": {k: v for k, v in vars(args).items()}, "results": results}, f, indent=2, default=str)
     note(f"table written to {os.path.join(args.out, 'study.md')}")
     return 0
