@@ -503,3 +503,19 @@ def test_model_save_pretrained_with_push_to_hub(tmp_path, monkeypatch):
     assert api.calls[-1] == ("create_commit", "me/saved", None, "first")
     # transformers' own push would have replaced the card with a blank one
     assert 'model_id = "me/saved"' in (tmp_path / "remote" / "README.md").read_text()
+
+
+def test_card_of_a_block_diffusion_checkpoint_describes_block_attention_and_its_decoding(tmp_path):
+    model, tokenizer = tiny_diffusion_model("llama")
+    model.config.attention_mode, model.config.diffusion_block_size = "block", 4
+    from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults
+
+    model.generation_config.update(**fast_decoding_defaults(model.config))  # as `diffusion-lm adapt` ships them
+    directory = save_for_hub(model, tokenizer, tmp_path / "tiny-block", ADAPT_RECORD)
+    text = open(os.path.join(directory, "README.md")).read()
+    rows = dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", text, flags=re.MULTILINE))
+    assert rows["Attention"] == "block diffusion: bidirectional inside blocks of 4 positions, causal across them"
+    assert rows["Attention-mask annealing"] == "100 steps (causal OR random links, then block attention)"
+    assert "prefix" in rows["Default decoding"] and "threshold 0.9" in rows["Default decoding"]
+    assert "inside blocks of 4 positions and causal across them" in text and "BD3-LM" in text
+    assert "attention is bidirectional." not in text

@@ -232,6 +232,9 @@ def render_card(
         marker=GENERATED_CARD_MARKER,
         title=model_id.split("/")[-1],
         summary=_summary(info, family),
+        attention_sentence=_attention_sentence(config),
+        block_method=("; block diffusion as in BD3-LM (Arriola et al., ICLR 2025) and Fast-dLLM v2"
+                      if config.get("attention_mode") == "block" else ""),
         repo_id=model_id,
         usage=_usage_values(),
         details=_table(_detail_rows(config, generation, family, model_dir)),
@@ -285,6 +288,13 @@ def _summary(info: TrainingInfo, family: str) -> str:
     return f"A masked-diffusion language model ({family} architecture)."
 
 
+def _attention_sentence(config: dict) -> str:
+    if config.get("attention_mode") == "block":
+        return (f"attention is bidirectional inside blocks of {config.get('diffusion_block_size')} positions and causal "
+                "across them, so blocks are generated one after another over an exact KV cache.")
+    return "attention is bidirectional."
+
+
 def _usage_values() -> dict[str, Any]:
     # JSON string literals are valid Python string literals
     return {
@@ -306,12 +316,25 @@ def _detail_rows(config: dict, generation: dict, family: str, model_dir) -> list
     if config.get("vocab_size"):
         rows.append(("Vocabulary", f"{config['vocab_size']:,} tokens"))
     attention = config.get("attention_mode", "bidirectional")
-    rows.append(("Attention", "bidirectional (no causal mask)" if attention == "bidirectional" else f"{attention}"))
+    if attention == "block":
+        described = (f"block diffusion: bidirectional inside blocks of {config.get('diffusion_block_size')} positions, "
+                     "causal across them")
+    else:
+        described = "bidirectional (no causal mask)" if attention == "bidirectional" else f"{attention}"
+    rows.append(("Attention", described))
     if config.get("dtype"):
         rows.append(("Weights dtype", f"`{config['dtype']}`"))
     if generation:
-        decoding = f"{generation.get('steps', '?')} denoising steps, `{generation.get('alg', '?')}` unmasking"
-        rows.append(("Default decoding", decoding))
+        steps = generation.get("steps")
+        parts = [f"{steps} denoising steps" if steps is not None else "steps set by the threshold",
+                 f"`{generation.get('alg', '?')}` unmasking"]
+        if generation.get("threshold") is not None:
+            parts.append(f"confidence threshold {generation['threshold']}")
+        if generation.get("kv_cache"):
+            parts.append(f"`kv_cache=\"{generation['kv_cache']}\"`")
+        if generation.get("block_length"):
+            parts.append(f"blocks of {generation['block_length']}")
+        rows.append(("Default decoding", ", ".join(parts)))
     return rows
 
 
@@ -329,9 +352,11 @@ def _adaptation_rows(info: TrainingInfo, config: dict, mask: dict) -> list[tuple
     if info.anneal_steps is None:
         rows.append(("Attention-mask annealing", "not recorded"))
     elif info.anneal_steps <= 1:
-        rows.append(("Attention-mask annealing", "none (full bidirectional attention from the first step)"))
+        target = "block attention" if config.get("attention_mode") == "block" else "full bidirectional attention"
+        rows.append(("Attention-mask annealing", f"none ({target} from the first step)"))
     else:
-        rows.append(("Attention-mask annealing", f"{info.anneal_steps:,} steps (causal OR random links, then full)"))
+        target = "block attention" if config.get("attention_mode") == "block" else "full"
+        rows.append(("Attention-mask annealing", f"{info.anneal_steps:,} steps (causal OR random links, then {target})"))
     shift = config.get("shift", True)
     rows.append(("Shift", "yes: the logit at position i predicts token i + 1" if shift else "no"))
     mask_text = f"id {mask['id']}" if mask["token"] is None else f"`{mask['token']}` (id {mask['id']})"
