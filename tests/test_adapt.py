@@ -14,7 +14,7 @@ from transformers import AutoModel, TrainerCallback
 from diffusion_lm.adapt import AdaptSettings, run_adaptation
 from diffusion_lm.cli import main
 from diffusion_lm.data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from diffusion_lm.modeling.generation_diffusion import FAST_DECODING_DEFAULTS
+from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults
 
 
 @pytest.fixture
@@ -49,9 +49,12 @@ def test_cli_adapts_a_tiny_checkpoint_that_loads_through_automodel(tmp_path, cor
     assert all("loss_unweighted" in e for e in logged)
     info = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
     assert info["steps"] == 4 and info["block_size"] == 16 and info["anneal_steps"] == 2
-    # the fast-decoding defaults ship in generation_config.json and are what a bare generate() uses
+    # the fast-decoding defaults of the model's objective ship in generation_config.json (block diffusion by
+    # default: its exact prefix cache) and are what a bare generate() uses
+    assert model.config.attention_mode == "block" and model.config.diffusion_block_size == 16
     saved = json.load(open(os.path.join(out, "generation_config.json")))
-    assert {key: saved[key] for key in FAST_DECODING_DEFAULTS} == FAST_DECODING_DEFAULTS
+    expected = fast_decoding_defaults(model.config)
+    assert expected["kv_cache"] == "prefix" and {key: saved[key] for key in expected} == expected
     out_ids = model.generate(torch.tensor([[1, 10, 11, 12]]), max_new_tokens=8, return_dict_in_generate=True)
     assert out_ids.tokens_per_forward.item() >= 1.0 and (out_ids.sequences != 90).all()
 

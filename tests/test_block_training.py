@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from tiny import tiny_diffusion_model
 
-from diffusion_lm.adapt import resolve_settings
+from diffusion_lm.adapt import AdaptSettings, resolve_settings
 from diffusion_lm.data import DiffusionDataCollator
 from diffusion_lm.modeling.block_diffusion import (
     per_token_noise_levels,
@@ -241,20 +241,35 @@ def test_block_objective_refuses_left_padding():
 @pytest.mark.parametrize("overrides,match", [
     ({"attention_mode": "block", "diffusion_block_size": 5, "block_size": 128}, r"diffusion_block_size.*divide"),
     ({"attention_mode": "block", "diffusion_block_size": 0}, r"diffusion_block_size.*>= 1"),
-    ({"attention_mode": "block"}, r"needs diffusion_block_size"),
-    ({"diffusion_block_size": 4}, r"diffusion_block_size.*only used with attention_mode 'block'"),
+    ({"attention_mode": "block", "diffusion_block_size": None}, r"needs diffusion_block_size"),
+    ({"attention_mode": "bidirectional", "diffusion_block_size": 4},
+     r"diffusion_block_size.*only used with attention_mode 'block'"),
     ({"attention_mode": "block", "diffusion_block_size": 4, "attn_implementation": "flash_attention_2"},
      r"attn_implementation"),
     ({"attention_mode": "causal"}, r"attention_mode"),
 ])
 def test_adapt_settings_refuse_bad_block_settings(overrides, match):
     with pytest.raises(ValueError, match=match):
-        resolve_settings(None, overrides)
+        AdaptSettings(**overrides).validate()
+    if None not in overrides.values():  # flags cannot say None: the rest come through the CLI's resolution too
+        with pytest.raises(ValueError, match=match):
+            resolve_settings(None, overrides)
 
 
 def test_adapt_settings_accept_block_diffusion():
-    settings = resolve_settings(None, {"attention_mode": "block", "diffusion_block_size": 16, "block_size": 128})
-    assert settings.attention_mode == "block" and settings.diffusion_block_size == 16
+    settings = resolve_settings(None, {"attention_mode": "block", "diffusion_block_size": 8, "block_size": 128})
+    assert settings.attention_mode == "block" and settings.diffusion_block_size == 8
+
+
+def test_block_diffusion_is_the_default_objective_and_the_paper_presets_keep_full_attention():
+    default = resolve_settings(None, {})
+    assert (default.attention_mode, default.diffusion_block_size, default.max_steps) == ("block", 16, 30)
+    # asking for the paper's objective drops the default block size instead of refusing it
+    full = resolve_settings(None, {"attention_mode": "bidirectional"})
+    assert (full.attention_mode, full.diffusion_block_size) == ("bidirectional", None)
+    for preset in ("gpt2", "gpt2-medium", "Llama-2-7b", "SmolLM2-135M"):
+        settings = resolve_settings(preset, {})
+        assert (settings.attention_mode, settings.diffusion_block_size) == ("bidirectional", None), preset
 
 
 @pytest.mark.parametrize("bad", ["size", "flash"])

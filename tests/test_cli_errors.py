@@ -142,7 +142,7 @@ CASES = [
     ("adapt-mask-outside-vocab", adapt("--reuse-mask-token-id", "5000"), 2, "5000", False),
     ("adapt-mask-negative", adapt("--reuse-mask-token-id", "-1"), 2, "--reuse-mask-token-id", False),
     ("adapt-block-size-above-positions-llama", adapt("--block-size", "4096"), 2, "block_size 4096", False),
-    ("adapt-block-size-above-positions-gpt2", adapt("--base", "{ar_gpt2}", "--block-size", "129"), 2, "128 positions",
+    ("adapt-block-size-above-positions-gpt2", adapt("--base", "{ar_gpt2}", "--block-size", "144"), 2, "128 positions",
      False),
     # adapt: numbers
     ("adapt-grad-accum-zero", adapt("--gradient-accumulation-steps", "0"), 2, "--gradient-accumulation-steps", False),

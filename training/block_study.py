@@ -367,8 +367,9 @@ def table(results: dict, args) -> str:
                f"{args.max_steps} steps x {args.batch_size} x {args.block_size} tokens = {tokens} training tokens per "
                f"model, seed {args.seed}; ")
     lines.append(f"{trained}held-out: {args.eval_blocks} blocks of {args.block_size} tokens, "
-                 f"{args.mc_samples} noise draws; decoding: shipped defaults, threshold {args.threshold}, batch 1, prompt "
-                 f"{args.speed_prompt} + {args.speed_new} new.")
+                 f"{args.mc_samples} noise draws; gen. PPL: {args.gen_samples} greedy continuations of "
+                 f"{args.gen_prompt_tokens} + {args.gen_new_tokens} tokens; decoding: shipped defaults, threshold "
+                 f"{args.threshold}; speed: batch 1, prompt {args.speed_prompt} + {args.speed_new} new.")
     return "\n".join(lines)
 
 

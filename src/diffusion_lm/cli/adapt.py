@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     add("--reuse-mask-token-id", type=int, help="use an existing token id as [MASK] (e.g. 10541 for GPT-2, 811 for LLaMA)")
     add("--attn-implementation", choices=["eager", "sdpa", "flash_attention_2"])
     add("--attention-mode", choices=["bidirectional", "block"],
-        help="bidirectional: full-attention diffusion (the paper, default); block: block diffusion, bidirectional "
-             "inside blocks of --diffusion-block-size positions and causal across them")
-    add("--diffusion-block-size", type=int, help="positions per block with --attention-mode block (divides --block-size)")
+        help="block (default): block diffusion, bidirectional inside blocks of --diffusion-block-size positions and "
+             "causal across them; bidirectional: full-attention diffusion (the paper's objective)")
+    add("--diffusion-block-size", type=int,
+        help="positions per block with --attention-mode block (default 16; divides --block-size)")
     add("--bf16", action="store_true", default=None, help="bf16 mixed precision (GPU)")
     add("--gradient-checkpointing", action="store_true", default=None)
     add("--seed", type=int)
