@@ -219,7 +219,7 @@ def run_eval_cli(args, directory: str, output: str, ar_baseline: bool) -> dict |
         return json.load(f)["models"]
 
 
-def decode_settings(model, new_tokens: int, threshold: float) -> dict:
+def decode_settings(threshold: float) -> dict:
     """Each model's shipped decoding defaults (what a user gets from a bare ``generate``) at one confidence threshold:
     block models decode their own blocks over the exact prefix cache; full-attention models use the fast-decoding
     defaults (dual cache, blocks of 32). ``steps=None``: the threshold decides how many tokens a forward commits."""
@@ -243,7 +243,7 @@ def generative_perplexity(model, ar_model, prompts, new_tokens: int, threshold: 
             ids = torch.tensor([prompt])
             generator = torch.Generator().manual_seed(seed + i)
             output = model.generate(ids, max_new_tokens=new_tokens, generator=generator,
-                                    **decode_settings(model, new_tokens, threshold))
+                                    **decode_settings(threshold))
             sequence = (output.sequences if hasattr(output, "sequences") else output)[0]
             scored = torch.zeros(len(sequence), dtype=torch.bool)
             scored[len(prompt):] = True
@@ -265,12 +265,12 @@ def decode_speed(model, prompt, new_tokens: int, threshold: float | None = None,
         def run():
             if ar:
                 return ar_generate(model, ids, new_tokens)
-            return model.generate(ids, max_new_tokens=new_tokens, **decode_settings(model, new_tokens, threshold))
+            return model.generate(ids, max_new_tokens=new_tokens, **decode_settings(threshold))
         warm_up = ids[:, : max(1, ids.shape[1] // 8)]  # compiles kernels and fills caches; short, not timed
         if ar:
             ar_generate(model, warm_up, 8)
         else:
-            model.generate(warm_up, max_new_tokens=32, **decode_settings(model, 32, threshold))
+            model.generate(warm_up, max_new_tokens=32, **decode_settings(threshold))
         start = time.perf_counter()
         output = run()
         seconds = time.perf_counter() - start
