@@ -233,3 +233,24 @@ def test_final_card_is_named_after_the_output_directory(tmp_path, corpus):
     card = ModelCard.load(str(out / "README.md"))
     assert card.data.model_name == "my-diffugpt" and "diffusion-lm" in card.data.tags
     assert ".final-staging" not in card.text and "| Block size | 16 tokens |" in card.text
+
+
+def test_ablation_flags_train_without_shift_and_from_random_weights(tmp_path, corpus):
+    """--no-shift and --from-scratch (the paper's ablations) reach the saved model: its config, its weights."""
+    from safetensors.torch import load_file
+
+    base = save_tiny_ar_checkpoint(str(tmp_path / "ar"), "llama")
+    out = str(tmp_path / "out")
+    flags = tiny_flags(base, corpus, out, steps=2) + ["--attention-mode", "bidirectional", "--anneal-steps", "0",
+                                                      "--no-shift", "--from-scratch", "--learning-rate", "1e-9"]
+    assert main(flags) == 0
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert model.config.shift is False and model.config.attention_mode == "bidirectional"
+    info = json.load(open(os.path.join(out, "diffusion_lm_training.json")))
+    assert info["shift"] is False and info["initialization"] == "random (from scratch)" and info["anneal_steps"] == 0
+    ar = load_file(os.path.join(base, "model.safetensors"))
+    adapted = load_file(os.path.join(out, "model.safetensors"))
+    name = "model.layers.0.mlp.up_proj.weight"
+    # with a learning rate of 1e-9 the weights are still the initial ones: random, not the AR base's
+    assert adapted[name].shape == ar[name].shape and not torch.allclose(adapted[name], ar[name], atol=1e-3)
+    assert model.generate(torch.tensor([[1, 10, 11]]), max_new_tokens=4).shape == (1, 7)

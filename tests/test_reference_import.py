@@ -112,6 +112,7 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
     model, _ = import_reference("diffusionfamily/diffugpt-s", str(tmp_path / "out"))
     assert calls[0][0] == "diffusionfamily/diffugpt-s" and "*.safetensors" in calls[0][1]["allow_patterns"]
     assert isinstance(model, DiffuGPTForMaskedDiffusion) and model.config.mask_token_id == 10541
+    assert model.config.mask_token_reused  # an ordinary GPT-2 token: text where it occurs in a prompt
     out = tmp_path / "out"
     assert push_readiness_problems(out) == []
     assert AutoTokenizer.from_pretrained(out, trust_remote_code=True).mask_token_id == 10541  # a reused id survives the round trip
@@ -135,6 +136,7 @@ def test_diffugpt_m_layout_with_added_mask_token(tmp_path, lm_head):
 
     model, tokenizer = import_reference(str(tmp_path / "release"), str(tmp_path / "out"))
     assert model.config.mask_token_id == 120 == tokenizer.mask_token_id
+    assert not model.config.mask_token_reused  # a dedicated token: in a prompt it marks a hole
     assert model.config.vocab_size == 121
     assert model.config.tie_word_embeddings == (lm_head != "untied")
     assert push_readiness_problems(tmp_path / "out") == []
@@ -152,6 +154,7 @@ def test_diffullama_layout(tmp_path, dtype):
 
     model, _ = import_reference(str(release), str(tmp_path / "out"))
     assert isinstance(model, DiffuLlamaForMaskedDiffusion) and model.config.mask_token_id == 811
+    assert model.config.mask_token_reused
     assert model.dtype == dtype  # stored dtype kept
     assert push_readiness_problems(tmp_path / "out") == []
     original = LlamaForCausalLM.from_pretrained(release).eval()

@@ -82,6 +82,10 @@ class AdaptSettings:
     # sample (README); "bidirectional" is the paper's full-attention objective, which its presets select
     attention_mode: str = "block"
     diffusion_block_size: int | None = 16  # positions per block in attention_mode "block"
+    # ablations of the method (METHOD.md): False reads position j's prediction at j instead of j - 1
+    shift: bool = True
+    # ablation: same architecture and tokenizer, randomly initialised weights (the AR weights are not used)
+    from_scratch: bool = False
     seed: int = 42
     logging_steps: int = 5
     save_steps: int = 50
@@ -490,9 +494,11 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
             save_run_record(settings)
         model, tokenizer = convert_ar_model(
             ar_model, tokenizer, mask_token=settings.mask_token, reuse_mask_token_id=settings.reuse_mask_token_id,
-            seed=settings.seed,
+            shift=settings.shift, seed=settings.seed,
         )
         del ar_model
+        if settings.from_scratch:
+            model = reinitialized(model, settings.seed)
         model.config._name_or_path = base_name
         # block diffusion is a property of the model: its config carries the mode and block size for decoding
         model.config.attention_mode = settings.attention_mode
@@ -526,6 +532,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         "attention_mode": model.config.attention_mode,
         "diffusion_block_size": model.config.diffusion_block_size,
         "shift": bool(model.config.shift),
+        "initialization": "random (from scratch)" if settings.from_scratch else "AR weights",
         "mask_token": tokenizer.convert_ids_to_tokens(model.config.mask_token_id),
         "mask_token_id": model.config.mask_token_id,
         "mask_token_reused": settings.reuse_mask_token_id is not None,
@@ -548,6 +555,15 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     if settings.sample_prompt and trainer.args.should_save:
         summary["sample"] = sample_text(trainer.model, tokenizer, settings.sample_prompt, settings.seed)
     return summary
+
+
+def reinitialized(model, seed: int):
+    """The same architecture and config (vocabulary, mask id, shift) with fresh random weights: the from-scratch
+    ablation."""
+    torch.manual_seed(seed)
+    fresh = type(model)(model.config).to(model.dtype)
+    fresh.tie_weights()
+    return fresh
 
 
 def load_checkpoint_model(checkpoint: str):

@@ -161,7 +161,8 @@ def convert_ar_model(
         tokenizer.pad_token = tokenizer.eos_token
     ar_config = ar_model.config
     # the mask id may lie past the AR vocabulary until the embeddings are resized, so it is set afterwards
-    config = diffusion_config_from_ar(ar_config, None, shift=shift, attention_mode=attention_mode)
+    config = diffusion_config_from_ar(ar_config, None, shift=shift, attention_mode=attention_mode,
+                                      mask_token_reused=reuse_mask_token_id is not None)
     config.pad_token_id = tokenizer.pad_token_id
     _, model_class = diffusion_classes_for(ar_config.model_type)
     model = model_class(config).to(ar_model.dtype)

@@ -24,6 +24,14 @@ def infill_input_ids(tokenizer, prefix: str, suffix: str, n_tokens: int, mask_to
     return prefix_ids + [mask_token_id] * n_tokens + suffix_ids, len(prefix_ids)
 
 
+def decode_text(tokenizer, ids: list[int], config) -> str:
+    """``ids`` as text without special tokens; a reused mask id is an ordinary word and stays."""
+    special = set(tokenizer.all_special_ids)
+    if getattr(config, "mask_token_reused", False):
+        special.discard(config.mask_token_id)
+    return tokenizer.decode([i for i in ids if i not in special])
+
+
 @torch.no_grad()
 def infill(
     model,
@@ -64,10 +72,16 @@ def infill(
     # left padding: the holes of every row keep their place relative to the row's own prefix
     input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)
     attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)
+    # the holes by position, not by token: a reused mask id (811, 10541) in the prefix or suffix is text
+    infill_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for index, (row, start) in enumerate(zip(rows, starts)):
+        offset = width - len(row) + start
+        infill_mask[index, offset : offset + n_tokens] = True
 
     gen_kwargs.setdefault("steps", n_tokens)
     gen_kwargs["return_dict_in_generate"] = False
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=0, **gen_kwargs)
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, infill_mask=infill_mask,
+                            max_new_tokens=0, **gen_kwargs)
 
     texts = []
     for row, output_row, start in zip(rows, output, starts):
@@ -76,7 +90,7 @@ def infill(
             ids = output_row[offset:]
         else:
             ids = output_row[offset + start : offset + start + n_tokens]
-        texts.append(tokenizer.decode(ids.tolist(), skip_special_tokens=True))
+        texts.append(decode_text(tokenizer, ids.tolist(), model.config))
     return texts[0] if single else texts
 
 

@@ -177,9 +177,11 @@ def _load_diffugpt(directory: str, tokenizer, mask_token_id: int, dtype) -> PreT
     embeddings = weights["transformer.wte.weight"]
     lm_head = weights.pop("lm_head.weight", None)
     tied = lm_head is None or torch.equal(lm_head, embeddings)
+    ar_config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
     config = diffusion_config_from_ar(
-        AutoConfig.from_pretrained(directory, trust_remote_code=True),
+        ar_config,
         _checked_mask_id(mask_token_id, embeddings.shape[0]),
+        mask_token_reused=_is_reused(mask_token_id, ar_config),
         vocab_size=embeddings.shape[0],  # an added mask token (diffugpt-m) can make it larger than the config says
         tie_word_embeddings=tied,
         pad_token_id=tokenizer.pad_token_id,
@@ -209,9 +211,11 @@ def _diffugpt_name(name: str) -> str:
 
 def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
     vocab_size = _weight_shapes(directory)["model.embed_tokens.weight"][0]
+    ar_config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
     config = diffusion_config_from_ar(
-        AutoConfig.from_pretrained(directory, trust_remote_code=True),
+        ar_config,
         _checked_mask_id(mask_token_id, vocab_size),
+        mask_token_reused=_is_reused(mask_token_id, ar_config),
         pad_token_id=tokenizer.pad_token_id,
         shift=True,
         attention_mode="bidirectional",
@@ -222,6 +226,11 @@ def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> Pr
     _check_loading(directory, loading_info["missing_keys"], loading_info["unexpected_keys"],
                    loading_info["mismatched_keys"])
     return model
+
+
+def _is_reused(mask_token_id: int, ar_config) -> bool:
+    """An id inside the AR vocabulary (811, 10541) is an ordinary token; one past it (diffugpt-m) was added."""
+    return mask_token_id < ar_config.vocab_size
 
 
 def _checked_mask_id(mask_token_id: int, vocab_size: int) -> int:

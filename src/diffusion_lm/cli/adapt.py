@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
              "causal across them; bidirectional: full-attention diffusion (the paper's objective)")
     add("--diffusion-block-size", type=int,
         help="positions per block with --attention-mode block (default 16; divides --block-size)")
+    add("--no-shift", dest="shift", action="store_false", default=None,
+        help="ablation: read each position's prediction at that position instead of one to the left (the AR shift)")
+    add("--from-scratch", action="store_true", default=None,
+        help="ablation: random initialisation of the base's architecture instead of its weights")
     add("--bf16", action="store_true", default=None, help="bf16 mixed precision (GPU)")
     add("--gradient-checkpointing", action="store_true", default=None)
     add("--seed", type=int)

@@ -152,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens, n_generated = args.max_new_tokens, args.max_new_tokens
 
     input_ids = torch.tensor([ids], device=device)
+    # the holes are named by position: a prompt token equal to a reused mask id (811, 10541) stays text
+    infill_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    infill_mask[0, region] = max_new_tokens == 0
     gen_kwargs = dict(
+        infill_mask=infill_mask,
         max_new_tokens=max_new_tokens,
         steps=args.steps or max(1, n_generated),
         alg=args.alg,

@@ -133,12 +133,19 @@ class DiffusionEvaluator:
             progress=progress,
         )
 
-    def _generate(self, rows: list[list[int]], max_new_tokens: int, steps: int, key: int, bar=None) -> torch.Tensor:
-        """``model.generate`` on left-padded rows; returns the (B, width + max_new_tokens) output. ``bar`` (a
-        progress bar over items) shows the denoising step of the batch in flight: a batch can take minutes."""
+    def _generate(self, rows: list[list[int]], max_new_tokens: int, steps: int, key: int, bar=None,
+                  holes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """``model.generate`` on left-padded rows; returns the (B, width + max_new_tokens) output. ``holes`` gives
+        each row's (start, length) span to fill (by position: a prompt token equal to a reused mask id is text).
+        ``bar`` (a progress bar over items) shows the denoising step of the batch in flight: a batch can take
+        minutes."""
         d = self.decoding
         device = _device(self.model)
         ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), device)
+        infill_mask = torch.zeros_like(ids, dtype=torch.bool)
+        for index, (start, length) in enumerate(holes or []):
+            offset = ids.shape[1] - len(rows[index]) + start
+            infill_mask[index, offset : offset + length] = True
         steps = max(1, steps)
         show_step = None
         if bar is not None and not bar.disable:
@@ -147,6 +154,7 @@ class DiffusionEvaluator:
         return self.model.generate(
             ids,
             attention_mask=attention_mask,
+            infill_mask=infill_mask,
             max_new_tokens=max_new_tokens,
             steps=steps,
             alg=d.alg,
@@ -173,7 +181,8 @@ class DiffusionEvaluator:
                 length = items[batch[0]][1]
                 rows = [[*items[i][0], *([self.mask_token_id] * length), *items[i][2]] for i in batch]
                 steps = min(self.decoding.steps or length, length)
-                output = self._generate(rows, 0, steps, keys[batch[0]], bar)
+                holes = [(len(items[i][0]), length) for i in batch]
+                output = self._generate(rows, 0, steps, keys[batch[0]], bar, holes)
                 width = output.shape[1]
                 for row_index, i in enumerate(batch):
                     start = width - lengths[i] + len(items[i][0])  # after the left padding and the prefix

@@ -14,6 +14,7 @@ class DiffuLlamaConfig(LlamaConfig):
     model_type = "diffullama"
 
     mask_token_id: int | None = None
+    mask_token_reused: bool = False
     shift: bool = True
     attention_mode: str = "bidirectional"
     diffusion_block_size: int | None = None

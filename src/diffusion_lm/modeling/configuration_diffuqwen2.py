@@ -14,6 +14,7 @@ class DiffuQwen2Config(Qwen2Config):
     model_type = "diffuqwen2"
 
     mask_token_id: int | None = None
+    mask_token_reused: bool = False
     shift: bool = True
     attention_mode: str = "bidirectional"
     diffusion_block_size: int | None = None

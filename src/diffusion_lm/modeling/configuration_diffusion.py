@@ -39,12 +39,15 @@ DATACLASS_CONFIGS = dataclasses.is_dataclass(PretrainedConfig)
 ATTENTION_MODES = ("bidirectional", "causal", "block")
 
 # name -> default; the configuration classes declare the same defaults as annotated class attributes
-DIFFUSION_FIELDS = {"mask_token_id": None, "shift": True, "attention_mode": "bidirectional",
-                    "diffusion_block_size": None}
+DIFFUSION_FIELDS = {"mask_token_id": None, "mask_token_reused": False, "shift": True,
+                    "attention_mode": "bidirectional", "diffusion_block_size": None}
 
 DIFFUSION_FIELDS_DOC = r"""
     mask_token_id (`int`, *optional*):
         Id of the [MASK] token (a dedicated added token, or a reused id such as 811 / 10541 of the reference models).
+    mask_token_reused (`bool`, defaults to `False`):
+        The mask id is an ordinary vocabulary token. Then that id inside a prompt is text: `generate` fills only the
+        positions its `infill_mask` names, never positions found by token identity.
     shift (`bool`, defaults to `True`):
         Keep the AR alignment: the logit at position i predicts token i + 1.
     attention_mode (`str`, defaults to `"bidirectional"`):

@@ -291,8 +291,8 @@ class DiffusionGenerationMixin(GenerationMixin):
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
-                The prompt, left-padded for batches; mask tokens in it are holes to fill (infilling). Position 0 is
-                never predicted (the shift): ``None`` or an empty prompt starts from BOS.
+                The prompt, left-padded for batches. Position 0 is never predicted (the shift): ``None`` or an empty
+                prompt starts from BOS.
             generation_config ([`GenerationConfig`], *optional*):
                 Base settings (default ``model.generation_config``); ``kwargs`` that name its fields override it.
             logits_processor (`LogitsProcessorList`, *optional*):
@@ -306,6 +306,10 @@ class DiffusionGenerationMixin(GenerationMixin):
                 method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``.
             attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
                 1 for tokens, 0 for left padding (right padding is refused). No sequence sees another's.
+            infill_mask (`torch.BoolTensor` of shape `(batch_size, length)`, *optional*):
+                True at the prompt positions to generate (infilling); whatever token they hold is replaced. Without
+                it, positions holding the mask token are the holes only when that token is a dedicated one
+                (``config.mask_token_reused`` False); a reused mask id (811, 10541) in a prompt is text.
             generator (`torch.Generator`, *optional*):
                 Random source for sampling and random unmasking (default: torch's global RNG).
             step_callback (`Callable[[int, torch.LongTensor, StepPredictions | None], Any]`, *optional*):
@@ -331,10 +335,13 @@ class DiffusionGenerationMixin(GenerationMixin):
             if input_ids is not None:
                 raise ValueError("pass the prompt once: input_ids or inputs")
             input_ids = kwargs.pop("inputs")
+        infill_mask = kwargs.pop("infill_mask", None)
         runtime = {name: kwargs.pop(name, None) for name in _RUNTIME_KWARGS}
         config = self._diffusion_generation_config(generation_config, kwargs)
 
+        given_shape = None if input_ids is None else tuple(input_ids.shape)
         input_ids, attention_mask = self._prepare_prompt(input_ids, attention_mask, config)
+        holes = self._prompt_holes(input_ids, attention_mask, infill_mask, given_shape, config.mask_token_id)
         prompt_length = input_ids.shape[1]
         max_new_tokens = config.max_new_tokens
         if "max_length" in kwargs and "max_new_tokens" not in kwargs:  # transformers' meaning: prompt included
@@ -345,10 +352,11 @@ class DiffusionGenerationMixin(GenerationMixin):
         if config.num_return_sequences and config.num_return_sequences > 1:
             input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
             attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
+            holes = holes.repeat_interleave(config.num_return_sequences, dim=0)
         self._check_length(prompt_length + max_new_tokens)
 
         result = self._decode_in_aligned_groups(
-            input_ids, attention_mask, max_new_tokens, config, streamer=streamer, logits_processor=logits_processor,
+            input_ids, attention_mask, holes, max_new_tokens, config, streamer=streamer, logits_processor=logits_processor,
             stopping_criteria=stopping_criteria, **runtime,
         )
         if streamer is not None:
@@ -455,6 +463,26 @@ class DiffusionGenerationMixin(GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         return input_ids, attention_mask
 
+    def _prompt_holes(self, input_ids, attention_mask, infill_mask, given_shape, mask_id: int) -> torch.Tensor:
+        """(B, L) bool: the prompt positions to generate. From ``infill_mask`` when given; else the positions holding
+        a dedicated mask token. A reused mask id is an ordinary token, so identity cannot tell a hole from text."""
+        if infill_mask is not None:
+            if not isinstance(infill_mask, torch.Tensor) or tuple(infill_mask.shape) != given_shape:
+                raise ValueError(f"infill_mask must be a tensor of the shape of input_ids {given_shape}, got "
+                                 f"{tuple(infill_mask.shape) if isinstance(infill_mask, torch.Tensor) else infill_mask!r}")
+            if infill_mask.dtype != torch.bool:
+                raise ValueError(f"infill_mask must be a bool tensor (True = position to generate), got "
+                                 f"{infill_mask.dtype}")
+            holes = infill_mask.to(input_ids.device)
+            if holes.shape[1] < input_ids.shape[1]:  # an empty prompt became [BOS], which is given
+                holes = torch.zeros_like(input_ids, dtype=torch.bool)
+            if bool((holes & ~attention_mask.bool()).any()):
+                raise ValueError("infill_mask marks a padding position (attention_mask 0) to generate")
+            return holes
+        if getattr(self.config, "mask_token_reused", False):
+            return torch.zeros_like(input_ids, dtype=torch.bool)
+        return attention_mask.bool() & (input_ids == mask_id)
+
     def _check_length(self, length: int) -> None:
         limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
         if limit is not None and length > limit:
@@ -463,21 +491,22 @@ class DiffusionGenerationMixin(GenerationMixin):
             )
 
     # --- the reverse process -----------------------------------------------------------------------------------
-    def _decode_in_aligned_groups(self, input_ids, attention_mask, max_new_tokens, config, **runtime) -> "_DecodeResult":
+    def _decode_in_aligned_groups(self, input_ids, attention_mask, holes, max_new_tokens, config,
+                                  **runtime) -> "_DecodeResult":
         """A block-diffusion model's blocks start at multiples of its block size counted from each sequence's first
         token; rows whose left padding differs modulo the block size are decoded as separate batches."""
         block = getattr(self.config, "diffusion_block_size", None)
         if getattr(self.config, "attention_mode", None) != "block" or input_ids.shape[0] == 1:
-            return self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+            return self._diffusion_decode(input_ids, attention_mask, holes, max_new_tokens, config, **runtime)
         phase = (attention_mask.shape[1] - attention_mask.sum(dim=1)) % block
         groups = [torch.nonzero(phase == value).flatten() for value in phase.unique()]
         if len(groups) == 1:
-            return self._diffusion_decode(input_ids, attention_mask, max_new_tokens, config, **runtime)
+            return self._diffusion_decode(input_ids, attention_mask, holes, max_new_tokens, config, **runtime)
         if config.output_history or runtime.get("streamer") is not None:
             raise ValueError("output_history / streamer need prompts whose lengths agree modulo the model's "
                              "diffusion_block_size (their blocks are decoded as separate batches)")
-        parts = [(rows, self._diffusion_decode(input_ids[rows], attention_mask[rows], max_new_tokens, config,
-                                               **runtime)) for rows in groups]
+        parts = [(rows, self._diffusion_decode(input_ids[rows], attention_mask[rows], holes[rows], max_new_tokens,
+                                               config, **runtime)) for rows in groups]
         first = parts[0][1]
         sequences = torch.empty((input_ids.shape[0], first.sequences.shape[1]), dtype=torch.long,
                                 device=input_ids.device)
@@ -493,6 +522,7 @@ class DiffusionGenerationMixin(GenerationMixin):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
+        holes: torch.Tensor,
         max_new_tokens: int,
         config: DiffusionGenerationConfig,
         generator: torch.Generator | None = None,
@@ -504,14 +534,13 @@ class DiffusionGenerationMixin(GenerationMixin):
         batch_size, device = input_ids.shape[0], input_ids.device
         mask_id = config.mask_token_id
         new = torch.full((batch_size, max_new_tokens), mask_id, dtype=torch.long, device=device)
-        x = torch.cat([input_ids, new], dim=1)
+        x = torch.cat([torch.where(holes, mask_id, input_ids), new], dim=1)
         length = x.shape[1]
         attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)
         attended = attention_mask.bool()
-        # positions to generate: holes in the prompt (the mask id marks them) and the appended positions. From here
-        # on, which positions are still masked is bookkeeping, never read back from token identity.
-        generated = attended & (x == mask_id)
-        generated[:, input_ids.shape[1]:] = True
+        # positions to generate: the prompt's holes and the appended positions. From here on, which positions are
+        # still masked is bookkeeping, never read back from token identity (a reused mask id is also text).
+        generated = torch.cat([holes, torch.ones_like(new, dtype=torch.bool)], dim=1)
         self._check_first_tokens(generated, attended)
         padded = not bool(attended.all())
         model_attention_mask = attention_mask if padded else None

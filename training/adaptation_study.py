@@ -1,17 +1,22 @@
-"""Block diffusion vs full-attention adaptation at equal tokens (issue 10): train, evaluate, print one table.
+"""Adaptation studies at equal tokens: train variants of the method, evaluate them, print one table.
 
-Adapts the same AR base (default: the embedded SmolLM2-135M-Instruct GGUF) on the same enwiki shard, with the same
-seed, data order, steps, batch, learning-rate schedule and annealing length, as
-  full     full-attention masked diffusion (the paper),
-  block4   block diffusion, 4 positions per block,
-  block16  block diffusion, 16 positions per block,
-each with `diffusion-lm adapt` in OUT/<variant>/ (log in OUT/<variant>/train.log; resumable: rerun with --resume).
+Every variant adapts the same AR base (default: the embedded SmolLM2-135M-Instruct GGUF) on the same enwiki shard,
+with the same seed, data order, steps, batch, learning-rate schedule and annealing length, with `diffusion-lm adapt`
+in OUT/<variant>/ (log in OUT/<variant>/train.log; resumable: rerun with --resume). Variants:
+  full       full-attention masked diffusion, the paper's method (shift kept, causal mask annealed)
+  block4     block diffusion, 4 positions per block (issue 10, docs/block_diffusion.md)
+  block16    block diffusion, 16 positions per block
+  no-anneal  the paper's ablations (issue 12, docs/ablation.md): full attention from the first step,
+  no-shift   position j predicted at j instead of j - 1,
+  scratch    the same architecture randomly initialised instead of the AR weights
 Then it evaluates every model and the AR base and prints a markdown table (also OUT/study.md, OUT/study.json):
 
-  held-out ELBO   nats/token on enwiki_validation blocks (the training packing length), fixed noise seed, the
-                  objective each model was trained with (block models: the block-diffusion bound); AR: exact NLL
-                  of the same tokens; "gap closed" = (full - block) / (full - AR)
-  LAMBADA, ROCStories   `diffusion-lm eval --tasks lambada,rocstories` (subprocess)
+  held-out ELBO   nats/token on enwiki_validation blocks (the training packing length), fixed noise seed (the same
+                  draws for every model, so differences are paired), the objective each model was trained with
+                  (block models: the block-diffusion bound); AR: exact NLL of the same tokens;
+                  "gap closed" = (full - block) / (full - AR); "vs full" = model - full with the paired standard error
+  LAMBADA, ROCStories   `diffusion-lm eval --tasks lambada,rocstories` (subprocess), with binomial / per-story
+                  standard errors
   gen. PPL        perplexity under the AR base of --gen-samples continuations (--gen-new-tokens each) of held-out
                   prompts, greedy, each model's shipped decoding defaults at --threshold (block models: their own
                   blocks over the exact prefix cache; full attention: dual cache, blocks of 32)
@@ -20,9 +25,11 @@ Then it evaluates every model and the AR base and prints a markdown table (also 
 
 A column whose tool is missing or fails is skipped with a printed note; --columns picks columns.
 
-    python training/block_study.py --out runs/block-study                      # the study (hours on 2 CPU cores)
-    python training/block_study.py --out runs/block-study --resume             # continue after an interruption
-    python training/block_study.py --out /tmp/smoke --max-steps 2 --eval-blocks 2 --mc-samples 1 \
+    python training/adaptation_study.py --out runs/block-study                 # block study (hours on 2 CPU cores)
+    python training/adaptation_study.py --out runs/ablation --variants full,no-anneal,no-shift,scratch \
+        --columns elbo,lambada,rocstories                                      # the paper's ablation
+    python training/adaptation_study.py --out runs/block-study --resume        # continue after an interruption
+    python training/adaptation_study.py --out /tmp/smoke --max-steps 2 --eval-blocks 2 --mc-samples 1 \
         --eval-limit 4 --gen-samples 2 --gen-new-tokens 8 --speed-prompt 16 --speed-new 16   # smoke run
 """
 
@@ -36,7 +43,16 @@ import subprocess
 import sys
 import time
 
-VARIANTS = {"full": None, "block4": 4, "block16": 16}
+# variant -> the `diffusion-lm adapt` flags that distinguish it from the shared command
+VARIANTS = {
+    "full": ["--attention-mode", "bidirectional"],
+    "block4": ["--attention-mode", "block", "--diffusion-block-size", "4"],
+    "block16": ["--attention-mode", "block", "--diffusion-block-size", "16"],
+    "no-anneal": ["--attention-mode", "bidirectional", "--anneal-steps", "0"],
+    "no-shift": ["--attention-mode", "bidirectional", "--no-shift"],
+    "scratch": ["--attention-mode", "bidirectional", "--from-scratch"],
+}
+DEFAULT_VARIANTS = ("full", "block4", "block16")
 COLUMNS = ("elbo", "lambada", "rocstories", "genppl", "speed")
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -48,7 +64,7 @@ def parse_args(argv=None):
     add("--data", default=DEFAULT_DATA, help="the shared data folder (corpus/enwiki, eval/) (default ../shared/data)")
     add("--train-file", help="training text (default DATA/corpus/enwiki/enwiki_train-00-of-04.jsonl)")
     add("--out", default="runs/block-study", help="one sub-folder per variant, the table at the top")
-    add("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    add("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     add("--columns", default=",".join(COLUMNS), help=f"comma-separated subset of {','.join(COLUMNS)}")
     add("--max-steps", type=int, default=300)
     add("--block-size", type=int, default=128, help="packed tokens per training sequence")
@@ -60,6 +76,7 @@ def parse_args(argv=None):
     add("--seed", type=int, default=0)
     add("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     add("--skip-train", action="store_true", help="only evaluate the models already in OUT")
+    add("--skip-eval", action="store_true", help="only train (evaluate later with --skip-train)")
     add("--eval-blocks", type=int, default=64, help="held-out blocks for the ELBO / NLL")
     add("--mc-samples", type=int, default=8, help="noise draws per held-out block for the ELBO")
     add("--eval-limit", type=int, default=200, help="examples per task for LAMBADA / ROCStories")
@@ -79,8 +96,9 @@ def parse_args(argv=None):
     unknown = [v for v in args.variants if v not in VARIANTS] + [c for c in args.columns if c not in COLUMNS]
     if unknown:
         parser.error(f"unknown variant(s) / column(s) {unknown}")
-    for name, block in VARIANTS.items():
-        if name in args.variants and block and args.block_size % block:
+    for name in args.variants:
+        block = diffusion_block_size(name)
+        if block and args.block_size % block:
             parser.error(f"--block-size {args.block_size} must be a multiple of {block} (variant {name})")
     args.train_file = args.train_file or os.path.join(args.data, "corpus", "enwiki", "enwiki_train-00-of-04.jsonl")
     args.validation_file = os.path.join(args.data, "corpus", "enwiki", "enwiki_validation.jsonl")
@@ -90,8 +108,13 @@ def parse_args(argv=None):
     return args
 
 
+def diffusion_block_size(variant: str) -> int | None:
+    flags = VARIANTS[variant]
+    return int(flags[flags.index("--diffusion-block-size") + 1]) if "--diffusion-block-size" in flags else None
+
+
 def note(message: str) -> None:
-    print(f"[block_study] {message}", flush=True)
+    print(f"[adaptation_study] {message}", flush=True)
 
 
 # --- training -------------------------------------------------------------------------------------------------------
@@ -105,9 +128,7 @@ def adapt_command(args, variant: str, output_dir: str) -> list[str]:
                "--attn-implementation", "sdpa", "--seed", str(args.seed), "--no-sample"]
     if args.base:
         command += ["--base", args.base]
-    if VARIANTS[variant]:
-        command += ["--attention-mode", "block", "--diffusion-block-size", str(VARIANTS[variant])]
-    return command
+    return command + VARIANTS[variant]  # later flags win: a variant's --anneal-steps replaces the shared one
 
 
 def finished_steps(output_dir: str) -> int | None:
@@ -379,6 +400,8 @@ def main(argv=None) -> int:
     if not args.skip_train:
         for variant in args.variants:
             train(args, variant)
+    if args.skip_eval:
+        return 0
     results = evaluate(args)
     json_path = os.path.join(args.out, "study.json")
     if args.update and os.path.isfile(json_path):  # e.g. decoding speed measured later, alone on the machine
