@@ -188,6 +188,25 @@ def test_trainer_requires_a_mask_token(tmp_path):
         DiffusionTrainer(model=model, args=args)
 
 
+@pytest.mark.parametrize("attention_mode", ["bidirectional", "block"])
+def test_trainer_refuses_a_left_padded_batch(tmp_path, attention_mode):
+    from tiny import tiny_diffusion_model
+
+    from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
+
+    model, _ = tiny_diffusion_model("llama")
+    if attention_mode == "block":
+        model.config.attention_mode, model.config.diffusion_block_size = "block", 4
+    trainer = DiffusionTrainer(model=model, args=DiffusionTrainingArguments(output_dir=str(tmp_path),
+                                                                            report_to="none", use_cpu=True))
+    ids = torch.tensor([[0, 0, 1, 10, 11, 12, 13, 14], [1, 10, 11, 12, 13, 14, 15, 16]])
+    left = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    with pytest.raises(ValueError, match="left-padded"):
+        trainer.compute_loss(model, {"input_ids": ids, "attention_mask": left})
+    right = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8])
+    assert torch.isfinite(trainer.compute_loss(model, {"input_ids": ids, "attention_mask": right}))
+
+
 @pytest.mark.smollm2
 def test_embedded_gguf_converts_with_a_dedicated_mask_token(smollm2_gguf):
     from diffusion_lm.conversion import convert_checkpoint

@@ -79,6 +79,75 @@ def test_scorer_spread_over_seeds_shrinks_as_samples_grow(estimator):
     assert many < 0.5 * few
 
 
+def exact_negative_elbo_per_token(model, ids: torch.Tensor, scored: torch.Tensor) -> float:
+    """The bound by enumeration: every non-empty subset S of the L scored positions is masked once and its summed CE
+    weighted by the integral of 1/t P(exactly S masked at t) dt = B(|S|, L - |S| + 1); divided by L."""
+    import itertools
+
+    positions = scored.nonzero().flatten().tolist()
+    length = len(positions)
+    total = 0.0
+    for size in range(1, length + 1):
+        weight = math.gamma(size) * math.gamma(length - size + 1) / math.gamma(length + 1)
+        for subset in itertools.combinations(positions, size):
+            noisy = ids.clone()
+            noisy[list(subset)] = model.config.mask_token_id
+            with torch.no_grad():
+                logits = model(input_ids=noisy[None]).logits[0].double()
+            rows = torch.tensor(subset)
+            total += weight * F.cross_entropy(logits[rows - 1], ids[rows], reduction="sum").item()
+    return total / length
+
+
+@pytest.mark.parametrize("estimator, max_spread", [("elbo", 0.02), ("elbo_continuous", None)])
+def test_elbo_estimators_are_unbiased_against_exact_enumeration(estimator, max_spread):
+    model, _ = tiny_diffusion_model(seed=0)
+    model.eval()
+    ids = torch.tensor([1, 10, 11, 12, 13, 14, 15, 16, 17, 18])
+    scored = torch.zeros(len(ids), dtype=torch.bool)
+    scored[4:] = True  # 6 scored tokens after a 4-token context
+    exact = exact_negative_elbo_per_token(model, ids, scored)
+    estimates = torch.tensor([
+        diffusion_span_scores(model, [ScoringRequest(ids, scored)], num_samples=128, seed=seed, estimator=estimator,
+                              eps=1e-6, batch_size=128)[0].per_token
+        for seed in range(12)
+    ])
+    spread = float(estimates.std())
+    assert abs(float(estimates.mean()) - exact) < 3 * spread / math.sqrt(len(estimates)) + 1e-9
+    if max_spread is not None:
+        assert spread <= max_spread * exact, (spread / exact)
+
+
+def test_count_form_of_the_elbo_is_far_less_noisy_than_the_continuous_form():
+    model, _ = tiny_diffusion_model(seed=0)
+    request = [ScoringRequest.from_parts([1, 10, 11, 12], [13, 14, 15, 16, 17, 18])]
+
+    def spread(estimator):
+        values = [diffusion_span_scores(model, request, num_samples=128, seed=seed, estimator=estimator,
+                                        batch_size=128)[0].per_token for seed in range(12)]
+        return float(torch.tensor(values).std())
+
+    assert spread("elbo") < 0.2 * spread("elbo_continuous")
+
+
+def test_exact_count_masking_masks_exactly_that_many_maskable_positions():
+    from diffusion_lm.modeling.corruption import mask_exact_count
+    from diffusion_lm.modeling.noise_schedule import masked_counts
+
+    ids = torch.arange(10, 22).repeat(3, 1)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, :2] = False
+    counts = torch.tensor([1, 5, 10])
+    noisy, is_masked = mask_exact_count(ids, maskable, counts, 99, generator=torch.Generator().manual_seed(0))
+    assert is_masked.sum(dim=1).tolist() == [1, 5, 10] and not bool(is_masked[:, :2].any())
+    assert bool((noisy[is_masked] == 99).all()) and torch.equal(noisy[~is_masked], ids[~is_masked])
+    with pytest.raises(ValueError, match="counts"):
+        mask_exact_count(ids, maskable, torch.tensor([0, 0, 11]), 99)
+    # stratified uniforms cover every count 1..L equally often
+    u = (torch.arange(60) + 0.5) / 60
+    assert torch.bincount(masked_counts(u, 6)).tolist() == [0] + [10] * 6
+
+
 def test_scores_are_reproducible_and_independent_of_batching_and_order():
     model, _ = tiny_diffusion_model(seed=1)
     requests = [
@@ -214,7 +283,7 @@ def test_multiple_choice_picks_the_lowest_loss_for_diffusion_and_ar():
     # reference's empty levels add zeros at random and can reorder near-equal choices)
     diffusion = DiffusionEvaluator(model, tokenizer, ScoringSettings(mc_samples=1))
     result = runner.run_multiple_choice(diffusion, examples, progress=False)
-    assert result == {"acc": 0.5, "num_examples": 2, "predictions": [best, best]}
+    assert result == {"acc": 0.5, "acc_stderr": 0.5, "num_examples": 2, "predictions": [best, best]}
     assert runner.run_multiple_choice(AREvaluator(model, tokenizer), examples, progress=False)["acc"] == 0.5
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (optional: pip install 'lm-eval>=0.4')")
 
@@ -96,10 +97,10 @@ def test_registered_model_answers_loglikelihood_requests(harness_setup):
     assert results["results"]["tiny_choice"]["acc,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
     samples = results["samples"]["tiny_choice"]
     assert len(samples) == 3
-    # every choice got a diffusion score: (-loss, is_greedy=False), -loss < 0
+    # every choice got a diffusion score (-loss < 0) and an honest is_greedy (a bool from the greedy check)
     for sample in samples:
         for log_likelihood, is_greedy in [r[0] for r in sample["resps"]]:
-            assert log_likelihood < 0 and is_greedy is False
+            assert log_likelihood < 0 and isinstance(is_greedy, bool)
     # fixed seed: the same scores again
     again = evaluate()["samples"]["tiny_choice"]
     assert [s["resps"] for s in again] == [s["resps"] for s in samples]
@@ -124,6 +125,34 @@ def test_adapter_scores_do_not_depend_on_request_order(harness_setup):
     assert lm.loglikelihood([instance("the", "", 0)]) == [(0.0, False)]
     rolling = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("the cat sat on the mat",), 0)])
     assert len(rolling) == 1 and rolling[0] < 0
+
+
+def test_is_greedy_is_true_exactly_when_greedy_decoding_reproduces_the_continuation(harness_setup):
+    from lm_eval.api.instance import Instance
+
+    from diffusion_lm.evaluation.evaluators import continuation_token_ids
+    from diffusion_lm.evaluation.lm_eval_adapter import DiffusionLMEval
+
+    _, _, (model, tokenizer) = harness_setup
+    lm = DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=2, device="cpu")
+    contexts = ["the cat sat on the", "one two three", "once upon a time there"]
+    requests, expected = [], []
+    for index, context in enumerate(contexts):
+        # the model's own greedy filling of 2 masked tokens after the context, decoded directly
+        prompt = torch.tensor([tokenizer(context)["input_ids"]])
+        holes = torch.zeros(1, prompt.shape[1] + 2, dtype=torch.bool)
+        holes[0, -2:] = True
+        canvas = torch.cat([prompt, torch.full((1, 2), tokenizer.pad_token_id)], dim=1)
+        greedy = model.generate(canvas, infill_mask=holes, max_new_tokens=0, steps=2)[0, -2:].tolist()
+        other = [greedy[0], next(t for t in range(10, 60) if t != greedy[1])]  # the second token differs
+        for tokens, hit in ((greedy, True), (other, False)):
+            continuation = " " + " ".join(tokenizer.convert_ids_to_tokens(tokens))
+            assert continuation_token_ids(tokenizer, continuation) == tokens
+            requests.append(Instance("loglikelihood", {}, (context, continuation), len(requests)))
+            expected.append(hit)
+    assert [hit for _, hit in lm.loglikelihood(requests)] == expected
+    skipping = DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=2, device="cpu", greedy_check="false")
+    assert [hit for _, hit in skipping.loglikelihood(requests)] == [False] * len(requests)
 
 
 def test_adapter_needs_a_model():

@@ -302,6 +302,21 @@ def test_sampling_filters_and_greedy(model):
     assert set(gen(temperature=1.0, top_k=3).tolist()) <= {50, 51, 52}
 
 
+def test_greedy_reads_the_confidence_from_the_filtered_distribution():
+    """As Dream: top-p / top-k filter before the confidence, also under greedy decoding (the argmax stays)."""
+    from diffusion_lm.modeling.unmasking import propose_tokens
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]))
+    tokens, probs = propose_tokens(logits)
+    assert tokens.tolist() == [0, 2] and probs[0, 0].item() == pytest.approx(0.5)
+    tokens, probs = propose_tokens(logits, top_p=0.75)  # nuclei {0, 1} and {2, 1}
+    assert tokens.tolist() == [0, 2]
+    assert probs[0].tolist() == pytest.approx([0.5 / 0.8, 0.3 / 0.8, 0.0])
+    assert probs[1].tolist() == pytest.approx([0.0, 0.2 / 0.9, 0.7 / 0.9])
+    tokens, probs = propose_tokens(logits, top_k=1)
+    assert tokens.tolist() == [0, 2] and probs.max(dim=-1).values.tolist() == pytest.approx([1.0, 1.0])
+
+
 def test_same_seed_same_output(tiny):
     model, tokenizer = tiny
     ids = tokenizer("the cat sat on", return_tensors="pt").input_ids

@@ -32,6 +32,7 @@ _LAZY_EXPORTS = {
     "convert_checkpoint": "conversion",
     "convert_ar_model": "conversion",
     "infill": "infilling",
+    "decode_text": "infilling",
     "import_reference": "reference_import",
     "TrainingInfo": "hub",
     "push_checkpoint": "hub",

@@ -25,6 +25,7 @@ from .conversion import (
 )
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
 from .hub import write_card
+from .infilling import decode_text
 from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
 from .presets import load_preset
@@ -590,4 +591,4 @@ def sample_text(model, tokenizer, prompt: str, seed: int, new_tokens: int = 32) 
     with torch.no_grad():
         output = model.generate(input_ids, max_new_tokens=new_tokens, steps=new_tokens, generator=generator)
     sequences = output.sequences if hasattr(output, "sequences") else output
-    return tokenizer.decode(sequences[0], skip_special_tokens=True)
+    return decode_text(tokenizer, sequences[0].tolist(), model.config)

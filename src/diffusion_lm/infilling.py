@@ -94,4 +94,4 @@ def infill(
     return texts[0] if single else texts
 
 
-__all__ = ["infill", "infill_input_ids"]
+__all__ = ["decode_text", "infill", "infill_input_ids"]

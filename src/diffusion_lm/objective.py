@@ -57,6 +57,15 @@ def block_diffusion_settings(config) -> int | None:
     return block_size
 
 
+def check_right_padded(attention_mask: torch.Tensor | None) -> None:
+    """ValueError for a left-padded batch: under the shift its first real token would be predicted from a padding
+    position's logit, and position 0 (the one token never masked) would be padding."""
+    if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise ValueError("the batch is left-padded (attention_mask has 0 before 1): diffusion training needs right "
+                         "padding, or the first token would be predicted from a padding logit; set "
+                         "tokenizer.padding_side = 'right' (or use DiffusionDataCollator)")
+
+
 def diffusion_objective(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -76,6 +85,7 @@ def diffusion_objective(
     Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
     is then one level per block, (B, number of blocks), instead of one per sequence (B,).
     """
+    check_right_padded(attention_mask)
     block_size = block_diffusion_settings(model_config(model))
     if block_size is not None:
         return block_diffusion_objective(

@@ -41,6 +41,7 @@ from trl.data_utils import is_conversational_from_value
 from .modeling.corruption import maskable_positions
 from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
+from .infilling import decode_text
 from .models import DIFFUSION_MODEL_TYPES
 from .objective import diffusion_objective
 from .trainer import AtomicCheckpointsMixin
@@ -488,7 +489,7 @@ def generate_completions(
         )
         for row in output[:, width:].tolist():
             cut = next((i for i, token in enumerate(row) if token in stops), len(row))
-            replies.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+            replies.append(decode_text(tokenizer, row[:cut], model.config).strip())
     return replies
 
 

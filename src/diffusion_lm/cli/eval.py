@@ -36,9 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     )
     parser.add_argument(
         "--estimator",
-        choices=("levels", "elbo"),
+        choices=("levels", "elbo", "elbo_continuous"),
         default="levels",
-        help="choice scorer: 'levels' (reference: t=k/K, mean CE over masked tokens) or 'elbo' (stratified, 1/t)",
+        help="multiple-choice scorer: 'levels' (the reference's, reproduces the paper: t=k/K, mean CE over the "
+             "masked tokens, 0 for an empty level, divided by K), 'elbo' (bound, count form: l ~ U{1..L} tokens "
+             "masked, weight L/l; low variance) or 'elbo_continuous' (bound, t ~ U(0,1), weight 1/t). --ppl-data "
+             "always uses 'elbo'",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every Monte-Carlo draw (default 0)")
     parser.add_argument(

@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     import torch
 
+    from ..infilling import decode_text
+
     model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
     device = next(model.parameters()).device
     mask_token_id = model.generation_config.mask_token_id
@@ -183,9 +185,9 @@ def run(args: argparse.Namespace) -> int:
             output = model.generate(input_ids, **gen_kwargs)
 
     if args.command == "generate" and args.chat:
-        text = tokenizer.decode(output[0, len(ids):].tolist(), skip_special_tokens=True)
+        text = decode_text(tokenizer, output[0, len(ids):].tolist(), model.config)
     else:
-        text = tokenizer.decode(output[0].tolist(), skip_special_tokens=True)
+        text = decode_text(tokenizer, output[0].tolist(), model.config)
     if args.show_steps:
         print("-" * 40)
     print(text)

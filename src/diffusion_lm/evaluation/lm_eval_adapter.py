@@ -1,8 +1,13 @@
 """lm-evaluation-harness model type ``diffusion_lm`` (optional: needs ``pip install lm-eval``).
 
-- ``loglikelihood``: the Monte-Carlo diffusion score of the continuation given its frozen context, returned as
-  ``(-loss, False)``; by default the ELBO estimator summed over the continuation's tokens, a lower bound on its
-  log-likelihood, so the harness's ``acc`` / ``acc_norm`` (which divides by length itself) mean what they say.
+- ``loglikelihood``: ``(score, is_greedy)``. ``score`` is minus the Monte-Carlo diffusion loss of the continuation
+  given its frozen context: by default the ELBO estimator (count form, low variance) summed over the continuation's
+  tokens, a *lower bound* on its log-likelihood (so a perplexity the harness derives from it is an upper bound), and
+  the harness's ``acc`` / ``acc_norm`` (which divides by length itself) mean what they say. ``is_greedy`` is True
+  exactly when greedy diffusion decoding of the masked continuation (its length known, the context frozen, the
+  adapter's decoding settings) reproduces it token for token, as the paper's LAMBADA evaluation decides a hit; this
+  costs a decode per request, so ``greedy_check=false`` skips it for multiple-choice tasks that never read it (then
+  ``is_greedy`` is always False, and a metric built on it is meaningless).
 - ``loglikelihood_rolling``: the ELBO bound of the whole text.
 - ``generate_until``: diffusion decoding of ``max_gen_toks`` tokens, cut at the first stop string.
 
@@ -27,6 +32,7 @@ except ImportError as error:  # keep the error actionable: lm-eval is an optiona
         "the lm-evaluation-harness adapter needs lm-eval: pip install 'lm-eval>=0.4' (or diffusion-lm[eval])"
     ) from error
 
+from ..infilling import decode_text
 from .evaluators import (
     DecodingSettings,
     DiffusionEvaluator,
@@ -47,7 +53,8 @@ def _stable_key(*texts: str) -> tuple[int]:
 @register_model("diffusion_lm")
 class DiffusionLMEval(LM):
     """``--model_args pretrained=DIR[,mc_samples=32,estimator=elbo,seed=0,steps=N,alg=confidence,max_gen_toks=256,
-    dtype=float32]``; a loaded model can be passed instead as ``DiffusionLMEval(model=..., tokenizer=...)``."""
+    greedy_check=true,dtype=float32]``; a loaded model can be passed instead as
+    ``DiffusionLMEval(model=..., tokenizer=...)``."""
 
     def __init__(
         self,
@@ -69,6 +76,7 @@ class DiffusionLMEval(LM):
         block_length: int | None = None,
         max_gen_toks: int = 256,
         max_length: int | None = None,
+        greedy_check: bool | str = True,
     ):
         super().__init__()
         if (pretrained is None) == (model is None):
@@ -95,6 +103,7 @@ class DiffusionLMEval(LM):
         self.tokenizer = tokenizer
         self._device = torch.device(device)
         self.max_gen_toks = int(max_gen_toks)
+        self.greedy_check = str(greedy_check).lower() not in ("false", "0", "no")  # model_args arrive as strings
         config = model.config
         self.max_length = int(
             max_length or getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
@@ -114,7 +123,7 @@ class DiffusionLMEval(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        batch, keys, positions = [], [], []
+        batch, keys, positions, targets = [], [], [], []
         for position, request in enumerate(requests):
             context, continuation = request.args
             target_ids = continuation_token_ids(self.tokenizer, continuation)
@@ -125,12 +134,21 @@ class DiffusionLMEval(LM):
             batch.append(ScoringRequest.from_parts(context_ids, target_ids))
             keys.append(_stable_key(context, continuation))
             positions.append(position)
+            targets.append((context_ids, target_ids))
         if batch:
-            for position, value in zip(positions, self._score(batch, keys, "diffusion loglikelihood")):
-                results[position] = (value, False)  # a diffusion LM has no greedy continuation to compare with
+            greedy = self._is_greedy(targets, keys, not disable_tqdm) if self.greedy_check else [False] * len(batch)
+            for position, value, hit in zip(positions, self._score(batch, keys, "diffusion loglikelihood"), greedy):
+                results[position] = (value, hit)
         for request, result in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood", request.args, result)
         return results  # type: ignore[return-value]
+
+    def _is_greedy(self, targets: list[tuple[list[int], list[int]]], keys, progress: bool) -> list[bool]:
+        """Does greedy diffusion decoding of ``len(target)`` masked tokens after the context reproduce the target?"""
+        items = [(context_ids, len(target_ids), []) for context_ids, target_ids in targets]
+        generated = self.evaluator.fill_many(items, [key[0] for key in keys],
+                                             progress=progress and "diffusion greedy check")
+        return [list(ids) == list(target_ids) for ids, (_, target_ids) in zip(generated, targets)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """ELBO bound of each text, in windows of ``max_length`` tokens; each window starts with the token before
@@ -177,7 +195,7 @@ class DiffusionLMEval(LM):
                 progress=not disable_tqdm and "diffusion generate_until",
             )
             for (position, _, until, _), ids in zip(group, generated):
-                text = self.tokenizer.decode(cut_at_eos(ids, self.tokenizer.eos_token_id), skip_special_tokens=True)
+                text = decode_text(self.tokenizer, cut_at_eos(ids, self.tokenizer.eos_token_id), self.evaluator.model.config)
                 for stop in until:  # cut at the first stop string
                     if stop:
                         text = text.split(stop, 1)[0]

@@ -7,10 +7,12 @@ Task runners take an evaluator (``DiffusionEvaluator`` or ``AREvaluator``) and a
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Sequence
 
+from ..infilling import decode_text
 from .evaluators import context_token_ids, continuation_token_ids, cut_at_eos
 from .scoring import ScoringRequest
 from .tasks import (
@@ -34,6 +36,20 @@ TABLE_COLUMNS = (
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL")
 
 
+def _model_config(evaluator):
+    return getattr(getattr(evaluator, "model", None), "config", None)
+
+
+def stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean of per-example values (sample standard deviation / sqrt(n)), as lm-eval's
+    ``*_stderr``: the uncertainty from the finite set of examples."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def run_multiple_choice(evaluator, examples: Sequence[MultipleChoiceExample], progress: bool = True) -> dict:
     """Accuracy of picking the choice with the lowest per-token loss (diffusion: Monte-Carlo; AR: exact NLL)."""
     tokenizer = evaluator.tokenizer
@@ -53,7 +69,8 @@ def run_multiple_choice(evaluator, examples: Sequence[MultipleChoiceExample], pr
         per_example[owner].append(score.per_token)
     predictions = [min(range(len(losses)), key=losses.__getitem__) for losses in per_example]
     correct = [int(p == e.label) for p, e in zip(predictions, examples)]
-    return {"acc": sum(correct) / len(correct), "num_examples": len(correct), "predictions": predictions}
+    return {"acc": sum(correct) / len(correct), "acc_stderr": stderr(correct), "num_examples": len(correct),
+            "predictions": predictions}
 
 
 def run_lambada(evaluator, examples: Sequence[CompletionExample], progress: bool = True) -> dict:
@@ -64,23 +81,25 @@ def run_lambada(evaluator, examples: Sequence[CompletionExample], progress: bool
         for e in examples
     ]
     generated = evaluator.fill_many(items, list(range(len(items))), progress=progress and f"{evaluator.kind} lambada")
-    outputs = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    outputs = [decode_text(tokenizer, ids, _model_config(evaluator)).strip() for ids in generated]
     correct = [int(text == e.target) for text, e in zip(outputs, examples)]
-    return {"acc": sum(correct) / len(correct), "num_examples": len(correct), "outputs": outputs}
+    return {"acc": sum(correct) / len(correct), "acc_stderr": stderr(correct), "num_examples": len(correct),
+            "outputs": outputs}
 
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
-    """Mean ROUGE-1/2/L F-measures (rouge-score package, Porter stemming)."""
+    """Mean ROUGE-1/2/L F-measures (rouge-score package, Porter stemming) and their standard errors."""
     try:
         from rouge_score import rouge_scorer
     except ImportError as error:  # optional dependency of the eval extra
         raise ImportError("ROCStories needs the rouge-score package: pip install 'diffusion-lm[eval]'") from error
     scorer = rouge_scorer.RougeScorer(list(ROUGE_METRICS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_METRICS, 0.0)
+    values: dict[str, list[float]] = {metric: [] for metric in ROUGE_METRICS}
     for prediction, reference in zip(predictions, references):
         for metric, value in scorer.score(reference, prediction).items():
-            totals[metric] += value.fmeasure
-    return {metric: total / len(predictions) for metric, total in totals.items()}
+            values[metric].append(value.fmeasure)
+    means = {metric: sum(v) / len(v) for metric, v in values.items()}
+    return {**means, **{f"{metric}_stderr": stderr(v) for metric, v in values.items()}}
 
 
 def run_rocstories(evaluator, examples: Sequence[InfillingExample], progress: bool = True) -> dict:
@@ -95,7 +114,7 @@ def run_rocstories(evaluator, examples: Sequence[InfillingExample], progress: bo
         for e in examples
     ]
     generated = evaluator.fill_many(items, list(range(len(items))), progress=progress and f"{evaluator.kind} rocstories")
-    outputs = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    outputs = [decode_text(tokenizer, ids, _model_config(evaluator)).strip() for ids in generated]
     metrics = rouge_scores(outputs, [e.middle for e in examples])
     return {**metrics, "num_examples": len(examples), "outputs": outputs}
 
@@ -128,11 +147,12 @@ def run_gsm8k(
     generated = evaluator.continue_many(
         prompts, max_new_tokens, list(range(len(prompts))), progress=progress and f"{evaluator.kind} gsm8k"
     )
-    outputs = [tokenizer.decode(cut_at_eos(ids, tokenizer.eos_token_id), skip_special_tokens=True) for ids in generated]
+    outputs = [decode_text(tokenizer, cut_at_eos(ids, tokenizer.eos_token_id), _model_config(evaluator)) for ids in generated]
     strict = [int(gsm8k_final_answer(text) == e.target) for text, e in zip(outputs, examples)]
     lenient = [int(last_number(text) == e.target) for text, e in zip(outputs, examples)]
     return {
         "exact_match": sum(strict) / len(strict),
+        "exact_match_stderr": stderr(strict),
         "last_number_match": sum(lenient) / len(lenient),
         "num_examples": len(strict),
         "outputs": outputs,

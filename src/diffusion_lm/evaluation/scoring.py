@@ -1,14 +1,18 @@
 """Scores of token spans: Monte-Carlo diffusion loss (masked-diffusion LMs) and exact log-likelihood (AR LMs).
 
 A *scoring request* is a token sequence plus the positions whose tokens are scored. For a diffusion LM only those
-positions may be masked; everything else (the context) stays frozen. Two Monte-Carlo estimators are offered:
+positions may be masked; everything else (the context) stays frozen. Three Monte-Carlo estimators are offered:
 
 - ``"levels"`` (the DiffuGPT / DiffuLLaMA reference, METHOD.md section 5): K noise levels t = k/K, k = 1..K, one
   random mask per level, unweighted mean cross-entropy over the masked tokens (0 for a level that masked nothing, as
-  the reference's loop adds it), summed and divided by K.
-- ``"elbo"`` (LLaDA): K stratified noise levels in (eps, 1), 1/t-weighted cross-entropy summed over masked tokens;
-  divided by the number of scored tokens it is an unbiased estimate of the per-token negative ELBO, an upper bound
-  on the per-token negative log-likelihood.
+  the reference's loop adds it), summed and divided by K. Not a likelihood bound; it reproduces the paper's
+  multiple-choice numbers.
+- ``"elbo"`` (the count form, as LLaDA's likelihood estimator): per sample the number of masked tokens l is drawn
+  from U{1..L} (stratified over the K samples), exactly l of the L scored tokens are masked, and the masked
+  cross-entropy is weighted L / l. Divided by L it is an unbiased estimate of the per-token negative ELBO, an upper
+  bound on the per-token negative log-likelihood, with a far smaller spread than the continuous form.
+- ``"elbo_continuous"`` (paper Eq. 7): K stratified noise levels t in (eps, 1), Bernoulli(t) masks, 1/t-weighted
+  cross-entropy. The same bound (up to eps), noisier: both the 1/t weight and the masked count vary.
 
 Every request draws its noise from its own ``torch.Generator``, seeded from (seed, key), so a score depends only on
 the seed and the request's key, never on batch size, batch composition or order.
@@ -32,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..modeling.corruption import mask_tokens
+from ..modeling.corruption import mask_exact_count, mask_tokens
 from ..modeling.diffusion_loss import masked_diffusion_loss
-from ..modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
+from ..modeling.noise_schedule import DEFAULT_EPS, masked_counts, sample_noise_levels
 
-ESTIMATORS = ("levels", "elbo")
+ESTIMATORS = ("levels", "elbo", "elbo_continuous")
 
 
 @dataclass
@@ -113,11 +117,28 @@ def example_generator(seed: int, *key: int, device: torch.device | str = "cpu") 
 def estimator_noise_levels(
     estimator: str, num_samples: int, generator: torch.Generator, eps: float = DEFAULT_EPS
 ) -> torch.Tensor:
-    """The K noise levels of one request's Monte-Carlo samples."""
+    """The K noise levels of one request's Monte-Carlo samples (for ``"elbo"``: stratified uniforms in [0, 1) that
+    ``corrupt_scored`` turns into masked counts)."""
     if estimator == "levels":
         # the reference grid t = k/K includes t = 1, so at least one sample masks every scored token
         return torch.arange(1, num_samples + 1, dtype=torch.float32) / num_samples
+    if estimator == "elbo":
+        return sample_noise_levels(num_samples, 0.0, stratified=True, generator=generator)
     return sample_noise_levels(num_samples, eps, stratified=True, generator=generator)
+
+
+def corrupt_scored(estimator: str, clean: torch.Tensor, scored: torch.Tensor, levels: torch.Tensor, mask_token_id: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K corrupted copies of ``clean`` (L,) with only ``scored`` positions maskable: (noisy, is_masked, level), where
+    ``level`` is what the 1/t weight of the loss reads (for ``"elbo"``: l / L, so that 1/t = L / l)."""
+    rows = clean.unsqueeze(0).expand(len(levels), -1)
+    maskable = scored.unsqueeze(0).expand(len(levels), -1)
+    if estimator != "elbo":
+        return (*mask_tokens(rows, maskable, levels, mask_token_id, generator=generator), levels)
+    total = int(scored.sum())
+    counts = masked_counts(levels, total)
+    noisy, is_masked = mask_exact_count(rows, maskable, counts, mask_token_id, generator=generator)
+    return noisy, is_masked, counts.float() / total
 
 
 def _check_estimator(estimator: str, num_samples: int) -> None:
@@ -219,12 +240,11 @@ def diffusion_span_scores(
         generator = example_generator(seed, *key)
         levels = estimator_noise_levels(estimator, num_samples, generator, eps)
         for scored_part, end in scored_blocks(request.scored, block_size):
-            clean = request.input_ids[:end]
-            scored = scored_part[:end].unsqueeze(0).expand(num_samples, -1)
-            noisy, is_masked = mask_tokens(clean.unsqueeze(0).expand(num_samples, -1), scored, levels,
-                                           mask_token_id, generator=generator)
+            clean, scored = request.input_ids[:end], scored_part[:end]
+            noisy, is_masked, weights_level = corrupt_scored(estimator, clean, scored, levels, mask_token_id,
+                                                             generator)
             for k in range(num_samples):
-                rows.append((index, k, noisy[k], clean, is_masked[k], scored[k], levels[k]))
+                rows.append((index, k, noisy[k], clean, is_masked[k], scored, weights_level[k]))
 
     # per (request, sample): 1/t-weighted CE sum, CE sum and masked count, summed over the request's blocks
     sums = torch.zeros(len(requests), num_samples, 3, dtype=torch.float64)
@@ -250,7 +270,7 @@ def diffusion_span_scores(
                                             float(loss.num_masked)], dtype=torch.float64)
     scores = []
     for index, request in enumerate(requests):
-        if estimator == "elbo":  # weighted sum / number of scored tokens
+        if estimator != "levels":  # weighted sum / number of scored tokens
             values = [float(weighted) / request.num_scored for weighted in sums[index, :, 0]]
         else:  # the reference counts a level that masked nothing as 0 and still divides by K
             values = [ce / count if count > 0 else 0.0 for _, ce, count in sums[index].tolist()]

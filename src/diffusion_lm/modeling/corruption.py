@@ -33,6 +33,28 @@ def mask_tokens(
     return noisy_ids, is_masked
 
 
+def mask_exact_count(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    counts: torch.Tensor,
+    mask_token_id: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask exactly ``counts[b]`` (B,) maskable positions of row b, a uniformly random subset of them (the
+    conditional of ``mask_tokens`` given how many tokens it masked). Returns ``(noisy_ids, is_masked)``."""
+    if input_ids.shape != maskable.shape:
+        raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    maskable = maskable.bool()
+    if bool((counts < 0).any()) or bool((counts > maskable.sum(dim=1)).any()):
+        raise ValueError("counts must lie between 0 and the number of maskable positions of each row")
+    draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+    draws = draws.masked_fill(~maskable, 2.0)  # never among the first counts[b]
+    rank = draws.argsort(dim=1).argsort(dim=1)
+    is_masked = (rank < counts.to(rank.device)[:, None]) & maskable
+    noisy_ids = torch.where(is_masked, torch.full_like(input_ids, mask_token_id), input_ids)
+    return noisy_ids, is_masked
+
+
 def maskable_positions(
     attention_mask: torch.Tensor | None,
     input_ids: torch.Tensor,

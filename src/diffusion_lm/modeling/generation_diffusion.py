@@ -83,7 +83,9 @@ class DiffusionGenerationConfig(GenerationConfig):
         Unset or 0 is greedy; > 0 samples the proposed tokens (with ``top_k`` / ``top_p`` when set).
         ``do_sample=False`` forces greedy; ``do_sample=True`` with temperature unset samples at temperature 1.
     top_k (`int`, *optional*), top_p (`float`, *optional*):
-        Filters of the sampling distribution (ignored under greedy decoding).
+        Filters of the proposal distribution. Under greedy decoding the chosen token (the argmax) is unchanged, but
+        the confidence / margin / entropy that orders the commits (and meets ``threshold``) is read from the
+        renormalised, filtered distribution, as in Dream.
     block_length (`int`, *optional*):
         Semi-autoregressive decoding: the masked positions, left to right, form blocks of this many tokens; block b
         is finished before block b + 1 starts, and the steps are split evenly across blocks.

@@ -48,6 +48,14 @@ def sample_noise_levels(
     return eps + (1.0 - eps) * u
 
 
+def masked_counts(u: torch.Tensor, num_maskable: int) -> torch.Tensor:
+    """Numbers of masked tokens l ~ U{1..L} from uniforms ``u`` in [0, 1): l = floor(u L) + 1 (stratified u gives
+    stratified l). Given l of L tokens masked, the bound's weight 1/t integrates to L / l over t (Beta integral
+    C(L, l) B(l, L - l + 1) = 1 / l), so the count form of the ELBO is E_l[(L / l) sum of the masked CE]: the same
+    bound as the continuous one, without the Binomial count and 1/t noise (LLaDA's likelihood estimator)."""
+    return (u * num_maskable).floor().long().clamp(0, num_maskable - 1) + 1
+
+
 def reverse_unmask_probability(t: torch.Tensor | float, s: torch.Tensor | float) -> torch.Tensor | float:
     """Probability that a token masked at level t is revealed by level s < t: (alpha_s - alpha_t) / (1 - alpha_t).
 

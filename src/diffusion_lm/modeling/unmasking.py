@@ -94,13 +94,13 @@ def propose_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens (N,), probs (N, V)) for N rows of logits.
 
-    ``temperature == 0`` is greedy (top-k / top-p do not apply); otherwise the tokens are sampled from the
-    temperature-scaled, top-k / top-p filtered distribution, and ``probs`` is that distribution (the one the rules
-    score, as in Dream's sampler).
+    ``probs`` is the top-k / top-p filtered distribution (temperature-scaled when sampling), the one the rules
+    score, as in Dream's sampler. ``temperature == 0`` takes its argmax, which the filters never change; they still
+    change ``probs``, so a confidence, margin or entropy and the threshold decisions read the renormalised nucleus.
     """
     logits = logits.float()
     if temperature == 0:
-        probs = logits.softmax(dim=-1)
+        probs = top_p_filter(top_k_filter(logits, top_k), top_p).softmax(dim=-1)
         return probs.argmax(dim=-1), probs
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     probs = logits.softmax(dim=-1)
