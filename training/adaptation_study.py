@@ -191,35 +191,34 @@ def heldout_blocks(args, tokenizer):
 
 
 def heldout_elbo(model, blocks, mc_samples: int, seed: int, batch_size: int = 8) -> dict:
-    """Nats per predicted token of the objective the model was trained with ('elbo' normalisation), averaged over
-    ``mc_samples`` fixed-seed noise draws per block; the standard error is over the draws."""
-    import torch
+    """Negative-ELBO bound in nats per predicted token (`diffusion_likelihood_bound`: the count-form estimator, fixed
+    seed, so every model is scored on the same masks), with each block's value for paired comparisons. Block models
+    are scored block by block over clean earlier blocks (their bound)."""
+    from diffusion_lm.evaluation.likelihood import diffusion_likelihood_bound
 
-    from diffusion_lm.modeling.corruption import maskable_positions
-    from diffusion_lm.objective import diffusion_objective
-
-    per_draw = []
-    with torch.no_grad():
-        for draw in range(mc_samples):
-            generator = torch.Generator().manual_seed(seed * 1000 + draw)
-            weighted, modelled = 0.0, 0
-            for start in range(0, len(blocks), batch_size):
-                ids = torch.tensor(blocks[start:start + batch_size])
-                output = diffusion_objective(model, ids, maskable_positions(None, ids),
-                                             mask_token_id=model.config.mask_token_id, normalization="elbo",
-                                             shift=model.config.shift, generator=generator)
-                weighted += output.weighted_sum.item()
-                modelled += int(output.num_modelled)
-            per_draw.append(weighted / modelled)
-    mean = sum(per_draw) / len(per_draw)
-    spread = math.sqrt(sum((x - mean) ** 2 for x in per_draw) / (len(per_draw) - 1)) if len(per_draw) > 1 else 0.0
-    return {"nats_per_token": mean, "std_error": spread / math.sqrt(len(per_draw)), "mc_samples": mc_samples}
+    estimate = diffusion_likelihood_bound(model, blocks, mc_samples=mc_samples, seed=seed, batch_size=batch_size)
+    return likelihood_entry(estimate, blocks)
 
 
-def ar_nll(ar_model, blocks) -> float:
+def ar_nll(ar_model, blocks) -> dict:
     from diffusion_lm.evaluation.likelihood import ar_likelihood
 
-    return ar_likelihood(ar_model, blocks).nll_per_token
+    return likelihood_entry(ar_likelihood(ar_model, blocks), blocks)
+
+
+def likelihood_entry(estimate, blocks) -> dict:
+    per_block = [nll / (len(block) - 1) for nll, block in zip(estimate.per_sequence, blocks)]
+    return {"nats_per_token": estimate.nll_per_token, "per_block": per_block, "mc_samples": estimate.mc_samples,
+            "mc_std_error": estimate.std_error / estimate.num_tokens, "std_error": mean_std_error(per_block)}
+
+
+def mean_std_error(values) -> float:
+    """Standard error of the mean over the held-out blocks (the data, not the Monte-Carlo noise, dominates)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def run_eval_cli(args, directory: str, output: str, ar_baseline: bool) -> dict | None:
@@ -320,7 +319,8 @@ def evaluate(args) -> dict:
     blocks = heldout_blocks(args, tokenizer)
     results = {"AR base": {}, **{variant: {} for variant in models}}
     if "elbo" in args.columns:
-        results["AR base"]["heldout_nats"] = ar_nll(ar_model, blocks)
+        results["AR base"]["heldout"] = ar_nll(ar_model, blocks)
+        results["AR base"]["heldout_nats"] = results["AR base"]["heldout"]["nats_per_token"]
         for variant, (model, _, _) in models.items():
             results[variant]["heldout"] = heldout_elbo(model, blocks, args.mc_samples, args.seed)
             results[variant]["heldout_nats"] = results[variant]["heldout"]["nats_per_token"]
@@ -332,7 +332,9 @@ def evaluate(args) -> dict:
                 target = "AR base" if label.startswith("AR ") else variant
                 tasks = entry.get("tasks", {})
                 results[target]["lambada"] = tasks.get("lambada", {}).get("acc")
+                results[target]["lambada_stderr"] = tasks.get("lambada", {}).get("acc_stderr")
                 results[target]["rocstories_rougeL"] = tasks.get("rocstories", {}).get("rougeL")
+                results[target]["rocstories_rougeL_stderr"] = tasks.get("rocstories", {}).get("rougeL_stderr")
     if "genppl" in args.columns:
         prompts = prompts_from(blocks, args.gen_prompt_tokens, args.gen_samples)
         for variant, (model, _, _) in models.items():
@@ -354,41 +356,71 @@ def evaluate(args) -> dict:
     return results
 
 
+def paired_difference(row: dict, reference: dict) -> tuple[float, float] | None:
+    """(mean, standard error) over the held-out blocks of row - reference, nats per token: the same blocks and
+    the same masks, so the block-to-block spread of the text cancels."""
+    mine, theirs = row.get("heldout", {}).get("per_block"), reference.get("heldout", {}).get("per_block")
+    if not mine or not theirs or len(mine) != len(theirs):
+        return None
+    differences = [a - b for a, b in zip(mine, theirs)]
+    return sum(differences) / len(differences), mean_std_error(differences)
+
+
 def table(results: dict, args) -> str:
-    full = results.get("full", {}).get("heldout_nats")
+    full_row = results.get("full", {})
+    full = full_row.get("heldout_nats")
     ar = results["AR base"].get("heldout_nats")
     ar_speed = results["AR base"].get("tokens_per_s")
 
-    def cell(value, fmt):
-        return "-" if value is None else fmt.format(value)
+    def with_error(value, error, fmt, scale=1.0):
+        if value is None:
+            return None
+        text = fmt.format(value * scale)
+        return text + (f" ± {error * scale:.{1 if scale == 100 else 3}f}" if error else "")
 
-    header = ["model", "held-out nats/token", "gap closed", "LAMBADA", "ROCStories R-L", "gen. PPL", "decode tok/s",
-              "vs AR"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, row in results.items():
-        nats = row.get("heldout_nats")
+    def heldout(label, row):
         kind = "exact " if label == "AR base" else "<= "
-        gap = None
-        if label.startswith("block") and None not in (full, ar, nats) and full != ar:
-            gap = (full - nats) / (full - ar)
+        return None if row.get("heldout_nats") is None else kind + with_error(
+            row["heldout_nats"], row.get("heldout", {}).get("std_error"), "{:.3f}")
+
+    def versus_full(label, row):
+        difference = None if label == "full" else paired_difference(row, full_row)
+        return None if difference is None else with_error(difference[0], difference[1], "{:+.3f}")
+
+    def gap(label, row):
+        nats = row.get("heldout_nats")
+        if not label.startswith("block") or None in (full, ar, nats) or full == ar:
+            return None
+        return f"{(full - nats) / (full - ar):.0%}"
+
+    def speed_ratio(label, row):
         speed = row.get("tokens_per_s")
-        lines.append("| " + " | ".join([
-            label,
-            "-" if nats is None else kind + f"{nats:.3f}",
-            cell(gap, "{:.0%}"),
-            cell(row.get("lambada"), "{:.1%}"),
-            cell(row.get("rocstories_rougeL"), "{:.1%}"),
-            cell(row.get("gen_ppl"), "{:.1f}"),
-            cell(speed, "{:.1f}"),
-            cell(speed / ar_speed if speed and ar_speed else None, "{:.2f}x"),
-        ]) + " |")
+        return f"{speed / ar_speed:.2f}x" if speed and ar_speed else None
+
+    columns = [
+        ("held-out nats/token", heldout),
+        ("vs full (paired)", versus_full),
+        ("gap closed", gap),
+        ("LAMBADA %", lambda label, row: with_error(row.get("lambada"), row.get("lambada_stderr"), "{:.1f}", 100)),
+        ("ROCStories R-L %", lambda label, row: with_error(row.get("rocstories_rougeL"),
+                                                          row.get("rocstories_rougeL_stderr"), "{:.1f}", 100)),
+        ("gen. PPL", lambda label, row: None if row.get("gen_ppl") is None else f"{row['gen_ppl']:.1f}"),
+        ("decode tok/s", lambda label, row: None if not row.get("tokens_per_s") else f"{row['tokens_per_s']:.1f}"),
+        ("vs AR", speed_ratio),
+    ]
+    cells = {label: [render(label, row) for _, render in columns] for label, row in results.items()}
+    shown = [i for i in range(len(columns)) if any(row[i] is not None for row in cells.values())]
+    lines = ["| model | " + " | ".join(columns[i][0] for i in shown) + " |", "|---|" + "---|" * len(shown)]
+    for label, row in cells.items():
+        lines.append(f"| {label} | " + " | ".join("-" if row[i] is None else row[i] for i in shown) + " |")
     tokens = args.max_steps * args.batch_size * args.block_size
     lines.append("")
     trained = ("models as found in the output folder (--skip-train); " if args.skip_train else
                f"{args.max_steps} steps x {args.batch_size} x {args.block_size} tokens = {tokens} training tokens per "
                f"model, seed {args.seed}; ")
     lines.append(f"{trained}held-out: {args.eval_blocks} blocks of {args.block_size} tokens, "
-                 f"{args.mc_samples} noise draws; gen. PPL: {args.gen_samples} greedy continuations of "
+                 f"{args.mc_samples} noise draws (count-form ELBO, fixed seed), ± = standard error over the blocks "
+                 f"(LAMBADA / ROCStories: over the examples); gen. PPL: {args.gen_samples} greedy continuations of "
                  f"{args.gen_prompt_tokens} + {args.gen_new_tokens} tokens; decoding: shipped defaults, threshold "
                  f"{args.threshold}; speed: batch 1, prompt {args.speed_prompt} + {args.speed_new} new.")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Likelihood of a text set: Monte-Carlo ELBO bound for a diffusion LM, exact NLL for its AR base, same tokens.
 
-The diffusion bound uses the unbiased ELBO estimator (METHOD.md section 2, paper Eq. 7): per sequence, K stratified
-noise levels, each with one random mask, 1/t-weighted cross-entropy summed over the masked tokens. Averaged over the
-K samples it estimates the sequence's negative ELBO, an upper bound on its negative log-likelihood. Position 0 of
+The diffusion bound uses the unbiased ELBO estimator in its count form (METHOD.md section 2, paper Eq. 7; see
+``scoring``): per sequence, K samples with l ~ U{1..L} masked tokens (stratified), the masked cross-entropy weighted
+L / l. Averaged over the K samples it estimates the sequence's negative ELBO, an upper bound on its negative
+log-likelihood. Position 0 of
 every sequence is given (never predicted) for both models, so the two numbers cover exactly the same tokens.
 """
 
@@ -24,7 +25,8 @@ from .scoring import ScoringRequest, ar_span_scores, diffusion_span_scores
 class LikelihoodEstimate:
     """Negative log-likelihood (nats) of ``num_tokens`` predicted tokens; for diffusion an upper bound.
 
-    ``std_error`` is the Monte-Carlo standard error of ``nll`` (0 for the exact AR value).
+    ``std_error`` is the Monte-Carlo standard error of ``nll`` (0 for the exact AR value); ``per_sequence`` the NLL
+    of each sequence (for paired comparisons of two models on the same text).
     """
 
     nll: float
@@ -33,6 +35,7 @@ class LikelihoodEstimate:
     std_error: float = 0.0
     mc_samples: int | None = None
     exact: bool = False
+    per_sequence: list[float] | None = None
 
     @property
     def nll_per_token(self) -> float:
@@ -102,6 +105,7 @@ def diffusion_likelihood_bound(
         num_sequences=len(scores),
         std_error=math.sqrt(variance),
         mc_samples=mc_samples,
+        per_sequence=[s.total for s in scores],
     )
 
 
@@ -122,6 +126,7 @@ def ar_likelihood(
         num_tokens=sum(s.num_tokens for s in scores),
         num_sequences=len(scores),
         exact=True,
+        per_sequence=[s.total for s in scores],
     )
 
 
