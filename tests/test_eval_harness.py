@@ -94,9 +94,23 @@ def test_registered_model_answers_loglikelihood_requests(harness_setup):
         )
 
     results = evaluate()
-    assert results["results"]["tiny_choice"]["acc,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
     samples = results["samples"]["tiny_choice"]
     assert len(samples) == 3
+    # the harness's accuracy is the argmax of our scores, and each score is minus our scorer's loss for that choice
+    _, _, (model, tokenizer) = harness_setup
+    lm = adapter.DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=4, seed=0, device="cpu",
+                                 greedy_check=False)
+    hits = []
+    for sample in samples:
+        doc = sample["doc"]
+        scores = [r[0][0] for r in sample["resps"]]
+        from lm_eval.api.instance import Instance
+
+        ours = lm.loglikelihood([Instance("loglikelihood", {}, (doc["question"], " " + choice), i)
+                                 for i, choice in enumerate(doc["choices"])])
+        assert scores == pytest.approx([value for value, _ in ours], rel=1e-5)
+        hits.append(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
+    assert results["results"]["tiny_choice"]["acc,none"] == pytest.approx(sum(hits) / len(hits))
     # every choice got a diffusion score (-loss < 0) and an honest is_greedy (a bool from the greedy check)
     for sample in samples:
         for log_likelihood, is_greedy in [r[0] for r in sample["resps"]]:
@@ -219,7 +233,15 @@ def test_harness_command_line_runs_on_the_cpu_and_writes_under_the_output_path(h
                       "--tasks", "tiny_choice", "--include_path", str(tmp_path / "tasks"),
                       "--output_path", "runs/eval/harness"])
     (written,) = glob.glob(str(tmp_path / "runs" / "eval" / "harness" / "**" / "results_*.json"), recursive=True)
-    assert json.load(open(written))["results"]["tiny_choice"]["acc,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    # the command line gives what the same settings give in-process
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    in_process = lm_eval.simple_evaluate(
+        model="diffusion_lm", model_args=f"pretrained={checkpoint},mc_samples=2", tasks=["tiny_choice"],
+        task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False), device="cpu")
+    assert json.load(open(written))["results"]["tiny_choice"]["acc,none"] == pytest.approx(
+        in_process["results"]["tiny_choice"]["acc,none"])
 
 
 def test_adapter_refuses_cuda_on_a_machine_without_it(harness_setup, monkeypatch):

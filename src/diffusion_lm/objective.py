@@ -134,8 +134,7 @@ def block_diffusion_objective(
         if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch_size, seq_len):
             raise ValueError(f"attention_mask must have shape ({batch_size}, {seq_len}) for block diffusion training, "
                              f"got {tuple(attention_mask.shape)}")
-        if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
-            raise ValueError("block diffusion training needs right padding (blocks are counted from position 0)")
+    check_right_padded(attention_mask)  # blocks are counted from position 0
     device = input_ids.device
     if noise_levels is None:
         noise_levels = sample_block_noise_levels(batch_size, seq_len, block_size, eps, device=device,
