@@ -253,7 +253,7 @@ def test_assistant_only_loss_uses_trl_assistant_masks(tmp_path):
     )
     trainer = DiffusionSFTTrainer(model, args=config(tmp_path, assistant_only_loss=True),
                                   train_dataset=messages_dataset(), processing_class=tokenizer)
-    assert "messages" in trainer.train_dataset.column_names or "input_ids" in trainer.train_dataset.column_names
+    assert "input_ids" in trainer.train_dataset.column_names  # TRL tokenized the conversations
     batch = collated(trainer)
     _, maskable, _ = trainer.diffusion_inputs(batch)
     for row, (question, _) in enumerate(PAIRS):

@@ -358,8 +358,8 @@ class DiffusionGenerationMixin(GenerationMixin):
         self._check_length(prompt_length + max_new_tokens)
 
         result = self._decode_in_aligned_groups(
-            input_ids, attention_mask, holes, max_new_tokens, config, streamer=streamer, logits_processor=logits_processor,
-            stopping_criteria=stopping_criteria, **runtime,
+            input_ids, attention_mask, holes, max_new_tokens, config, streamer=streamer,
+            logits_processor=logits_processor, stopping_criteria=stopping_criteria, **runtime,
         )
         if streamer is not None:
             streamer.put(_streamed_tokens(result.sequences, result.generated, config.eos_token_ids()).cpu())
