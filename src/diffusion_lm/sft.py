@@ -63,6 +63,9 @@ class DiffusionSFTConfig(SFTConfig):
             reference); `"elbo"` divides by the number of maskable tokens (unbiased ELBO estimate, paper Eq. 7).
         noise_eps (`float`, *optional*, defaults to `1e-3`):
             Noise levels are drawn from U(noise_eps, 1).
+        stratified_noise (`bool`, *optional*, defaults to `True`):
+            One noise level from each of B equal strata of (noise_eps, 1) per micro-batch instead of B independent
+            draws (the same objective with less gradient variance).
         mask_token_id (`int`, *optional*):
             [MASK] id; defaults to the model config's `mask_token_id`, then the tokenizer's.
         messages_to_prompt_completion (`bool`, *optional*, defaults to `True`):
@@ -82,6 +85,7 @@ class DiffusionSFTConfig(SFTConfig):
         metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per maskable token)."},
     )
     noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
+    stratified_noise: bool = field(default=True, metadata={"help": "One noise level from each of B equal strata of (eps, 1) per micro-batch of B sequences (blocks: of B x blocks) instead of B independent draws: the same objective, 0.43x the gradient variance on SmolLM2-135M (benchmarks/gradient_variance.py)."})
     mask_token_id: int | None = field(
         default=None, metadata={"help": "Override the [MASK] id (default: model config, then tokenizer)."}
     )
@@ -287,6 +291,7 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
             normalization=self.args.loss_normalization,
             shift=self.shift,
             eps=self.args.noise_eps,
+            stratified=self.args.stratified_noise,
             generator=self.noise_generator(input_ids.device),
         )
 
