@@ -106,7 +106,8 @@ def test_registered_model_answers_loglikelihood_requests(harness_setup):
         scores = [r[0][0] for r in sample["resps"]]
         from lm_eval.api.instance import Instance
 
-        ours = lm.loglikelihood([Instance("loglikelihood", {}, (doc["question"], " " + choice), i)
+        ours = lm.loglikelihood([Instance("loglikelihood", {}, (doc["question"], " " + choice), i,
+                                          metadata=("tiny_choice", sample["doc_id"], 1))
                                  for i, choice in enumerate(doc["choices"])])
         assert scores == pytest.approx([value for value, _ in ours], rel=1e-5)
         hits.append(max(range(len(scores)), key=scores.__getitem__) == doc["label"])
@@ -167,6 +168,28 @@ def test_is_greedy_is_true_exactly_when_greedy_decoding_reproduces_the_continuat
     assert [hit for _, hit in lm.loglikelihood(requests)] == expected
     skipping = DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=2, device="cpu", greedy_check="false")
     assert [hit for _, hit in skipping.loglikelihood(requests)] == [False] * len(requests)
+
+
+def test_choices_of_one_document_share_their_noise(harness_setup):
+    """Common random numbers: two identical continuations of one document get identical scores (the same masks),
+    and a request's score does not depend on the other requests."""
+    from lm_eval.api.instance import Instance
+
+    from diffusion_lm.evaluation.lm_eval_adapter import DiffusionLMEval
+
+    _, _, (model, tokenizer) = harness_setup
+    lm = DiffusionLMEval(model=model, tokenizer=tokenizer, mc_samples=4, device="cpu", greedy_check=False)
+
+    def instance(continuation, doc_id, idx):
+        return Instance("loglikelihood", {}, ("the cat sat on the", continuation), idx, metadata=("t", doc_id, 1))
+
+    same_doc = lm.loglikelihood([instance(" mat red blue one two", 0, 0), instance(" mat red blue one two", 0, 1)])
+    assert same_doc[0][0] == same_doc[1][0]
+    other_doc = lm.loglikelihood([instance(" mat red blue one two", 1, 0)])
+    assert other_doc[0][0] != same_doc[0][0]  # another document draws other noise
+    alone = lm.loglikelihood([instance(" sky blue red two one", 0, 0)])
+    together = lm.loglikelihood([instance(" mat red blue one two", 0, 0), instance(" sky blue red two one", 0, 1)])
+    assert alone[0][0] == pytest.approx(together[1][0], abs=1e-6)
 
 
 def test_adapter_needs_a_model():

@@ -50,6 +50,15 @@ def _stable_key(*texts: str) -> tuple[int]:
     return (int.from_bytes(digest[:8], "little") % (2**62),)
 
 
+def _noise_key(request, context: str) -> tuple[int]:
+    """The choices of one document share their noise (common random numbers: the noise moves their scores together
+    rather than deciding the answer); without a document id, requests with the same context share it."""
+    doc_id = getattr(request, "doc_id", None)
+    if doc_id is not None:
+        return _stable_key(str(getattr(request, "task_name", "")), str(doc_id))
+    return _stable_key(context)
+
+
 @register_model("diffusion_lm")
 class DiffusionLMEval(LM):
     """``--model_args pretrained=DIR[,mc_samples=32,estimator=elbo,seed=0,steps=N,alg=confidence,max_gen_toks=256,
@@ -132,7 +141,7 @@ class DiffusionLMEval(LM):
                 continue
             context_ids = self._truncate_left(context_token_ids(self.tokenizer, context), target_ids)
             batch.append(ScoringRequest.from_parts(context_ids, target_ids))
-            keys.append(_stable_key(context, continuation))
+            keys.append(_noise_key(request, context))
             positions.append(position)
             targets.append((context_ids, target_ids))
         if batch:

@@ -61,7 +61,9 @@ def run_multiple_choice(evaluator, examples: Sequence[MultipleChoiceExample], pr
                     context_token_ids(tokenizer, context), continuation_token_ids(tokenizer, continuation)
                 )
             )
-            keys.append((index, choice))  # each choice's noise depends on (seed, example, choice) only
+            # every choice of an example draws the same noise (common random numbers): the noise then moves the
+            # choices' scores together instead of deciding which is lower; it depends on (seed, example) only
+            keys.append((index,))
             owners.append(index)
     scores = evaluator.score(requests, keys, progress=progress and f"{evaluator.kind} choices")
     per_example: list[list[float]] = [[] for _ in examples]
