@@ -548,3 +548,15 @@ def test_card_metadata_fallback_merges_results(tmp_path):
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.model_name == "tiny"
     assert sorted(r.dataset_type for r in card.data.eval_results) == ["baber/piqa", "openai/gsm8k"]
+
+
+def test_same_key_masks_the_same_scored_offsets_whatever_the_context_length():
+    """Common random numbers: with one key, the count-form ELBO masks the same offsets of the scored span, so a
+    context-free model gives identical samples for two contexts of different lengths (the choices of a question)."""
+    model = unigram_model()
+    target = [7, 8, 9, 10, 11, 12, 13]
+    short, long = ScoringRequest.from_parts([1, 2], target), ScoringRequest.from_parts([1, 2, 3, 4, 5, 6], target)
+    a, b = diffusion_span_scores(model, [short, long], keys=[(0,), (0,)], estimator="elbo", num_samples=8)
+    assert a.per_token_samples == pytest.approx(b.per_token_samples, rel=1e-6)
+    c = diffusion_span_scores(model, [long], keys=[(1,)], estimator="elbo", num_samples=8)[0]
+    assert c.per_token_samples != pytest.approx(b.per_token_samples, rel=1e-6)

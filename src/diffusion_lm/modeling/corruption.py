@@ -41,14 +41,21 @@ def mask_exact_count(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask exactly ``counts[b]`` (B,) maskable positions of row b, a uniformly random subset of them (the
-    conditional of ``mask_tokens`` given how many tokens it masked). Returns ``(noisy_ids, is_masked)``."""
+    conditional of ``mask_tokens`` given how many tokens it masked). Returns ``(noisy_ids, is_masked)``.
+
+    The j-th maskable position of a row gets the j-th uniform draw of that row, whatever precedes it: two sequences
+    scored with the same generator (the choices of one question) then mask the same scored offsets, so their scores
+    share the noise (common random numbers) even when their contexts differ in length."""
     if input_ids.shape != maskable.shape:
         raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
     maskable = maskable.bool()
-    if bool((counts < 0).any()) or bool((counts > maskable.sum(dim=1)).any()):
+    available = maskable.sum(dim=1)
+    if bool((counts < 0).any()) or bool((counts > available).any()):
         raise ValueError("counts must lie between 0 and the number of maskable positions of each row")
-    draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
-    draws = draws.masked_fill(~maskable, 2.0)  # never among the first counts[b]
+    width = -(-max(int(available.max()), 1) // 64) * 64  # a multiple of 64: lengths that differ a little align
+    by_order = torch.rand((input_ids.shape[0], width), device=input_ids.device, generator=generator)
+    order = (maskable.long().cumsum(dim=1) - 1).clamp(min=0)
+    draws = by_order.gather(1, order).masked_fill(~maskable, 2.0)  # 2.0: never among the first counts[b]
     rank = draws.argsort(dim=1).argsort(dim=1)
     is_masked = (rank < counts.to(rank.device)[:, None]) & maskable
     noisy_ids = torch.where(is_masked, torch.full_like(input_ids, mask_token_id), input_ids)
