@@ -7,6 +7,11 @@ import torch
 from .noise_schedule import masking_probability
 
 
+def _check_maskable(input_ids: torch.Tensor, maskable: torch.Tensor) -> None:
+    if input_ids.shape != maskable.shape:
+        raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
@@ -21,8 +26,7 @@ def mask_tokens(
     never are. Returns ``(noisy_ids, is_masked)``. ``is_masked`` is the corruption indicator; the loss must use
     it rather than ``noisy_ids == mask_token_id``, because the mask id may be a real vocabulary token.
     """
-    if input_ids.shape != maskable.shape:
-        raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    _check_maskable(input_ids, maskable)
     if noise_levels.shape not in ((input_ids.shape[0],), tuple(input_ids.shape)):
         raise ValueError(f"noise_levels must have shape ({input_ids.shape[0]},) or {tuple(input_ids.shape)}, "
                          f"got {tuple(noise_levels.shape)}")
@@ -46,8 +50,7 @@ def mask_exact_count(
     The j-th maskable position of a row gets the j-th uniform draw of that row, whatever precedes it: two sequences
     scored with the same generator (the choices of one question) then mask the same scored offsets, so their scores
     share the noise (common random numbers) even when their contexts differ in length."""
-    if input_ids.shape != maskable.shape:
-        raise ValueError(f"maskable {tuple(maskable.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    _check_maskable(input_ids, maskable)
     maskable = maskable.bool()
     available = maskable.sum(dim=1)
     if bool((counts < 0).any()) or bool((counts > available).any()):
