@@ -207,18 +207,11 @@ def ar_nll(ar_model, blocks) -> dict:
 
 
 def likelihood_entry(estimate, blocks) -> dict:
+    from diffusion_lm.evaluation.runner import stderr
+
     per_block = [nll / (len(block) - 1) for nll, block in zip(estimate.per_sequence, blocks)]
     return {"nats_per_token": estimate.nll_per_token, "per_block": per_block, "mc_samples": estimate.mc_samples,
-            "mc_std_error": estimate.std_error / estimate.num_tokens, "std_error": mean_std_error(per_block)}
-
-
-def mean_std_error(values) -> float:
-    """Standard error of the mean over the held-out blocks (the data, not the Monte-Carlo noise, dominates)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+            "mc_std_error": estimate.std_error / estimate.num_tokens, "std_error": stderr(per_block)}
 
 
 def run_eval_cli(args, directory: str, output: str, ar_baseline: bool) -> dict | None:
@@ -362,8 +355,10 @@ def paired_difference(row: dict, reference: dict) -> tuple[float, float] | None:
     mine, theirs = row.get("heldout", {}).get("per_block"), reference.get("heldout", {}).get("per_block")
     if not mine or not theirs or len(mine) != len(theirs):
         return None
+    from diffusion_lm.evaluation.runner import stderr
+
     differences = [a - b for a, b in zip(mine, theirs)]
-    return sum(differences) / len(differences), mean_std_error(differences)
+    return sum(differences) / len(differences), stderr(differences)
 
 
 def table(results: dict, args) -> str:

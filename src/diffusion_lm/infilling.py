@@ -32,6 +32,16 @@ def decode_text(tokenizer, ids: list[int], config) -> str:
     return tokenizer.decode([i for i in ids if i not in special])
 
 
+def left_padded_spans(row_lengths, spans, width: int, device=None) -> torch.Tensor:
+    """(B, width) bool for left-padded rows: True over row b's span ``spans[b] = (start, length)``, ``start``
+    counted from the row's first token. How the holes of an infilling batch are named: by position, not by token."""
+    mask = torch.zeros((len(row_lengths), width), dtype=torch.bool, device=device)
+    for index, (row_length, (start, length)) in enumerate(zip(row_lengths, spans)):
+        offset = width - row_length + start
+        mask[index, offset : offset + length] = True
+    return mask
+
+
 @torch.no_grad()
 def infill(
     model,
@@ -73,10 +83,8 @@ def infill(
     input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)
     attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)
     # the holes by position, not by token: a reused mask id (811, 10541) in the prefix or suffix is text
-    infill_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    for index, (row, start) in enumerate(zip(rows, starts)):
-        offset = width - len(row) + start
-        infill_mask[index, offset : offset + n_tokens] = True
+    infill_mask = left_padded_spans([len(row) for row in rows], [(start, n_tokens) for start in starts], width,
+                                    device)
 
     gen_kwargs.setdefault("steps", n_tokens)
     gen_kwargs["return_dict_in_generate"] = False
@@ -94,4 +102,4 @@ def infill(
     return texts[0] if single else texts
 
 
-__all__ = ["decode_text", "infill", "infill_input_ids"]
+__all__ = ["decode_text", "infill", "infill_input_ids", "left_padded_spans"]

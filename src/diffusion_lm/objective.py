@@ -89,14 +89,14 @@ def diffusion_objective(
     Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
     is then one level per block, (B, number of blocks), instead of one per sequence (B,).
     """
-    check_right_padded(attention_mask)
     block_size = block_diffusion_settings(model_config(model))
-    if block_size is not None:
+    if block_size is not None:  # it checks the padding itself
         return block_diffusion_objective(
             model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size,
             attention_mask=attention_mask, normalization=normalization, shift=shift, eps=eps, stratified=stratified,
             anneal_ratio=anneal_ratio, noise_levels=noise_levels, generator=generator,
         )
+    check_right_padded(attention_mask)
     if noise_levels is None:
         noise_levels = sample_noise_levels(input_ids.shape[0], eps, stratified=stratified, device=input_ids.device,
                                            generator=generator)

@@ -56,6 +56,14 @@ def check_attention_settings(
                          "(--attn-implementation): flash kernels take no attention pattern; use sdpa or eager")
 
 
+# shared by DiffusionTrainingArguments and DiffusionSFTConfig
+STRATIFIED_NOISE_HELP = (
+    "One noise level from each of B equal strata of (eps, 1) per micro-batch of B sequences (blocks: of B x blocks) "
+    "instead of B independent draws: the same objective, 0.43x the gradient variance on SmolLM2-135M "
+    "(benchmarks/gradient_variance.py)."
+)
+
+
 @dataclass
 class DiffusionTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the masked-diffusion knobs."""
@@ -69,7 +77,7 @@ class DiffusionTrainingArguments(TrainingArguments):
         metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per modelled token)."},
     )
     noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
-    stratified_noise: bool = field(default=True, metadata={"help": "One noise level from each of B equal strata of (eps, 1) per micro-batch of B sequences (blocks: of B x blocks) instead of B independent draws: the same objective, 0.43x the gradient variance on SmolLM2-135M (benchmarks/gradient_variance.py)."})
+    stratified_noise: bool = field(default=True, metadata={"help": STRATIFIED_NOISE_HELP})
     mask_token_id: int | None = field(
         default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
     )

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from ..infilling import left_padded_spans
 from ..modeling.noise_schedule import DEFAULT_EPS
 from .scoring import (
     ScoringRequest,
@@ -142,10 +143,8 @@ class DiffusionEvaluator:
         d = self.decoding
         device = _device(self.model)
         ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), device)
-        infill_mask = torch.zeros_like(ids, dtype=torch.bool)
-        for index, (start, length) in enumerate(holes or []):
-            offset = ids.shape[1] - len(rows[index]) + start
-            infill_mask[index, offset : offset + length] = True
+        infill_mask = left_padded_spans([len(row) for row in rows], holes or [(0, 0)] * len(rows), ids.shape[1],
+                                        device)
         steps = max(1, steps)
         show_step = None
         if bar is not None and not bar.disable:
