@@ -532,22 +532,21 @@ def test_cli_eval_rejects_bad_arguments(tiny_checkpoints, tmp_path, monkeypatch)
         main(["eval", "--model", diffusion_dir, "--mc-samples", "0"])
     with pytest.raises((ValueError, FileNotFoundError), match="--data-dir"):
         main(["eval", "--model", diffusion_dir, "--data-dir", str(tmp_path / "nope")])
-    with pytest.raises(ValueError, match="not a diffusion checkpoint"):
+    with pytest.raises(ValueError, match="not a diffusion LM"):
         main(["eval", "--model", ar_dir, "--tasks", "piqa", "--data-dir", write_tiny_task_files(tmp_path / "d")])
 
 
-def test_card_metadata_fallback_merges_results(tmp_path):
-    from huggingface_hub import ModelCard
-
-    from diffusion_lm.evaluation.model_card import _update_readme_metadata, eval_results_for_card
+def test_card_entries_name_datasets_in_the_one_vocabulary():
+    from diffusion_lm.evaluation.model_card import card_dataset_fields, eval_results_for_card
 
     entries = eval_results_for_card({"piqa": {"acc": 0.5, "num_examples": 4}, "gsm8k": {"exact_match": 0.1}}, {"seed": 0})
     assert [e["metric_value"] for e in entries] == [50.0, 10.0]
-    _update_readme_metadata(str(tmp_path), entries, "tiny")
-    _update_readme_metadata(str(tmp_path), entries[:1], "tiny")  # replaced, not appended
-    card = ModelCard.load(tmp_path / "README.md")
-    assert card.data.model_name == "tiny"
-    assert sorted(r.dataset_type for r in card.data.eval_results) == ["baber/piqa", "openai/gsm8k"]
+    assert [e["dataset_type"] for e in entries] == ["baber/piqa", "openai/gsm8k"]
+    assert entries[1]["dataset_config"] == "main" and entries[1]["metric_args"] == {"seed": 0}
+    assert all({k: e[k] for k in card_dataset_fields(task)} == card_dataset_fields(task)
+               for e, task in zip(entries, ("piqa", "gsm8k")))
+    with pytest.raises(ValueError, match="no model card entry for task 'mmlu'"):
+        card_dataset_fields("mmlu")
 
 
 def test_same_key_masks_the_same_scored_offsets_whatever_the_context_length():

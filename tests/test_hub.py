@@ -10,19 +10,10 @@ import shutil
 import pytest
 from huggingface_hub import ModelCard
 
-from diffusion_lm.hub import (
-    GENERATED_CARD_MARKER,
-    TRAINING_INFO_NAME,
-    TrainingInfo,
-    card_template_path,
-    commit_operations,
-    push_checkpoint,
-    push_readiness_problems,
-    record_eval_results,
-    render_card,
-    save_for_hub,
-    write_card,
-)
+from diffusion_lm.checkpoint import save_checkpoint
+from diffusion_lm.model_card import GENERATED_CARD_MARKER, card_template_path, record_eval_results, render_card, write_card
+from diffusion_lm.push import commit_operations, push_checkpoint, push_readiness_problems
+from diffusion_lm.training_record import TRAINING_RECORD_NAME, TrainingInfo
 from tiny import run_clean_process, tiny_ar_model, tiny_diffusion_model, tiny_tokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -84,12 +75,12 @@ def materialize(operations, directory):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Push-ready tiny GPT-2 and LLaMA checkpoints written by save_for_hub, and a push of the GPT-2 one."""
+    """Push-ready tiny GPT-2 and LLaMA checkpoints written by save_checkpoint, and a push of the GPT-2 one."""
     root = tmp_path_factory.mktemp("hub")
     dirs = {}
     for family in ("gpt2", "llama"):
         model, tokenizer = tiny_diffusion_model(family)
-        dirs[family] = save_for_hub(model, tokenizer, root / f"tiny-{family}", ADAPT_RECORD)
+        dirs[family] = save_checkpoint(model, tokenizer, root / f"tiny-{family}", ADAPT_RECORD)
     # a Trainer leaves these behind; they must not be uploaded
     os.makedirs(root / "tiny-gpt2" / "checkpoint-10")
     (root / "tiny-gpt2" / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
@@ -164,7 +155,7 @@ def test_saved_directory_is_push_ready(checkpoints, family):
             "generation_diffusion.py", "attention_annealing.py"}
     assert code <= names
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md",
-            TRAINING_INFO_NAME} <= names
+            TRAINING_RECORD_NAME} <= names
     config = json.load(open(os.path.join(directory, "config.json")))
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
 
@@ -188,14 +179,14 @@ def test_readiness_flags_code_that_needs_diffusion_lm(checkpoints, tmp_path):
     assert any("diffusion_lm" in problem for problem in push_readiness_problems(leaky))
 
 
-def test_save_for_hub_rejects_bad_input(tmp_path):
+def test_save_checkpoint_rejects_bad_input(tmp_path):
     model, tokenizer = tiny_diffusion_model("gpt2")
     with pytest.raises(ValueError, match="mask token id"):
-        save_for_hub(model, tiny_tokenizer(), tmp_path / "a")
+        save_checkpoint(model, tiny_tokenizer(), tmp_path / "a")
     with pytest.raises(ValueError, match="diffusion-lm model"):
-        save_for_hub(tiny_ar_model("gpt2"), tokenizer, tmp_path / "b")
+        save_checkpoint(tiny_ar_model("gpt2"), tokenizer, tmp_path / "b")
     with pytest.raises(ValueError, match="stage"):
-        save_for_hub(model, tokenizer, tmp_path / "c", {"stage": "pretrain"})
+        save_checkpoint(model, tokenizer, tmp_path / "c", {"stage": "pretrain"})
 
 
 # --- loading where diffusion_lm is not installed --------------------------------------------------------------
@@ -260,7 +251,7 @@ def test_training_info_round_trip_and_validation(tmp_path):
     assert info.extra == {"loss_normalization": "masked_tokens", "final_train_loss": 3.25, "shift": True}
     os.makedirs(tmp_path / "ckpt")
     info.save(tmp_path / "ckpt")
-    saved = json.load(open(tmp_path / "ckpt" / TRAINING_INFO_NAME))
+    saved = json.load(open(tmp_path / "ckpt" / TRAINING_RECORD_NAME))
     assert saved["diffusion_lm_version"] and saved["loss_normalization"] == "masked_tokens"
     assert TrainingInfo.load(tmp_path / "ckpt") == info
     for bad, message in [
@@ -284,45 +275,44 @@ def test_record_eval_results_rerenders_the_card(checkpoints, tmp_path):
     assert values == {"lambada": 0.3, "piqa": 0.5}
 
 
-# --- model.save_pretrained / from_pretrained / push_to_hub ----------------------------------------------------
-def test_model_save_pretrained_writes_card_and_keeps_existing_one(tmp_path):
-    model, tokenizer = tiny_diffusion_model("gpt2")
-    model.training_info = {"stage": "convert", "base_model": "openai-community/gpt2"}
+# --- one writer per artifact: model.save_pretrained writes the model, save_checkpoint the rest -------------------
+def test_model_save_pretrained_writes_the_model_and_its_auto_map_only(tmp_path):
+    model, _ = tiny_diffusion_model("gpt2")
     model.save_pretrained(tmp_path / "a")
-    text = open(tmp_path / "a" / "README.md").read()
-    assert GENERATED_CARD_MARKER in text and "not been trained" in text
-    assert json.load(open(tmp_path / "a" / TRAINING_INFO_NAME))["stage"] == "convert"
+    names = set(os.listdir(tmp_path / "a"))
+    assert {"config.json", "model.safetensors", "modeling_diffugpt.py", "modeling_diffusion_compat.py"} <= names
+    assert "README.md" not in names and TRAINING_RECORD_NAME not in names
+    auto_map = json.load(open(tmp_path / "a" / "config.json"))["auto_map"]
+    assert auto_map["AutoModel"] == auto_map["AutoModelForCausalLM"] == "modeling_diffugpt.DiffuGPTForMaskedDiffusion"
 
-    (tmp_path / "a" / "README.md").write_text("hand-written card\n")
+    (tmp_path / "a" / "README.md").write_text("hand-written card\n")  # a save never touches a card
     model.save_pretrained(tmp_path / "a")
     assert (tmp_path / "a" / "README.md").read_text() == "hand-written card\n"
 
 
-def test_from_pretrained_carries_record_and_card(checkpoints):
-    from diffusion_lm import DiffuGPTForMaskedDiffusion
+def test_save_checkpoint_writes_record_and_card_once(tmp_path, monkeypatch):
+    import diffusion_lm.model_card
 
-    model = DiffuGPTForMaskedDiffusion.from_pretrained(checkpoints["gpt2"])
-    assert model.training_info["steps"] == 1200
-    assert GENERATED_CARD_MARKER in model.model_card_text
+    writes = []
+    real_render, real_save = diffusion_lm.model_card.render_card, TrainingInfo.save
+    monkeypatch.setattr(diffusion_lm.model_card, "render_card", lambda *a, **k: writes.append("card") or real_render(*a, **k))
+    monkeypatch.setattr(TrainingInfo, "save", lambda self, d: writes.append("record") or real_save(self, d))
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    directory = save_checkpoint(model, tokenizer, tmp_path / "once", {"stage": "convert"}, tags=["demo"])
+    assert sorted(writes) == ["card", "record"]
+    card = ModelCard.load(os.path.join(directory, "README.md"))
+    assert "demo" in card.data.tags and "not been trained" in card.content
+    assert TrainingInfo.load(directory).stage == "convert"
 
 
-def test_model_push_to_hub_carries_card_code_and_record(checkpoints, tmp_path, monkeypatch):
-    import huggingface_hub
+def test_a_loaded_checkpoint_saves_again_with_its_record(checkpoints, tmp_path):
+    """The load / save round trip: the record travels explicitly (``TrainingInfo.load``), the card is rendered anew."""
+    from diffusion_lm.checkpoint import load_checkpoint
 
-    from diffusion_lm import DiffuLlamaForMaskedDiffusion
-
-    api = FakeHubApi(str(tmp_path / "remote"))
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
-    model = DiffuLlamaForMaskedDiffusion.from_pretrained(checkpoints["llama"])
-    model.push_to_hub("someone/pushed-llama", revision="v1", tags=["demo"])
-    assert [call[0] for call in api.calls] == ["create_repo", "create_branch", "create_commit"]
-    assert api.calls[1][2] == "v1"
-    remote = tmp_path / "remote"
-    card = ModelCard.load(remote / "README.md")
-    assert "demo" in card.data.tags and 'model_id = "someone/pushed-llama"' in card.content
-    assert "| Training steps | 1,200 |" in card.content  # the record came along from the loaded checkpoint
-    assert {"modeling_diffullama.py", "attention_annealing.py", "config.json", TRAINING_INFO_NAME} <= set(
-        os.listdir(remote))
+    model, tokenizer = load_checkpoint(checkpoints["llama"])
+    directory = save_checkpoint(model, tokenizer, tmp_path / "again", TrainingInfo.load(checkpoints["llama"]))
+    assert "| Training steps | 1,200 |" in open(os.path.join(directory, "README.md")).read()
+    assert push_readiness_problems(directory) == []
 
 
 # --- push ---------------------------------------------------------------------------------------------------
@@ -350,7 +340,7 @@ def test_push_keeps_a_hand_written_card_and_validates_the_repo_id(checkpoints, t
 
 
 def test_cli_push_and_card(checkpoints, tmp_path, monkeypatch):
-    import diffusion_lm.hub
+    import diffusion_lm.push
     from diffusion_lm.cli import main
 
     directory = shutil.copytree(checkpoints["gpt2"], tmp_path / "cli")
@@ -359,7 +349,7 @@ def test_cli_push_and_card(checkpoints, tmp_path, monkeypatch):
     assert 'model_id = "me/cli-model"' in (directory / "README.md").read_text()
 
     api = FakeHubApi(str(tmp_path / "remote"))
-    monkeypatch.setattr(diffusion_lm.hub, "HfApi", lambda token=None: api)
+    monkeypatch.setattr(diffusion_lm.push, "HfApi", lambda token=None: api)
     assert main(["push", str(directory), "me/cli-model", "--private", "--revision", "dev"]) == 0
     assert api.calls[0] == ("create_repo", "me/cli-model", True)
     assert ("create_branch", "me/cli-model", "dev") in api.calls
@@ -440,10 +430,7 @@ def test_push_uploads_exactly_the_model_files(cluttered_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("link", ["file", "weights", "folder", "dangling"])
 def test_push_refuses_links_out_of_the_directory(cluttered_checkpoint, tmp_path, link, monkeypatch, capsys):
-    import huggingface_hub
-
-    import diffusion_lm.hub
-    from diffusion_lm import DiffuGPTForMaskedDiffusion
+    import diffusion_lm.push
 
     secret = tmp_path / "outside" / "token.txt"
     secret.parent.mkdir()
@@ -464,45 +451,10 @@ def test_push_refuses_links_out_of_the_directory(cluttered_checkpoint, tmp_path,
         push_checkpoint(directory, REPO_ID, api=api)
     assert api.calls == []  # refused before any request
 
-    monkeypatch.setattr(diffusion_lm.hub, "HfApi", lambda token=None: api)
+    monkeypatch.setattr(diffusion_lm.push, "HfApi", lambda token=None: api)
     message = cli_failure(["push", str(directory), REPO_ID], capsys)
     assert "symbolic links point outside" in message and api.calls == []
 
-    if link == "weights":
-        return  # save_pretrained writes its weights over the link: nothing points outside any more
-    # model.save_pretrained(..., push_to_hub=True) uploads its save directory: the same rule
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
-    model = DiffuGPTForMaskedDiffusion.from_pretrained(directory)
-    with pytest.raises(ValueError, match="symbolic links point outside"):
-        model.save_pretrained(directory, push_to_hub=True, repo_id=REPO_ID)
-    assert api.calls == [] and not (tmp_path / "remote").exists()
-
-
-def test_model_push_to_hub_commits_exactly_what_save_pretrained_writes(checkpoints, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    from diffusion_lm import DiffuGPTForMaskedDiffusion
-
-    api = FakeHubApi(str(tmp_path / "remote"))
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
-    model = DiffuGPTForMaskedDiffusion.from_pretrained(checkpoints["gpt2"])
-    model.push_to_hub("me/exact")
-    model.save_pretrained(tmp_path / "saved")
-    assert sorted(op.path_in_repo for op in api.operations) == sorted(os.listdir(tmp_path / "saved"))
-
-
-
-def test_model_save_pretrained_with_push_to_hub(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    api = FakeHubApi(str(tmp_path / "remote"))
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
-    model, _ = tiny_diffusion_model("gpt2")
-    model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="me/saved", commit_message="first")
-    assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
-    assert api.calls[-1] == ("create_commit", "me/saved", None, "first")
-    # transformers' own push would have replaced the card with a blank one
-    assert 'model_id = "me/saved"' in (tmp_path / "remote" / "README.md").read_text()
 
 
 def test_card_of_a_block_diffusion_checkpoint_describes_block_attention_and_its_decoding(tmp_path):
@@ -511,7 +463,7 @@ def test_card_of_a_block_diffusion_checkpoint_describes_block_attention_and_its_
     from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults
 
     model.generation_config.update(**fast_decoding_defaults(model.config))  # as `diffusion-lm adapt` ships them
-    directory = save_for_hub(model, tokenizer, tmp_path / "tiny-block", ADAPT_RECORD)
+    directory = save_checkpoint(model, tokenizer, tmp_path / "tiny-block", ADAPT_RECORD)
     text = open(os.path.join(directory, "README.md")).read()
     rows = dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", text, flags=re.MULTILINE))
     assert rows["Attention"] == "block diffusion: bidirectional inside blocks of 4 positions, causal across them"

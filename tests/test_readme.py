@@ -375,11 +375,11 @@ def offline(monkeypatch):
 def test_readme_runs_in_order_on_tiny_stand_ins(tmp_path, monkeypatch, offline, capsys):
     import huggingface_hub
 
-    import diffusion_lm.hub
+    import diffusion_lm.push
 
     standins = StandIns(tmp_path)
     hub = FakeHub()
-    monkeypatch.setattr(diffusion_lm.hub, "HfApi", lambda token=None: hub)
+    monkeypatch.setattr(diffusion_lm.push, "HfApi", lambda token=None: hub)
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: hub)
     monkeypatch.chdir(standins.work)
     monkeypatch.setattr(sys, "argv", ["readme"])

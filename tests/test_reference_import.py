@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer, GPT2Model, LlamaForCausalLM, 
 import diffusion_lm.reference_import as reference_import
 from diffusion_lm import DiffuGPTForMaskedDiffusion, DiffuLlamaForMaskedDiffusion
 from diffusion_lm.cli import main
-from diffusion_lm.hub import push_readiness_problems
+from diffusion_lm.push import push_readiness_problems
 from diffusion_lm.reference_import import import_reference
 from tiny import save_tiny_ar_checkpoint, tiny_ar_model
 
@@ -124,8 +124,17 @@ def test_diffugpt_s_from_the_hub(tmp_path, hub_ids):
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "diffusionfamily/diffugpt-s"
     assert card.data.license == "apache-2.0" and card.data.language == ["en"]  # taken from the release's card
-    assert {r.dataset_type for r in card.data.eval_results} >= {"lambada", "hellaswag", "piqa"}
+    assert {r.dataset_type for r in card.data.eval_results} >= {"EleutherAI/lambada_openai", "Rowan/hellaswag",
+                                                                "baber/piqa"}
     assert "openai-community/gpt2" in card.content and "not re-run here" in card.content
+
+    # a measured result uses the same dataset vocabulary: it sits beside the paper's row, and a re-run replaces it
+    from diffusion_lm.evaluation.model_card import update_model_card
+
+    for accuracy in (0.25, 0.5):
+        update_model_card(str(out), {"piqa": {"acc": accuracy, "num_examples": 4}}, {"seed": 0})
+    piqa = [r for r in ModelCard.load(out / "README.md").data.eval_results if r.dataset_type == "baber/piqa"]
+    assert sorted(r.metric_value for r in piqa) == [50.0, 57.7]  # the paper's 57.7 kept, the measured 25.0 replaced
 
 
 @pytest.mark.parametrize("lm_head", ["absent", "tied", "untied"])

@@ -133,11 +133,12 @@ def adapt_command(args, variant: str, output_dir: str) -> list[str]:
 
 def finished_steps(output_dir: str) -> int | None:
     """Steps of the final model in ``output_dir`` (None when there is none yet)."""
-    record = os.path.join(output_dir, "diffusion_lm_training.json")
-    if not (os.path.isfile(record) and os.path.isfile(os.path.join(output_dir, "config.json"))):
+    from diffusion_lm.training_record import TrainingInfo
+
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
         return None
-    with open(record, encoding="utf-8") as f:
-        return json.load(f).get("steps")
+    record = TrainingInfo.load(output_dir)
+    return None if record is None else record.steps
 
 
 def train(args, variant: str) -> None:
@@ -166,8 +167,8 @@ def train(args, variant: str) -> None:
 # --- evaluation -----------------------------------------------------------------------------------------------------
 def load_models(args, variants):
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
+    from diffusion_lm.checkpoint import load_checkpoint
     from diffusion_lm.conversion import ARSource, load_ar_model
     from diffusion_lm.embedded import require_embedded_gguf
 
@@ -178,8 +179,7 @@ def load_models(args, variants):
         if finished_steps(directory) is None:
             note(f"{variant}: no trained model in {directory}, left out of the table")
             continue
-        model = AutoModel.from_pretrained(directory, trust_remote_code=True, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
+        model, tokenizer = load_checkpoint(directory)
         models[variant] = (model, tokenizer, directory)
     return ar_model.eval(), models
 

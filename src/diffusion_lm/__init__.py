@@ -1,7 +1,7 @@
 """diffusion-lm: adapt autoregressive LMs into masked-diffusion LMs, native to the Hugging Face ecosystem.
 
 Importing the package registers the diffusion model types with ``AutoConfig`` / ``AutoModel`` /
-``AutoModelForCausalLM``. Training, SFT (TRL) and Hub helpers are imported on first use.
+``AutoModelForCausalLM``. Training, SFT (TRL), checkpoint, card and push helpers are imported on first use.
 """
 
 import importlib
@@ -34,12 +34,13 @@ _LAZY_EXPORTS = {
     "infill": "infilling",
     "decode_text": "infilling",
     "import_reference": "reference_import",
-    "TrainingInfo": "hub",
-    "push_checkpoint": "hub",
-    "record_eval_results": "hub",
-    "render_card": "hub",
-    "save_for_hub": "hub",
-    "write_card": "hub",
+    "TrainingInfo": "training_record",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "push_checkpoint": "push",
+    "record_eval_results": "model_card",
+    "render_card": "model_card",
+    "write_card": "model_card",
 }
 
 

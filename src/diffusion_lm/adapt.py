@@ -24,11 +24,13 @@ from .conversion import (
     load_ar_model,
 )
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from .hub import write_card
+from .checkpoint import load_checkpoint, save_checkpoint
 from .infilling import decode_text
 from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
+from .paths import read_json
 from .presets import load_preset
+from .training_record import TRAINING_RECORD_NAME, TrainingInfo
 from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings
 
 EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
@@ -45,7 +47,7 @@ FINAL_PREVIOUS = ".final-previous"
 FINAL_MODEL_FILES = (
     "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
     "pytorch_model*.bin", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
-    "chat_template.*", "README.md", "diffusion_lm_training.json", "training_args.bin", "*.py",
+    "chat_template.*", "README.md", TRAINING_RECORD_NAME, "training_args.bin", "*.py",
 )
 
 
@@ -165,13 +167,12 @@ def _absolute_reference(value, working_dir: str):
 
 def load_run_record(output_dir: str) -> dict | None:
     path = os.path.join(output_dir, RUN_RECORD_NAME)
-    if not os.path.isfile(path):
+    try:
+        record = read_json(path, f"run record {path}")
+    except ValueError as error:
+        raise ValueError(f"{error}; start a new run") from None
+    if record is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        try:
-            record = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"run record {path} is not valid JSON ({error}); start a new run") from None
     if not isinstance(record, dict):
         raise ValueError(f"run record {path} is not a JSON object; start a new run")
     return record
@@ -445,11 +446,12 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
     model = trainer.accelerator.unwrap_model(trainer.model)
     # the checkpoint's generation_config.json carries the measured fast-decoding defaults (README, "Fast decoding")
     model.generation_config.update(**fast_decoding_defaults(model.config))
-    trainer.save_model(staging)
+    trainer.save_model(staging)  # on every process: gathers sharded weights
     if trainer.args.should_save:
-        tokenizer.save_pretrained(staging)
-        # README.md model card + diffusion_lm_training.json, named after the output directory (not the staging one)
-        write_card(staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)))
+        # tokenizer, diffusion_lm_training.json and the README.md card, named after the output directory (not the
+        # staging one)
+        save_checkpoint(model, tokenizer, staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)),
+                        weights_saved=True)
         replace_final_model(staging, settings.output_dir)
         trainer.save_state()
     trainer.accelerator.wait_for_everyone()
@@ -457,12 +459,9 @@ def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, in
 
 def _finished_training_loss(settings: AdaptSettings, state) -> float | None:
     """The training loss of a run that had finished: from its record, else the logged losses."""
-    previous = os.path.join(settings.output_dir, "diffusion_lm_training.json")
-    if os.path.isfile(previous):
-        with open(previous, encoding="utf-8") as f:
-            record = json.load(f)
-        if record.get("steps") == state.global_step and record.get("final_train_loss") is not None:
-            return record["final_train_loss"]
+    record = TrainingInfo.load(settings.output_dir)
+    if record is not None and record.steps == state.global_step and record.extra.get("final_train_loss") is not None:
+        return record.extra["final_train_loss"]
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     return sum(losses) / len(losses) if losses else None
 
@@ -568,17 +567,11 @@ def reinitialized(model, seed: int):
 
 
 def load_checkpoint_model(checkpoint: str):
-    """The diffusion model and tokenizer a Trainer checkpoint holds."""
-    from transformers import AutoTokenizer
-
+    """The diffusion model and tokenizer a Trainer checkpoint holds (float32, the library's classes), with the
+    diffusion decoding defaults."""
     from .conversion import configure_generation
-    from .models import diffusion_classes_for
 
-    with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
-        model_type = json.load(f).get("model_type", "")
-    _, model_class = diffusion_classes_for(model_type)  # our own classes, not the copy of their code
-    model = model_class.from_pretrained(checkpoint, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=True)
+    model, tokenizer = load_checkpoint(checkpoint)
     configure_generation(model, tokenizer)
     return model, tokenizer
 

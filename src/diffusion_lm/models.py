@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .modeling.configuration_diffugpt import DiffuGPTConfig
@@ -18,6 +21,46 @@ FAMILIES = {
     "qwen2": (DiffuQwen2Config, DiffuQwen2ForMaskedDiffusion),
 }
 DIFFUSION_MODEL_TYPES = {config_class.model_type: ar_type for ar_type, (config_class, _) in FAMILIES.items()}
+# diffusion model_type -> the family's name in cards and messages
+FAMILY_NAMES = {"diffugpt": "GPT-2", "diffullama": "LLaMA", "diffuqwen2": "Qwen2"}
+
+
+def resolve_mask_token_id(model, explicit: int | None = None) -> int:
+    """The [MASK] id to decode or score with: ``explicit``, else the model's generation config's, else its config's;
+    ValueError when none is set."""
+    for candidate in (explicit, getattr(getattr(model, "generation_config", None), "mask_token_id", None),
+                      getattr(model.config, "mask_token_id", None)):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError("mask_token_id: the model has no mask token configured (model.config.mask_token_id)")
+
+
+def is_diffusion_config(config: dict) -> bool:
+    """Whether a ``config.json`` (as a dict) describes a diffusion LM: one of our model types, or another model
+    type that names a mask token id (a diffusion checkpoint that brings its own code)."""
+    return config.get("model_type") in DIFFUSION_MODEL_TYPES or config.get("mask_token_id") is not None
+
+
+def require_diffusion_checkpoint_dir(model_dir) -> dict:
+    """The ``config.json`` of ``model_dir`` (a local directory of one of our model types); FileNotFoundError /
+    ValueError naming the problem otherwise. What a card or record may only describe."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"checkpoint directory not found: {model_dir}")
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"{model_dir} has no config.json; is it a diffusion-lm checkpoint directory?")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        model_type = config.get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{config_path} is not a JSON object: {error}") from None
+    if model_type not in FAMILY_NAMES:
+        raise ValueError(
+            f"{model_dir} is not a diffusion checkpoint (model_type {model_type!r}, expected one of "
+            f"{', '.join(FAMILY_NAMES)}): adapt it first (`diffusion-lm adapt`)"
+        )
+    return config
 
 
 def diffusion_classes_for(model_type: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import socket
 
@@ -85,6 +86,18 @@ def resolve_model_reference(name: str, what: str, *, gguf: bool = False) -> str:
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "adapter_config.json")):
         raise FileNotFoundError(f"{what}: {name} has no config.json; is it a checkpoint directory?")
     return path
+
+
+def read_json(path: str | os.PathLike, what: str | None = None):
+    """The JSON value in the local file ``path``; None when there is no such file; ValueError naming the file (or
+    ``what``) when it is not valid JSON."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{what or path} is not valid JSON: {error}") from None
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

@@ -8,12 +8,11 @@ Two layouts exist:
   token ``[¨M¨]`` (id 50257) for -m.
 - **DiffuLLaMA** (diffusionfamily/diffullama): a plain ``LlamaForCausalLM`` checkpoint; mask token id 811.
 
-Weights are not changed; the output is a push-ready diffusion-lm checkpoint (see ``diffusion_lm.hub``).
+Weights are not changed; the output is a push-ready diffusion-lm checkpoint (see ``diffusion_lm.checkpoint.save_checkpoint``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -22,7 +21,10 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .conversion import configure_generation, diffusion_config_from_ar, set_mask_token
-from .hub import TrainingInfo, save_for_hub
+from .checkpoint import resolve_dtype, save_checkpoint
+from .evaluation.model_card import card_dataset_fields
+from .paths import read_json
+from .training_record import TrainingInfo
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion
 
@@ -36,27 +38,20 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 SOURCE_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "README.md"]
 
 _PAPER = "https://arxiv.org/abs/2410.17891"
-# paper Table 1 zero-shot tasks: (dataset_type, shown name, task_type)
-_TABLE1_TASKS = (
-    ("lambada", "LAMBADA", "text-generation"),
-    ("hellaswag", "HellaSwag", "multiple-choice"),
-    ("winogrande", "Winogrande", "multiple-choice"),
-    ("social_i_qa", "SIQA", "multiple-choice"),
-    ("piqa", "PIQA", "multiple-choice"),
-)
+# paper Table 1: the zero-shot tasks in the paper's column order, as ``evaluation.tasks`` names them; their card rows
+# use the evaluator's dataset vocabulary (``card_dataset_fields``), so a measured result sits beside the paper's
+_TABLE1_TASKS = ("lambada", "hellaswag", "winogrande", "siqa", "piqa")
 
 
 def _paper_results(accuracies: tuple[float, ...], rouge: tuple[float, float, float]) -> list[dict]:
     """Paper Table 1 as EvalResult keyword dicts: accuracies in task order, ROCStories infilling ROUGE-1/2/L."""
     source = {"source_name": "Gong et al. 2025, Table 1", "source_url": _PAPER}
     results = [
-        {"task_type": task, "dataset_type": dataset, "dataset_name": name, "metric_type": "accuracy",
-         "metric_value": value, **source}
-        for (dataset, name, task), value in zip(_TABLE1_TASKS, accuracies)
+        {**card_dataset_fields(task), "metric_type": "accuracy", "metric_value": value, **source}
+        for task, value in zip(_TABLE1_TASKS, accuracies)
     ]
     results += [
-        {"task_type": "text-generation", "dataset_type": "rocstories", "dataset_name": "ROCStories (infilling)",
-         "metric_type": metric, "metric_value": value, **source}
+        {**card_dataset_fields("rocstories"), "metric_type": metric, "metric_value": value, **source}
         for metric, value in zip(("rouge1", "rouge2", "rougeL"), rouge)
     ]
     return results
@@ -102,7 +97,7 @@ def detect_layout(directory: str) -> str:
     """``"diffugpt"`` or ``"diffullama"``; ValueError naming what was found otherwise."""
     if os.path.isfile(os.path.join(directory, "adapter_config.json")):
         raise ValueError(f"{directory} holds a LoRA adapter: import its base model, then load the adapter with PEFT")
-    config = _read_json(os.path.join(directory, "config.json"))
+    config = read_json(os.path.join(directory, "config.json"))
     if config is None:
         raise ValueError(f"{directory} has no config.json")
     names = set(_weight_shapes(directory))
@@ -131,7 +126,7 @@ def import_reference(
     mask_token_id: int | None = None,
     revision: str | None = None,
     token: str | None = None,
-    dtype: torch.dtype | str = "auto",
+    dtype: torch.dtype | str = "auto",  # or "float32", "bfloat16", "float16"
     repo_id: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Convert a released DiffuGPT / DiffuLLaMA checkpoint (Hub id or directory) into our classes.
@@ -139,6 +134,7 @@ def import_reference(
     ``mask_token_id`` overrides the reference's mask id (the tokenizer's mask token, else ``[¨M¨]`` for DiffuGPT
     when present, else 10541 / 811). With ``out_dir`` the result is saved there push-ready, card included.
     """
+    dtype = resolve_dtype(dtype)  # fails on a bad name before anything is fetched
     directory = resolve_source(src, revision=revision, token=token)
     layout = detect_layout(directory)
     if not any(os.path.isfile(os.path.join(directory, name)) for name in TOKENIZER_FILES):
@@ -156,7 +152,7 @@ def import_reference(
     configure_generation(model, tokenizer)
     model.eval()
     if out_dir is not None:
-        save_for_hub(model, tokenizer, out_dir, _training_info(src, directory), repo_id=repo_id)
+        save_checkpoint(model, tokenizer, out_dir, _training_info(src, directory), repo_id=repo_id)
     return model, tokenizer
 
 
@@ -299,9 +295,3 @@ def _training_info(src: str, directory: str) -> TrainingInfo:
         fields.setdefault("datasets", card_data.datasets or [])
     return TrainingInfo(stage="import", reference=src, **fields)
 
-
-def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from ..checkpoint import DTYPE_NAMES
+
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("out_dir", metavar="OUT_DIR", help="where to write the converted checkpoint")
         parser.add_argument("--mask-token-id", type=int, help="override the reference's mask token id")
         parser.add_argument("--revision", help="Hub revision of SRC")
-        parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype (default: as stored)")
+        parser.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help="weights dtype (default: as stored)")
         parser.add_argument("--repo-id", help="model id the card's usage snippet loads (default: OUT_DIR's name)")
     else:
         raise ValueError(f"diffusion_lm.cli.hub does not serve the command {name!r}")
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args._hub_command == "push":
-        from ..hub import push_checkpoint
+        from ..push import push_checkpoint
 
         commit = push_checkpoint(
             args.model_dir,
@@ -45,18 +46,15 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"Pushed {args.model_dir} to {getattr(commit, 'commit_url', None) or args.repo_id}")
     elif args._hub_command == "card":
-        from ..hub import write_card
+        from ..model_card import write_card
 
         write_card(args.model_dir, repo_id=args.repo_id)
         print(f"Wrote {os.path.join(args.model_dir, 'README.md')}")
     else:
-        import torch
-
         from ..reference_import import import_reference
 
-        dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
         model, _ = import_reference(
-            args.src, args.out_dir, mask_token_id=args.mask_token_id, revision=args.revision, dtype=dtype,
+            args.src, args.out_dir, mask_token_id=args.mask_token_id, revision=args.revision, dtype=args.dtype,
             repo_id=args.repo_id,
         )
         print(f"Imported {args.src} as {type(model).__name__} (mask token id {model.config.mask_token_id}) "

@@ -1,8 +1,9 @@
-"""Write evaluation results into a checkpoint's model card metadata (``model-index``).
+"""Evaluation results as model card entries (``model-index``), in one dataset vocabulary.
 
-The checkpoint's card is rendered by ``diffusion_lm.hub`` from its training record; results go into that record
-(``hub.record_eval_results``) so a later re-render keeps them. Without ``diffusion_lm.hub`` the README's metadata
-is edited in place with huggingface_hub's ``ModelCard``.
+Results go into the checkpoint's training record (``model_card.record_eval_results``), from which the card is
+rendered, so a later re-render keeps them. ``card_dataset_fields`` names each task's dataset the same way for
+measured results and for results a paper reports (``reference_import``): a measured row sits beside the paper's row
+of the same task, and a re-run replaces its own earlier row.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from .tasks import HUB_DATASETS
 
-# task -> (task type, pretty dataset name, [(metric key in our results, model-index metric type)])
+# task -> (task type, dataset name shown, [(metric key in our results, model-index metric type)])
 _CARD_TASKS = {
     "piqa": ("multiple-choice", "PIQA", [("acc", "accuracy")]),
     "siqa": ("multiple-choice", "Social IQa", [("acc", "accuracy")]),
@@ -23,63 +24,47 @@ _CARD_TASKS = {
 }
 
 
+def card_dataset_fields(task: str) -> dict:
+    """The ``EvalResult`` fields that name ``task``'s dataset: task type, Hub dataset id (``dataset_type``), shown
+    name, configuration and split. ValueError for a task without a card entry."""
+    if task not in _CARD_TASKS:
+        raise ValueError(f"no model card entry for task {task!r}; known: {', '.join(_CARD_TASKS)}")
+    task_type, pretty_name, _ = _CARD_TASKS[task]
+    dataset, config, split = HUB_DATASETS[task]
+    fields = {"task_type": task_type, "dataset_type": dataset, "dataset_name": pretty_name, "dataset_split": split}
+    if config:
+        fields["dataset_config"] = config
+    return fields
+
+
 def eval_results_for_card(task_results: dict, settings: dict | None = None) -> list[dict]:
     """``huggingface_hub.EvalResult`` keyword dicts (values in percent) for the tasks of one model."""
     entries = []
     for task, metrics in task_results.items():
         if task not in _CARD_TASKS:
             continue
-        task_type, pretty_name, metric_keys = _CARD_TASKS[task]
-        dataset, config, split = HUB_DATASETS[task]
         # settings and example count go into metric_args, so a re-run replaces the entry (same name)
         arguments = {**(settings or {}), "num_examples": metrics.get("num_examples")}
-        for key, metric_type in metric_keys:
+        for key, metric_type in _CARD_TASKS[task][2]:
             if key not in metrics:
                 continue
-            entry = {
-                "task_type": task_type,
-                "dataset_type": dataset,
-                "dataset_name": pretty_name,
-                "dataset_split": split,
+            entries.append({
+                **card_dataset_fields(task),
                 "metric_type": metric_type,
                 "metric_value": round(100 * float(metrics[key]), 2),
                 "metric_name": f"{metric_type} (zero-shot)",
                 "metric_args": {k: v for k, v in arguments.items() if v is not None},
-            }
-            if config:
-                entry["dataset_config"] = config
-            entries.append(entry)
+            })
     return entries
 
 
-def _update_readme_metadata(model_dir: str, entries: list[dict], model_name: str):
-    """Fallback without diffusion_lm.hub: merge into README.md's model-index (same dataset + metric replaced)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    path = os.path.join(model_dir, "README.md")
-    if os.path.isfile(path):
-        card = ModelCard.load(path)
-    else:
-        card = ModelCard(f"---\n{ModelCardData(model_name=model_name).to_yaml()}\n---\n\n# {model_name}\n")
-    new = [EvalResult(**entry) for entry in entries]
-    replaced = {(e.dataset_type, e.metric_type) for e in new}
-    kept = [e for e in (card.data.eval_results or []) if (e.dataset_type, e.metric_type) not in replaced]
-    card.data.eval_results = kept + new
-    if not card.data.model_name:  # model-index needs a name
-        card.data.model_name = model_name
-    card.save(path)
-    return card
-
-
 def update_model_card(model_dir: str, task_results: dict, settings: dict | None = None):
-    """Put one model's task results into ``model_dir``'s card metadata; returns the card."""
+    """Put one model's task results into ``model_dir``'s training record and card; returns the card."""
+    from ..model_card import record_eval_results
+
     if not os.path.isdir(model_dir):
         raise ValueError(f"--update-card needs a local model directory, got {model_dir!r}")
     entries = eval_results_for_card(task_results, settings)
     if not entries:
         raise ValueError("no task result to write into the model card")
-    try:
-        from ..hub import record_eval_results
-    except ImportError:
-        return _update_readme_metadata(model_dir, entries, os.path.basename(os.path.normpath(model_dir)))
     return record_eval_results(model_dir, entries)

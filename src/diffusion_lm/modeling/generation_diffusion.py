@@ -22,6 +22,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList,
 from transformers.utils import ModelOutput
 
 from .decoding_cache import KV_CACHE_MODES, KV_CACHE_REFRESH, CanvasKVStore, WindowPlanner
+from .modeling_diffusion_compat import generation_defaults
 from .modeling_diffusion_utils import positions_from_padding
 from .attention_annealing import allowed_to_additive, attention_pattern
 from .unmasking import (
@@ -391,7 +392,7 @@ class DiffusionGenerationMixin(GenerationMixin):
         unsupported = [
             name for name, value in kwargs.items()
             if hasattr(config, name) and name not in _SUPPORTED_FIELDS and name not in _IGNORED_FIELDS
-            and value is not None and value != GenerationConfig._get_default_generation_params().get(name, object())
+            and value is not None and value != generation_defaults().get(name, object())
         ]
         if unsupported:
             raise ValueError(f"diffusion decoding does not support {sorted(unsupported)}; supported generation "

@@ -12,7 +12,7 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, G
 
 from .configuration_diffugpt import DiffuGPTConfig
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
-from .modeling_diffusion_hub import DiffusionAutoMapMixin
+from .modeling_diffusion_compat import DiffusionAutoMapMixin, open_causal_buffer, same_head_layout
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
@@ -45,11 +45,7 @@ class DiffuGPTModel(GPT2Model):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        # transformers 5.0's eager GPT-2 attention applies this causal buffer whatever the mask says (and resets it
-        # here on every load): opened, the attention mask alone decides (newer releases have no such buffer)
-        causal_buffer = getattr(module, "bias", None)
-        if isinstance(causal_buffer, torch.Tensor) and causal_buffer.dtype == torch.bool:
-            causal_buffer.fill_(True)
+        open_causal_buffer(module)  # transformers 5.0's GPT-2 causal buffer (see modeling_diffusion_compat)
 
     def forward(
         self,
@@ -81,6 +77,7 @@ class DiffuGPTModel(GPT2Model):
         return MaskedDiffusionLMOutput(last_hidden_state=self.ln_f(hidden_states), cache=cache)
 
 
+@same_head_layout(GPT2LMHeadModel)  # tied weights and parallel plans of the AR head
 class DiffuGPTForMaskedDiffusion(
     DiffusionAutoMapMixin, DiffusionLMHeadMixin, GPT2PreTrainedModel, DiffusionGenerationMixin
 ):
@@ -88,7 +85,6 @@ class DiffuGPTForMaskedDiffusion(
 
     config_class = DiffuGPTConfig
     generation_config_class = DiffusionGenerationConfig
-    _tied_weights_keys = GPT2LMHeadModel._tied_weights_keys
 
     def __init__(self, config: DiffuGPTConfig):
         super().__init__(config)

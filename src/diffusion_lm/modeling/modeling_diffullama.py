@@ -12,7 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaForCausalLM, LlamaMode
 
 from .configuration_diffullama import DiffuLlamaConfig
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
-from .modeling_diffusion_hub import DiffusionAutoMapMixin
+from .modeling_diffusion_compat import DiffusionAutoMapMixin, same_head_layout
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
     MaskedDiffusionLMOutput,
@@ -74,6 +74,7 @@ class DiffuLlamaModel(LlamaModel):
         return MaskedDiffusionLMOutput(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
+@same_head_layout(LlamaForCausalLM)  # tied weights and parallel plans of the AR head
 class DiffuLlamaForMaskedDiffusion(
     DiffusionAutoMapMixin, DiffusionLMHeadMixin, LlamaPreTrainedModel, DiffusionGenerationMixin
 ):
@@ -81,9 +82,6 @@ class DiffuLlamaForMaskedDiffusion(
 
     config_class = DiffuLlamaConfig
     generation_config_class = DiffusionGenerationConfig
-    _tied_weights_keys = LlamaForCausalLM._tied_weights_keys
-    _tp_plan = LlamaForCausalLM._tp_plan
-    _pp_plan = LlamaForCausalLM._pp_plan
 
     def __init__(self, config: DiffuLlamaConfig):
         super().__init__(config)

@@ -11,7 +11,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM, Qwen2Mode
 from .configuration_diffuqwen2 import DiffuQwen2Config
 from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
 from .modeling_diffullama import DiffuLlamaModel
-from .modeling_diffusion_hub import DiffusionAutoMapMixin
+from .modeling_diffusion_compat import DiffusionAutoMapMixin, same_head_layout
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
     make_attention_bidirectional,
@@ -42,6 +42,7 @@ class DiffuQwen2Model(Qwen2Model):
     forward = DiffuLlamaModel.forward
 
 
+@same_head_layout(Qwen2ForCausalLM)  # tied weights and parallel plans of the AR head
 class DiffuQwen2ForMaskedDiffusion(
     DiffusionAutoMapMixin, DiffusionLMHeadMixin, Qwen2PreTrainedModel, DiffusionGenerationMixin
 ):
@@ -49,9 +50,6 @@ class DiffuQwen2ForMaskedDiffusion(
 
     config_class = DiffuQwen2Config
     generation_config_class = DiffusionGenerationConfig
-    _tied_weights_keys = Qwen2ForCausalLM._tied_weights_keys
-    _tp_plan = Qwen2ForCausalLM._tp_plan
-    _pp_plan = Qwen2ForCausalLM._pp_plan
 
     def __init__(self, config: DiffuQwen2Config):
         super().__init__(config)

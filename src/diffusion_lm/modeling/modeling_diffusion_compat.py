@@ -1,0 +1,72 @@
+"""Where the shipped model code meets transformers beyond its public API, in one place.
+
+- ``DiffusionAutoMapMixin``: ``save_pretrained`` writes the ``auto_map`` that makes a saved directory load as remote
+  code. That is all the model does on save: the training record, the model card and uploads are the library's
+  (``diffusion_lm.checkpoint.save_checkpoint``, ``diffusion_lm.push``), never shipped code.
+- Every use of a transformers internal (a private attribute or method) by the shipped code is a function here, with
+  what it relies on and since when; the other modules call these instead of reaching into transformers.
+
+Only the standard library, ``torch`` and ``transformers`` are imported: this file travels with checkpoints as remote code.
+"""
+
+from __future__ import annotations
+
+
+class DiffusionAutoMapMixin:
+    """``save_pretrained`` adds an ``auto_map`` serving ``AutoModel`` and ``AutoModelForCausalLM`` (TRL / PEFT load
+    through the latter) to ``config.json``; transformers copies this class's module and its relative imports next to
+    it. An ``auto_map`` already in the config is kept (entries are only added)."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        module_name = type(self).__module__.split(".")[-1]
+        entry = f"{module_name}.{type(self).__name__}"
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault("AutoModel", entry)
+        auto_map.setdefault("AutoModelForCausalLM", entry)
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# --- transformers internals ------------------------------------------------------------------------------------
+# Each function below relies on something transformers does not promise. When a release changes it, this is the
+# only file to edit (the lowest supported release, 5.0.0, and the newest are both tested: tests/test_remote_code.py).
+
+# Class attributes of transformers' LM head classes that a subclass must repeat: which weights are tied, and the
+# tensor / pipeline parallel plans (``_tied_weights_keys``, ``_tp_plan``, ``_pp_plan``; underscored, read by
+# ``PreTrainedModel`` at load / parallelisation time).
+_HEAD_LAYOUT_ATTRIBUTES = ("_tied_weights_keys", "_tp_plan", "_pp_plan")
+
+
+def same_head_layout(ar_head_class):
+    """Class decorator: give a diffusion head class the tied-weight keys and parallel plans of the AR head class
+    whose weight names it shares (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...)."""
+
+    def decorate(cls):
+        for name in _HEAD_LAYOUT_ATTRIBUTES:
+            if hasattr(ar_head_class, name):
+                setattr(cls, name, getattr(ar_head_class, name))
+        return cls
+
+    return decorate
+
+
+def open_causal_buffer(module) -> None:
+    """transformers 5.0's eager GPT-2 attention multiplies in a boolean causal buffer (``attn.bias``) whatever the
+    attention mask says, and ``_init_weights`` resets it on every load; set to all-True, the attention mask alone
+    decides. Newer releases have no such buffer (then this does nothing). Called from ``_init_weights``."""
+    import torch
+
+    causal_buffer = getattr(module, "bias", None)
+    if isinstance(causal_buffer, torch.Tensor) and causal_buffer.dtype == torch.bool:
+        causal_buffer.fill_(True)
+
+
+def generation_defaults() -> dict:
+    """The values ``GenerationConfig`` fields take when left unset (``GenerationConfig._get_default_generation_params``,
+    a private method of transformers 5): a generate argument equal to its default is not a request."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig._get_default_generation_params()
+
+
+__all__ = ["DiffusionAutoMapMixin", "generation_defaults", "open_causal_buffer", "same_head_layout"]
