@@ -240,21 +240,21 @@ def test_debug_flag_and_environment_show_the_traceback(ws, no_network, monkeypat
 
 
 def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
-    import diffusion_lm.cli.generate as generate
+    import diffusion_lm.checkpoint as checkpoint
 
     monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(generate, "load_model", interrupted)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", interrupted)
     assert main(["generate", ws["diff"]]) == 130
     assert "interrupted" in capsys.readouterr().err
 
     def bug(*args, **kwargs):
         raise RuntimeError("an internal invariant broke\nsecond line of detail")
 
-    monkeypatch.setattr(generate, "load_model", bug)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", bug)
     assert main(["generate", ws["diff"]]) == 1
     err = capsys.readouterr().err
     assert "RuntimeError: an internal invariant broke" in err and "--debug" in err
@@ -264,12 +264,11 @@ def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
 # --- Python API: the same mistakes raise ValueError / FileNotFoundError naming the field or path --------------------
 def _api_cases(ws):
     from diffusion_lm.adapt import AdaptSettings, resolve_settings, run_adaptation
+    from diffusion_lm.checkpoint import load_checkpoint
     from diffusion_lm.cli.chat import load_chat_model
-    from diffusion_lm.cli.eval import load_diffusion_checkpoint
-    from diffusion_lm.cli.generate import load_model
     from diffusion_lm.conversion import convert_checkpoint
     from diffusion_lm.data import load_text_dataset
-    from diffusion_lm.hub import write_card
+    from diffusion_lm.model_card import write_card
     from diffusion_lm.sft import load_sft_dataset
     from diffusion_lm.trainer import DiffusionTrainingArguments
 
@@ -309,9 +308,9 @@ def _api_cases(ws):
         ("args-save-steps", training_args(save_steps=0), ValueError, "save_steps"),
         ("args-learning-rate", training_args(learning_rate=0.0), ValueError, "learning_rate"),
         ("args-max-steps", training_args(max_steps=0), ValueError, "max_steps"),
-        ("generate-load-missing", lambda: load_model(ws["missing"]), FileNotFoundError, "no-such-dir"),
+        ("generate-load-missing", lambda: load_checkpoint(ws["missing"]), FileNotFoundError, "no-such-dir"),
         ("chat-load-missing", lambda: load_chat_model("./nowhere"), FileNotFoundError, "./nowhere"),
-        ("eval-load-missing", lambda: load_diffusion_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
+        ("eval-load-missing", lambda: load_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
         ("sft-dataset-missing", lambda: load_sft_dataset("./data/none"), FileNotFoundError, "./data/none"),
         ("card-missing-dir", lambda: write_card(ws["missing"]), FileNotFoundError, "no-such-dir"),
     ]

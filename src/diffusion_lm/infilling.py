@@ -10,16 +10,18 @@ from typing import Sequence
 
 import torch
 
+from .tokens import left_pad, pad_token_id, start_token_id
+
 
 def infill_input_ids(tokenizer, prefix: str, suffix: str, n_tokens: int, mask_token_id: int) -> tuple[list[int], int]:
     """(token ids of prefix + holes + suffix, index of the first hole). The prefix gets the tokenizer's special
     tokens (BOS); an empty prefix becomes [BOS] (or [EOS]) because position 0 is given, never predicted."""
     prefix_ids = list(tokenizer(prefix)["input_ids"]) if prefix else []
     if not prefix_ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if start is None:
-            raise ValueError("prefix: empty, and the tokenizer has neither a BOS nor an EOS token to start with")
-        prefix_ids = [start]
+        try:
+            prefix_ids = [start_token_id(tokenizer)]
+        except ValueError as error:
+            raise ValueError(f"prefix: {error}") from None
     suffix_ids = list(tokenizer(suffix, add_special_tokens=False)["input_ids"]) if suffix else []
     return prefix_ids + [mask_token_id] * n_tokens + suffix_ids, len(prefix_ids)
 
@@ -66,22 +68,16 @@ def infill(
     suffixes = [suffix] if isinstance(suffix, str) else list(suffix)
     if len(suffixes) != len(prefixes):
         raise ValueError(f"suffix: {len(suffixes)} suffixes for {len(prefixes)} prefixes")
-    mask_token_id = gen_kwargs.get("mask_token_id")
-    if mask_token_id is None:
-        mask_token_id = getattr(model.generation_config, "mask_token_id", None)
-    if mask_token_id is None:
-        mask_token_id = getattr(model.config, "mask_token_id", None)
-    if mask_token_id is None:
-        raise ValueError("mask_token_id: the model has no mask token configured (model.config.mask_token_id)")
+    from .models import resolve_mask_token_id
+
+    mask_token_id = resolve_mask_token_id(model, gen_kwargs.get("mask_token_id"))
 
     encoded = [infill_input_ids(tokenizer, p, s, n_tokens, mask_token_id) for p, s in zip(prefixes, suffixes)]
     rows, starts = zip(*encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(row) for row in rows)
     device = next(model.parameters()).device
     # left padding: the holes of every row keep their place relative to the row's own prefix
-    input_ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=device)
+    input_ids, attention_mask = left_pad(rows, pad_token_id(tokenizer), device)
+    width = input_ids.shape[1]
     # the holes by position, not by token: a reused mask id (811, 10541) in the prefix or suffix is text
     infill_mask = left_padded_spans([len(row) for row in rows], [(start, n_tokens) for start in starts], width,
                                     device)

@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gsm8k_common import default_data, load_gsm8k, score  # noqa: E402
 
+from diffusion_lm.modeling.unmasking import ALG_NAMES  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
     add("--format", choices=["auto", "chat", "plain"], default="auto")
     add("--max-new-tokens", type=int, default=96)
     add("--steps", type=int, help="diffusion decoding steps (default: one per new token)")
-    add("--alg", default="confidence", choices=["confidence", "margin", "entropy", "random"])
+    add("--alg", default="confidence", choices=ALG_NAMES)
     add("--batch-size", type=int, default=8)
     add("--device")
     add("--output", help="write the results (with every generated answer) here")
@@ -33,9 +35,11 @@ def main(argv=None) -> int:
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
 
-    from diffusion_lm.cli.chat import load_chat_model
+    from diffusion_lm.checkpoint import default_device, load_checkpoint
+    from diffusion_lm.sft import configure_chat_generation
 
-    model, tokenizer = load_chat_model(args.model, args.device)
+    model, tokenizer = load_checkpoint(args.model, device=args.device or default_device(), what="--model")
+    configure_chat_generation(model.get_base_model() if hasattr(model, "get_base_model") else model, tokenizer)
     chat = args.format == "chat" or (args.format == "auto" and bool(tokenizer.chat_template))
     records = load_gsm8k(args.data, "test")[: args.limit]
     start = time.time()

@@ -92,10 +92,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from datasets import Dataset
 
-    from diffusion_lm.cli.sft import load_diffusion_model
+    from diffusion_lm.checkpoint import load_checkpoint
     from diffusion_lm.sft import DiffusionSFTConfig, DiffusionSFTTrainer, lora_config_for
 
-    model, tokenizer = load_diffusion_model(args.model)
+    model, tokenizer = load_checkpoint(args.model, what="--model")
     chat = args.format == "chat" or (args.format == "auto" and bool(tokenizer.chat_template))
     if chat and not tokenizer.chat_template:
         raise ValueError("--format chat needs a tokenizer with a chat template")

@@ -7,8 +7,9 @@ checkpoint or a LoRA adapter directory (its base model is loaded from the adapte
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from ..modeling.unmasking import ALG_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
     add("model", metavar="MODEL_DIR", help="diffusion checkpoint or LoRA adapter directory (or Hub id)")
     add("--max-new-tokens", type=int, default=128, help="reply canvas in tokens (default 128)")
     add("--steps", type=int, help="diffusion decoding steps (default: one per new token)")
-    add("--alg", default="confidence", choices=["confidence", "margin", "entropy", "random"])
+    add("--alg", default="confidence", choices=ALG_NAMES, help="unmasking rule (default confidence)")
     add("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     add("--top-p", type=float)
     add("--top-k", type=int)
@@ -30,36 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
 
 
 def load_chat_model(path: str, device: str | None = None):
-    """(model, tokenizer) of a full checkpoint or of a PEFT adapter on top of its base; generation stops at EOS and at
-    the chat template's end-of-turn token."""
-    import torch
-    from transformers import AutoTokenizer
-
+    """(model, tokenizer) of a full checkpoint or of a PEFT adapter on top of its base (``checkpoint.load_checkpoint``);
+    generation stops at EOS and at the chat template's end-of-turn token."""
+    from ..checkpoint import default_device, load_checkpoint
     from ..sft import configure_chat_generation
-    from .sft import load_diffusion_model
 
-    from ..paths import looks_local, resolve_model_reference
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = resolve_model_reference(path, "MODEL_DIR")
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        from peft import PeftConfig, PeftModel
-
-        base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
-        if not base_path:
-            raise ValueError(f"adapter {path} does not name its base model (base_model_name_or_path)")
-        if looks_local(base_path) and not os.path.exists(os.path.expanduser(base_path)):
-            raise FileNotFoundError(f"adapter {path} names its base model {base_path}, which does not exist "
-                                    "(from this working directory)")
-        base, tokenizer = load_diffusion_model(base_path)
-        model = PeftModel.from_pretrained(base, path)
-        if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-        configure_chat_generation(model.get_base_model(), tokenizer)
-    else:
-        model, tokenizer = load_diffusion_model(path)
-        configure_chat_generation(model, tokenizer)
-    return model.to(device).eval(), tokenizer
+    model, tokenizer = load_checkpoint(path, device=device or default_device(), what="MODEL_DIR")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    configure_chat_generation(base, tokenizer)
+    return model, tokenizer
 
 
 def _validate(args) -> None:

@@ -11,6 +11,9 @@ import json
 import os
 import time
 
+from ..checkpoint import DTYPE_NAMES
+from ..modeling.unmasking import ALG_NAMES
+
 DEFAULT_TASKS = "piqa,siqa,winogrande,lambada,rocstories,gsm8k"
 
 
@@ -47,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     parser.add_argument(
         "--steps", type=int, help="diffusion decoding steps (default: one per generated token)"
     )
-    parser.add_argument("--alg", default="confidence", help="diffusion decoding order (default confidence)")
+    parser.add_argument("--alg", default="confidence", choices=ALG_NAMES, help="diffusion decoding order (default confidence)")
     parser.add_argument("--kv-cache", choices=["none", "prefix", "dual"], default="none",
                         help="KV cache of diffusion decoding (default none: exact)")
     parser.add_argument("--threshold", type=float, help="confidence-threshold parallel decoding, in (0, 1]")
@@ -63,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     )
     parser.add_argument("--keep-outputs", action="store_true", help="keep per-example generations in the JSON")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="float32", help="model dtype (default float32)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="model dtype (default float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -78,25 +81,8 @@ def _validate(args) -> None:
         raise ValueError(f"--data-dir {args.data_dir!r} is not a directory")
     if args.ppl_data is not None and not os.path.isfile(args.ppl_data):
         raise ValueError(f"--ppl-data {args.ppl_data!r} is not a file")
-    if args.dtype not in ("auto", "float32", "float16", "bfloat16"):
-        raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {args.dtype!r}")
     if args.update_card and not os.path.isdir(args.model):
         raise ValueError("--update-card needs --model to be a local directory")
-
-
-def load_diffusion_checkpoint(path: str, dtype="float32", device: str = "cpu"):
-    """A diffusion checkpoint and its tokenizer; ValueError when it is not one (no mask token id)."""
-    import diffusion_lm  # noqa: F401  (registers the diffusion model types with the Auto classes)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from diffusion_lm.paths import resolve_model_reference
-
-    path = resolve_model_reference(path, "--model")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-    if getattr(config, "mask_token_id", None) is None:
-        raise ValueError(f"{path} is not a diffusion checkpoint (its config has no mask_token_id)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=True).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 
 
 def _label(path: str) -> str:
@@ -106,6 +92,7 @@ def _label(path: str) -> str:
 def run(args) -> int:
     import torch
 
+    from diffusion_lm.checkpoint import load_checkpoint, resolve_dtype
     from diffusion_lm.conversion import ARSource, load_ar_model
     from diffusion_lm.evaluation.evaluators import AREvaluator, DecodingSettings, DiffusionEvaluator, ScoringSettings
     from diffusion_lm.evaluation.likelihood import read_text_documents, token_blocks
@@ -116,13 +103,13 @@ def run(args) -> int:
     _validate(args)
     specs = parse_task_list(args.tasks)  # unknown task names fail here, before any model loads
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else "auto"
+    dtype = resolve_dtype(args.dtype)
     progress = not args.no_progress
     start = time.perf_counter()
 
     task_examples = {task_spec_name(spec): load_task(spec, args.data_dir, args.limit) for spec in specs}
 
-    model, tokenizer = load_diffusion_checkpoint(args.model, dtype, device)
+    model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=device, what="--model")
     scoring = ScoringSettings(args.mc_samples, args.estimator, args.seed, batch_size=args.batch_size)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-ALG_CHOICES = ("confidence", "margin", "entropy", "random", "left_to_right", "origin", "maskgit_plus",
-               "low_confidence", "topk_margin")
+from ..checkpoint import DTYPE_NAMES
+from ..modeling.unmasking import ALG_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
         add("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
         add("--chat", action="store_true", help="wrap the prompt as one user turn with the tokenizer's chat template")
     add("--steps", type=int, help="denoising steps (default: one per generated token)")
-    add("--alg", default="confidence", choices=ALG_CHOICES, help="unmasking rule (default confidence)")
+    add("--alg", default="confidence", choices=ALG_NAMES, help="unmasking rule (default confidence)")
     add("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     add("--top-k", type=int, help="sample from the k most likely tokens (with --temperature > 0)")
     add("--top-p", type=float, help="nucleus sampling mass in (0, 1] (with --temperature > 0)")
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
     add("--show-steps", action="store_true", help="print the sequence after every denoising step")
     add("--mask-symbol", default="░", help="how --show-steps draws a masked position (default ░)")
     add("--device", help="torch device (default: cuda if available, else cpu)")
-    add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add("--dtype", default="auto", choices=DTYPE_NAMES)
     add("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (not needed for ours)")
 
 
@@ -72,24 +72,6 @@ def _validate(args) -> None:
         raise ValueError(f"--block-length must divide {flag} ({length})")
 
 
-def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
-    """(model, tokenizer) through the Auto classes (importing diffusion_lm registers ours)."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from ..models import DIFFUSION_MODEL_TYPES  # diffusion_lm's import registered our types with the Auto classes
-    from ..paths import resolve_model_reference
-
-    path = resolve_model_reference(path, "MODEL_DIR")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if config.model_type not in DIFFUSION_MODEL_TYPES and getattr(config, "mask_token_id", None) is None:
-        raise ValueError(f"{path} is a {config.model_type!r} checkpoint, not a diffusion LM: adapt it first "
-                         "(`diffusion-lm adapt`)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-
-
 def step_progress(total: int, description: str = "denoising"):
     """``(bar, step_callback)``: a bar of denoising steps on stderr for ``model.generate(step_callback=...)``; hidden
     when stderr is not a terminal, so piped output and logs stay clean."""
@@ -101,6 +83,24 @@ def step_progress(total: int, description: str = "denoising"):
         bar.update(1)
 
     return bar, advance
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool = False) -> list[int]:
+    """Token ids of ``prompt`` (as one user turn of the chat template with ``chat``); an empty prompt starts from BOS
+    (position 0 is never predicted)."""
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("--chat: the tokenizer has no chat template")
+        encoded = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                return_dict=True)
+        ids = list(encoded["input_ids"])
+    else:
+        ids = list(tokenizer(prompt)["input_ids"]) if prompt else []
+    if not ids:
+        from ..tokens import start_token_id
+
+        ids = [start_token_id(tokenizer)]
+    return ids
 
 
 def render_positions(tokenizer, ids: list[int], mask_token_id: int, mask_symbol: str = "░") -> str:
@@ -124,43 +124,17 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     import torch
 
+    from ..checkpoint import default_device, load_checkpoint
     from ..infilling import decode_text
+    from ..models import resolve_mask_token_id
 
-    model, tokenizer = load_model(args.model, args.device, args.dtype, args.trust_remote_code)
+    model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device or default_device(),
+                                       trust_remote_code=args.trust_remote_code, what="MODEL_DIR")
+
     device = next(model.parameters()).device
-    mask_token_id = model.generation_config.mask_token_id
-    if mask_token_id is None:
-        mask_token_id = model.config.mask_token_id
-
-    if args.command == "infill":
-        from ..infilling import infill_input_ids
-
-        ids, start = infill_input_ids(tokenizer, args.prefix, args.suffix, args.length, mask_token_id)
-        region = slice(start, start + args.length)
-        max_new_tokens, n_generated = 0, args.length
-    else:
-        if args.chat:
-            if not getattr(tokenizer, "chat_template", None):
-                raise ValueError("--chat: the tokenizer has no chat template")
-            messages = [{"role": "user", "content": args.prompt}]
-            encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-            ids = list(encoded["input_ids"])
-        else:
-            ids = list(tokenizer(args.prompt)["input_ids"]) if args.prompt else []
-        if not ids:  # position 0 is never predicted: start from BOS
-            start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-            ids = [start_id]
-        region = slice(len(ids), None)
-        max_new_tokens, n_generated = args.max_new_tokens, args.max_new_tokens
-
-    input_ids = torch.tensor([ids], device=device)
-    # the holes are named by position: a prompt token equal to a reused mask id (811, 10541) stays text
-    infill_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    infill_mask[0, region] = max_new_tokens == 0
+    mask_token_id = resolve_mask_token_id(model)
     gen_kwargs = dict(
-        infill_mask=infill_mask,
-        max_new_tokens=max_new_tokens,
-        steps=args.steps or max(1, n_generated),
+        steps=args.steps or max(1, args.length if args.command == "infill" else args.max_new_tokens),
         alg=args.alg,
         temperature=args.temperature,
         top_k=args.top_k,
@@ -170,6 +144,27 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator(device=device).manual_seed(args.seed),
         **fast_decoding_kwargs(args),
     )
+
+    if args.command == "infill":
+        from ..infilling import infill, infill_input_ids
+
+        _, start = infill_input_ids(tokenizer, args.prefix, args.suffix, args.length, mask_token_id)
+        region = slice(start, start + args.length)
+
+        def decode(**kwargs):
+            return infill(model, tokenizer, args.prefix, args.suffix, args.length, return_full_text=True, **kwargs)
+    else:
+        ids = prompt_ids(tokenizer, args.prompt, args.chat)
+        region = slice(len(ids), None)
+
+        def decode(**kwargs):
+            input_ids = torch.tensor([ids], device=device)
+            # no holes in the prompt, by position: a prompt token equal to a reused mask id (811, 10541) stays text
+            output = model.generate(input_ids, infill_mask=torch.zeros_like(input_ids, dtype=torch.bool),
+                                    max_new_tokens=args.max_new_tokens, **kwargs)
+            # with --chat only the reply is printed
+            return decode_text(tokenizer, output[0, len(ids) if args.chat else 0:].tolist(), model.config)
+
     if args.show_steps:
         width = len(str(gen_kwargs["steps"]))
 
@@ -177,17 +172,11 @@ def run(args: argparse.Namespace) -> int:
             text = render_positions(tokenizer, x[0, region].tolist(), mask_token_id, args.mask_symbol)
             print(f"step {step + 1:>{width}} | {text}", flush=True)
 
-        gen_kwargs["step_callback"] = show
-        output = model.generate(input_ids, **gen_kwargs)
+        text = decode(step_callback=show, **gen_kwargs)
     else:  # the trajectory is not printed: a step bar shows that decoding advances
-        bar, gen_kwargs["step_callback"] = step_progress(gen_kwargs["steps"])
+        bar, advance = step_progress(gen_kwargs["steps"])
         with bar:
-            output = model.generate(input_ids, **gen_kwargs)
-
-    if args.command == "generate" and args.chat:
-        text = decode_text(tokenizer, output[0, len(ids):].tolist(), model.config)
-    else:
-        text = decode_text(tokenizer, output[0].tolist(), model.config)
+            text = decode(step_callback=advance, **gen_kwargs)
     if args.show_steps:
         print("-" * 40)
     print(text)

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from ..infilling import left_padded_spans
+from ..tokens import eos_id_list, left_pad, pad_token_id, start_token_id
 from ..modeling.noise_schedule import DEFAULT_EPS
 from .scoring import (
     ScoringRequest,
@@ -54,12 +55,7 @@ def context_token_ids(tokenizer, text: str) -> list[int]:
     """Tokens of a context, with the tokenizer's own special tokens; an empty context becomes [BOS] (or [EOS]),
     because position 0 is given, never predicted."""
     ids = tokenizer(text, add_special_tokens=True)["input_ids"] if text else []
-    if not ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if start is None:
-            raise ValueError("empty context and the tokenizer has neither a BOS nor an EOS token")
-        ids = [start]
-    return list(ids)
+    return list(ids) or [start_token_id(tokenizer)]
 
 
 def continuation_token_ids(tokenizer, text: str) -> list[int]:
@@ -68,7 +64,7 @@ def continuation_token_ids(tokenizer, text: str) -> list[int]:
 
 def cut_at_eos(ids: Sequence[int], eos_token_id: int | Sequence[int] | None) -> list[int]:
     ids = list(ids)
-    eos_ids = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    eos_ids = set(eos_id_list(eos_token_id))
     for i, token in enumerate(ids):
         if token in eos_ids:
             return ids[:i]
@@ -79,17 +75,6 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) left-padded ids and attention mask: generation appends on the right."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-        attention_mask[i, width - len(row) :] = 1
-    return ids.to(device), attention_mask.to(device)
-
-
 def generation_batches(group_keys: Sequence, lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices in batches of at most ``batch_size`` that share a group key (e.g. the gold length), similar input
     lengths together (less padding). Deterministic: depends only on the inputs."""
@@ -97,11 +82,6 @@ def generation_batches(group_keys: Sequence, lengths: Sequence[int], batch_size:
     for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
         groups.setdefault(group_keys[index], []).append(index)
     return [members[i : i + batch_size] for _, members in sorted(groups.items()) for i in range(0, len(members), batch_size)]
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return 0 if pad is None else pad
 
 
 def item_bar(total: int, progress, default_description: str):
@@ -142,7 +122,7 @@ class DiffusionEvaluator:
         minutes."""
         d = self.decoding
         device = _device(self.model)
-        ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), device)
+        ids, attention_mask = left_pad(rows, pad_token_id(self.tokenizer, default=0), device)
         infill_mask = left_padded_spans([len(row) for row in rows], holes or [(0, 0)] * len(rows), ids.shape[1],
                                         device)
         steps = max(1, steps)
@@ -226,14 +206,14 @@ class AREvaluator:
 
     @torch.no_grad()
     def _greedy(self, rows: list[list[int]], max_new_tokens: int, exact_length: bool) -> list[list[int]]:
-        ids, attention_mask = _left_pad(rows, _pad_id(self.tokenizer), _device(self.model))
+        ids, attention_mask = left_pad(rows, pad_token_id(self.tokenizer, default=0), _device(self.model))
         output = self.model.generate(
             ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens if exact_length else None,
             do_sample=False,
-            pad_token_id=_pad_id(self.tokenizer),
+            pad_token_id=pad_token_id(self.tokenizer, default=0),
             # sampling knobs a checkpoint's generation_config may carry would only trigger warnings under greedy
             temperature=None,
             top_p=None,

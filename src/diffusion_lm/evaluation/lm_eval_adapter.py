@@ -96,9 +96,9 @@ class DiffusionLMEval(LM):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA: pass --device cpu")
         if pretrained is not None:
-            from ..cli.eval import load_diffusion_checkpoint
+            from ..checkpoint import load_checkpoint
 
-            model, tokenizer = load_diffusion_checkpoint(str(pretrained), getattr(torch, dtype), device)
+            model, tokenizer = load_checkpoint(str(pretrained), dtype=dtype, device=device, what="pretrained")
         if batch_size is None or str(batch_size).startswith("auto"):
             batch_size = 1  # no automatic batch-size search
         # the harness's batch size counts requests; each request is scored on mc_samples corrupted rows

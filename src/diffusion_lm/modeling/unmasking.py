@@ -29,13 +29,15 @@ ALG_ALIASES = {
     "low_confidence": "confidence",
     "topk_margin": "margin",
 }
+# every name ``alg`` accepts (what the command line offers)
+ALG_NAMES = ALGORITHMS + tuple(ALG_ALIASES)
 
 
 def canonical_alg(alg: str) -> str:
     """The rule's name in ``ALGORITHMS``; ValueError naming ``alg`` otherwise."""
     name = ALG_ALIASES.get(alg, alg)
     if name not in ALGORITHMS:
-        known = ", ".join(ALGORITHMS + tuple(ALG_ALIASES))
+        known = ", ".join(ALG_NAMES)
         raise ValueError(f"alg must be one of {known}; got {alg!r}")
     return name
 
@@ -155,6 +157,7 @@ def select_positions(
 __all__ = [
     "ALGORITHMS",
     "ALG_ALIASES",
+    "ALG_NAMES",
     "canonical_alg",
     "tokens_per_step",
     "random_unmask_probability",
