@@ -24,6 +24,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELING_DIR = os.path.join(REPO, "src", "diffusion_lm", "modeling")
 LOWEST_DIR = os.path.join(REPO, ".ci", "transformers-lowest")
 FAMILIES = ("gpt2", "llama", "qwen2")
+MODULES = {"gpt2": "diffugpt", "llama": "diffullama", "qwen2": "diffuqwen2"}  # family -> its module suffix
 PROMPT = "the cat sat on"
 # what transformers prints when it asks, and when a tokenizer falls back to a bare configuration after a refusal
 PROMPT_TEXT = "Do you wish to run the custom code"
@@ -260,3 +261,67 @@ def test_library_code_sets_trust_remote_code():
                     calls = auto_calls_without_trust(f.read(), require_true=False)
                 offending += [f"{os.path.relpath(path, REPO)}: {call}" for call in calls]
     assert not offending, "\n".join(offending)
+
+
+CONFIG_WITHOUT_TORCH_SCRIPT = r"""
+import json, sys
+for name in ("torch", "diffusion_lm"):
+    sys.modules[name] = None  # `import torch` raises ImportError; importlib.util.find_spec("torch") is None
+side_dir = sys.argv[1]
+if side_dir:
+    sys.path.insert(0, side_dir)
+from transformers import AutoConfig
+
+report = {}
+for name, directory in json.loads(sys.argv[2]).items():
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
+    report[name] = [type(config).__module__, config.mask_token_id]
+report["torch_loaded"] = sorted(k for k, v in sys.modules.items() if k.split(".")[0] == "torch" and v is not None)
+print("REPORT" + json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("version", ["installed", "lowest"])
+def test_configuration_loads_with_torch_unimportable(checkpoints, tmp_path, version):
+    """As transformers' own configuration files: a checkpoint's configuration needs neither torch nor modeling code."""
+    side_dir = LOWEST_DIR if version == "lowest" else ""
+    if side_dir and not os.path.isdir(os.path.join(LOWEST_DIR, "transformers")):
+        pytest.skip(".ci/transformers-lowest does not exist (the README's test command creates it)")
+    directories = {family: directory for family, (directory, _, _) in checkpoints.items()}
+    report, _ = run_clean_process(CONFIG_WITHOUT_TORCH_SCRIPT, [side_dir, json.dumps(directories)], str(tmp_path))
+    assert report.pop("torch_loaded") == []
+    for family, (module, mask_token_id) in report.items():
+        assert module.startswith("transformers_modules.") and module.endswith(f"configuration_{MODULES[family]}")
+        assert mask_token_id == tiny_diffusion_model(family)[0].config.mask_token_id
+
+
+def test_nothing_under_modeling_imports_diffusion_lm():
+    for name in sorted(os.listdir(MODELING_DIR)):
+        if name.endswith(".py"):
+            with open(os.path.join(MODELING_DIR, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+            assert not {m for m in imported if m.split(".")[0] == "diffusion_lm"}, name
+            assert {m.split(".")[0] for m in imported} <= {"torch", "transformers", *sys.stdlib_module_names}, name
+
+
+def readme_shipped_files() -> tuple[set[str], list[str]]:
+    """(the files every checkpoint ships, the per-family pattern) as the README's architecture section lists them."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        paragraph = f.read().split("**Shipped with every checkpoint**", 1)[1].split("\n\n", 1)[0]
+    names = re.findall(r"`([\w<>]+\.py)`", paragraph)
+    return {n for n in names if "<" not in n}, sorted(n for n in names if "<" in n)
+
+
+def test_readme_lists_the_shipped_files(checkpoints):
+    common, per_family = readme_shipped_files()
+    assert per_family == ["configuration_<family>.py", "modeling_<family>.py"]
+    shipped = {family: {n for n in os.listdir(directory) if n.endswith(".py")}
+               for family, (directory, _, _) in checkpoints.items()}
+    assert set.intersection(*shipped.values()) == common
+    for family, names in shipped.items():
+        own = {f"configuration_{MODULES[family]}.py", f"modeling_{MODULES[family]}.py"}
+        if family == "qwen2":  # DiffuQwen2 reuses DiffuLLaMA's decoder forward
+            own |= {"configuration_diffullama.py", "modeling_diffullama.py"}
+        assert names == common | own, family
