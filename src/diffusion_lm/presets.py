@@ -1,4 +1,5 @@
-"""Adaptation presets (``hub_configs/*.yaml``): per-base-model settings that CLI flags override."""
+"""Adaptation presets: per-base-model settings files (``src/diffusion_lm/hub_configs/*.yaml``, package data, so they
+ship in the wheel; ``hub_configs/`` at the repository root links there) that CLI flags override."""
 
 from __future__ import annotations
 
@@ -6,21 +7,16 @@ import os
 
 import yaml
 
-PRESET_DIRS = (
-    os.path.join(os.path.dirname(__file__), "hub_configs"),  # bundled in a wheel
-    os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "hub_configs")),  # source checkout
-)
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub_configs")
 
 
 def available_presets() -> dict[str, str]:
     """Preset name -> YAML path."""
     found: dict[str, str] = {}
-    for folder in PRESET_DIRS:
-        if os.path.isdir(folder):
-            for file in sorted(os.listdir(folder)):
-                name, ext = os.path.splitext(file)
-                if ext in (".yaml", ".yml"):
-                    found.setdefault(name, os.path.join(folder, file))
+    for file in sorted(os.listdir(PRESET_DIR)):
+        name, ext = os.path.splitext(file)
+        if ext in (".yaml", ".yml"):
+            found[name] = os.path.join(PRESET_DIR, file)
     return found
 
 
