@@ -211,9 +211,13 @@ def test_registered_model_answers_generate_until_requests(harness_setup):
         device="cpu",
         log_samples=True,
     )
-    assert 0.0 <= results["results"]["tiny_generate"]["exact_match,none"] <= 1.0
-    outputs = [s["resps"][0][0] for s in results["samples"]["tiny_generate"]]
+    samples = results["samples"]["tiny_generate"]
+    outputs = [s["resps"][0][0] for s in samples]
     assert len(outputs) == 3 and all(isinstance(o, str) and "." not in o for o in outputs)
+    # the reported accuracy is the share of generations equal to their target (as the task's metric defines it)
+    hits = [float(s["filtered_resps"][0].strip() == str(s["target"]).strip()) for s in samples]
+    assert [s["exact_match"] for s in samples] == hits
+    assert results["results"]["tiny_generate"]["exact_match,none"] == pytest.approx(sum(hits) / len(hits))
 
 
 def test_harness_command_line_entry_registers_the_model(monkeypatch, capsys):
