@@ -42,27 +42,13 @@ def load_chat_model(path: str, device: str | None = None):
     return model, tokenizer
 
 
-def _validate(args) -> None:
-    if args.max_new_tokens < 1:
-        raise ValueError("--max-new-tokens must be >= 1")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError("--steps must be >= 1")
-    if args.temperature < 0:
-        raise ValueError("--temperature must be >= 0")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ValueError("--top-p must be in (0, 1]")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError("--top-k must be >= 1")
-    if args.block_length is not None and (args.block_length < 1 or args.max_new_tokens % args.block_length):
-        raise ValueError(f"--block-length must divide --max-new-tokens ({args.max_new_tokens})")
-
-
 def run(args: argparse.Namespace) -> int:
-    _validate(args)
+    from .generate import fast_decoding_kwargs, step_progress, validate_decoding_args
+
+    validate_decoding_args(args, args.max_new_tokens, "--max-new-tokens", 1)
     import torch
 
     from ..sft import generate_completions
-    from .generate import fast_decoding_kwargs, step_progress
 
     model, tokenizer = load_chat_model(args.model, args.device)
     use_template = bool(getattr(tokenizer, "chat_template", None))

@@ -56,20 +56,28 @@ def fast_decoding_kwargs(args) -> dict:
     return kwargs
 
 
-def _validate(args) -> None:
-    """Fail on bad numbers before a model is loaded."""
-    length = args.length if args.command == "infill" else args.max_new_tokens
-    flag = "--length" if args.command == "infill" else "--max-new-tokens"
-    if length < (1 if args.command == "infill" else 0):
-        raise ValueError(f"{flag} must be >= {1 if args.command == 'infill' else 0}")
+def validate_decoding_args(args, length: int, flag: str, minimum: int) -> None:
+    """Fail on bad decoding numbers before a model is loaded (``generate``, ``infill``, ``chat``); ``length`` is the
+    generated length given by ``flag``, at least ``minimum``."""
+    if length < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}")
     if args.steps is not None and args.steps < 1:
         raise ValueError("--steps must be >= 1")
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError("--top-p must be in (0, 1]")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError("--top-k must be >= 1")
     if args.block_length is not None and (args.block_length < 1 or length % args.block_length):
         raise ValueError(f"--block-length must divide {flag} ({length})")
+
+
+def _validate(args) -> None:
+    if args.command == "infill":
+        validate_decoding_args(args, args.length, "--length", 1)
+    else:
+        validate_decoding_args(args, args.max_new_tokens, "--max-new-tokens", 0)
 
 
 def step_progress(total: int, description: str = "denoising"):
