@@ -67,8 +67,8 @@ def collated(trainer, n=4):
 class RecordingTrainer(DiffusionSFTTrainer):
     """Records the clean batch handed to the objective; a hook records what the model actually saw."""
 
-    def diffusion_inputs(self, inputs):
-        input_ids, maskable, attention_mask = super().diffusion_inputs(inputs)
+    def diffusion_inputs(self, inputs, **step_settings):
+        input_ids, maskable, attention_mask = super().diffusion_inputs(inputs, **step_settings)
         self.records.append({"clean": input_ids.clone(), "maskable": maskable.clone(),
                              "labels": inputs["labels"].clone(), "attention_mask": attention_mask})
         return input_ids, maskable, attention_mask

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .modeling.attention_annealing import allowed_to_additive
+from .modeling.attention_annealing import allowed_to_additive, build_attention_mask
 from .modeling.block_diffusion import (
     check_block_size,
     per_token_noise_levels,
@@ -22,8 +22,9 @@ from .modeling.block_diffusion import (
     two_stream_position_ids,
 )
 from .modeling.corruption import mask_tokens
-from .modeling.diffusion_loss import DiffusionLossOutput, masked_diffusion_loss
+from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy
 from .modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
+from .modeling.shift import IGNORE_INDEX, per_token, predicted_only, targets_at_logits
 
 
 def unwrapped_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -79,12 +80,20 @@ def diffusion_objective(
     stratified: bool = False,
     anneal_ratio: float | None = None,
     noise_levels: torch.Tensor | None = None,
+    mask_draws: torch.Tensor | None = None,
+    normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
+    anneal_seed: int | None = None,
 ) -> DiffusionLossOutput:
     """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L); ``maskable`` marks what may be noised.
 
     Without ``noise_levels`` each sequence draws t ~ U(eps, 1); ``stratified`` takes one t from each of B equal
-    strata instead (the same objective in expectation, lower variance).
+    strata instead (the same objective in expectation, lower variance). ``mask_draws`` (B, L): the uniforms that
+    decide which positions are masked (see ``diffusion_lm.training_noise``); ``normalizer``: the count the loss is
+    divided by instead of this batch's (e.g. the optimizer step's, over every micro-batch and process).
+    ``generator`` drives every draw made here (noise, masks, the annealing pattern); ``anneal_seed`` makes the
+    annealing links a hash of (seed, positions) instead (the same for every micro-batch of a step). The LM head runs only on the
+    positions whose prediction is scored, in chunks (``target_ids`` of the model forward).
 
     Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
     is then one level per block, (B, number of blocks), instead of one per sequence (B,).
@@ -94,20 +103,27 @@ def diffusion_objective(
         return block_diffusion_objective(
             model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size,
             attention_mask=attention_mask, normalization=normalization, shift=shift, eps=eps, stratified=stratified,
-            anneal_ratio=anneal_ratio, noise_levels=noise_levels, generator=generator,
+            anneal_ratio=anneal_ratio, noise_levels=noise_levels, mask_draws=mask_draws, normalizer=normalizer,
+            generator=generator, anneal_seed=anneal_seed,
         )
     check_right_padded(attention_mask)
+    maskable = predicted_only(maskable, shift)
     if noise_levels is None:
         noise_levels = sample_noise_levels(input_ids.shape[0], eps, stratified=stratified, device=input_ids.device,
                                            generator=generator)
-    noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, mask_token_id, generator=generator)
-    forward_kwargs = {"attention_mask": attention_mask}
+    noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, mask_token_id, generator=generator,
+                                       draws=mask_draws)
     if anneal_ratio is not None and anneal_ratio < 1.0:
-        forward_kwargs["anneal_ratio"] = anneal_ratio
-    logits = model(input_ids=noisy_ids, **forward_kwargs).logits
-    return masked_diffusion_loss(
-        logits, input_ids, is_masked, noise_levels, maskable, normalization=normalization, shift=shift
-    )
+        # the annealed pattern is drawn here, from the caller's generator, and handed over as a 4D mask
+        batch_size, seq_len = input_ids.shape
+        dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
+        attention_mask = build_attention_mask(attention_mask, batch_size, seq_len, dtype, input_ids.device,
+                                              anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
+    token_losses = model(
+        input_ids=noisy_ids, attention_mask=attention_mask, target_ids=targets_at_logits(input_ids, is_masked, shift)
+    ).token_losses
+    return diffusion_loss_from_cross_entropy(per_token(token_losses, shift), is_masked, noise_levels, maskable,
+                                             normalization=normalization, normalizer=normalizer)
 
 
 def block_diffusion_objective(
@@ -124,7 +140,10 @@ def block_diffusion_objective(
     stratified: bool = False,
     anneal_ratio: float | None = None,
     noise_levels: torch.Tensor | None = None,
+    mask_draws: torch.Tensor | None = None,
+    normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
+    anneal_seed: int | None = None,
 ) -> DiffusionLossOutput:
     """Block-diffusion loss (METHOD.md section 9) in one forward pass over ``[noisy ; clean]``.
 
@@ -132,7 +151,8 @@ def block_diffusion_objective(
     maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
     attend to itself causally OR Bernoulli(ratio) (annealing from causal to block attention). With the "elbo"
     normalisation the loss is the block-diffusion bound on the NLL per predicted token. ``attention_mask`` (B, L)
-    may mark right padding only: blocks are counted from position 0.
+    may mark right padding only: blocks are counted from position 0. ``mask_draws`` and ``normalizer`` as in
+    :func:`diffusion_objective`.
     """
     batch_size, seq_len = input_ids.shape
     check_block_size(block_size)
@@ -141,28 +161,33 @@ def block_diffusion_objective(
             raise ValueError(f"attention_mask must have shape ({batch_size}, {seq_len}) for block diffusion training, "
                              f"got {tuple(attention_mask.shape)}")
     check_right_padded(attention_mask)  # blocks are counted from position 0
+    maskable = predicted_only(maskable, shift)
     device = input_ids.device
     if noise_levels is None:
         noise_levels = sample_block_noise_levels(batch_size, seq_len, block_size, eps, stratified=stratified,
                                                  device=device, generator=generator)
     token_levels = per_token_noise_levels(noise_levels, seq_len, block_size)
-    noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, mask_token_id, generator=generator)
+    noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, mask_token_id, generator=generator,
+                                       draws=mask_draws)
 
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
     pattern = two_stream_attention_pattern(batch_size, seq_len, block_size, key_is_token,
-                                           anneal_ratio=anneal_ratio, device=device, generator=generator)
+                                           anneal_ratio=anneal_ratio, device=device, generator=generator,
+                                           anneal_seed=anneal_seed)
     dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
+    # entry i of ``keep`` is the index (of 2L) whose logit predicts token i + 1 (with the shift) or token i: the LM
+    # head runs only there, and only where that token is masked
     keep = prediction_indices(seq_len, block_size, shift=shift, device=device)
-    # the LM head runs only on the L - 1 positions that predict a token, not on all 2L (vocabularies are large)
-    logits = model(
+    predicted = slice(1, None) if shift else slice(None)
+    target_ids = torch.full((batch_size, 2 * seq_len), IGNORE_INDEX, dtype=input_ids.dtype, device=device)
+    target_ids[:, keep] = targets_at_logits(input_ids[:, predicted], is_masked[:, predicted], shift=False)
+    token_losses = model(
         input_ids=torch.cat([noisy_ids, input_ids], dim=1),
         attention_mask=allowed_to_additive(pattern, dtype).expand(batch_size, -1, -1, -1),
         position_ids=two_stream_position_ids(batch_size, seq_len, device),
-        logits_to_keep=keep,
-    ).logits
-    # logits[:, i] now predicts token i + 1 (with the shift) or token i (without): the shift is already applied
-    targets = slice(1, None) if shift else slice(None)
-    return masked_diffusion_loss(
-        logits, input_ids[:, targets], is_masked[:, targets], token_levels[:, targets], maskable[:, targets],
-        normalization=normalization, shift=False,
-    )
+        target_ids=target_ids,
+    ).token_losses
+    token_cross_entropy = torch.zeros_like(token_levels, dtype=torch.float32)
+    token_cross_entropy[:, predicted] = token_losses[:, keep]
+    return diffusion_loss_from_cross_entropy(token_cross_entropy, is_masked, token_levels, maskable,
+                                             normalization=normalization, normalizer=normalizer)

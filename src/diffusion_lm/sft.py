@@ -39,12 +39,12 @@ from trl import SFTConfig, SFTTrainer
 from trl.data_utils import is_conversational_from_value
 
 from .modeling.corruption import maskable_positions
-from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
-from .modeling.noise_schedule import DEFAULT_EPS
+from .modeling.diffusion_loss import DiffusionLossOutput
 from .infilling import decode_text
 from .models import DIFFUSION_MODEL_TYPES
-from .objective import diffusion_objective
-from .trainer import STRATIFIED_NOISE_HELP, AtomicCheckpointsMixin
+from .objective import block_diffusion_settings
+from .trainer import DiffusionArguments, DiffusionTrainerMixin
+from .training_noise import step_generator
 
 # ShareGPT / LLaMA-Factory role names -> chat-template roles
 EOS_FILLERS = ("random", "max_length", "longest")
@@ -53,7 +53,7 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 
 
 @dataclass
-class DiffusionSFTConfig(SFTConfig):
+class DiffusionSFTConfig(SFTConfig, DiffusionArguments):
     r"""
     [`~trl.SFTConfig`] plus the masked-diffusion fields.
 
@@ -61,11 +61,12 @@ class DiffusionSFTConfig(SFTConfig):
         loss_normalization (`str`, *optional*, defaults to `"masked_tokens"`):
             `"masked_tokens"` divides the 1/t-weighted loss by the number of masked tokens (DiffuGPT / DiffuLLaMA
             reference); `"elbo"` divides by the number of maskable tokens (unbiased ELBO estimate, paper Eq. 7).
+            Either count is taken over the whole optimizer step (every micro-batch and process).
         noise_eps (`float`, *optional*, defaults to `1e-3`):
             Noise levels are drawn from U(noise_eps, 1).
         stratified_noise (`bool`, *optional*, defaults to `True`):
-            One noise level from each of B equal strata of (noise_eps, 1) per micro-batch instead of B independent
-            draws (the same objective with less gradient variance).
+            Spread the noise levels of each optimizer step's global batch over equal strata of (noise_eps, 1)
+            instead of independent draws (the same objective with less gradient variance).
         mask_token_id (`int`, *optional*):
             [MASK] id; defaults to the model config's `mask_token_id`, then the tokenizer's.
         messages_to_prompt_completion (`bool`, *optional*, defaults to `True`):
@@ -80,15 +81,6 @@ class DiffusionSFTConfig(SFTConfig):
             `max_length` near the longest prompt + generation budget.
     """
 
-    loss_normalization: str = field(
-        default="masked_tokens",
-        metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per maskable token)."},
-    )
-    noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
-    stratified_noise: bool = field(default=True, metadata={"help": STRATIFIED_NOISE_HELP})
-    mask_token_id: int | None = field(
-        default=None, metadata={"help": "Override the [MASK] id (default: model config, then tokenizer)."}
-    )
     messages_to_prompt_completion: bool = field(
         default=True,
         metadata={"help": "Split `messages` rows into prompt (given) / last assistant turn (completion)."},
@@ -101,14 +93,7 @@ class DiffusionSFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(
-                f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}"
-            )
-        if not 0.0 <= self.noise_eps < 1.0:
-            raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
-        if self.mask_token_id is not None and self.mask_token_id < 0:
-            raise ValueError(f"mask_token_id must be >= 0, got {self.mask_token_id}")
+        self.check_diffusion_arguments()
         # packed / padding-free rows would let documents attend to each other (bidirectional attention) and leave
         # no trailing padding to learn the stop from
         if self.packing or self.padding_free:
@@ -129,7 +114,7 @@ class DiffusionSFTConfig(SFTConfig):
             raise ValueError(f"eos_filler={self.eos_filler!r} needs max_length (or use eos_filler='longest')")
 
 
-class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
+class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
     """[`~trl.SFTTrainer`] whose loss is the masked-diffusion objective with the prompt always given.
 
     Same arguments as ``SFTTrainer`` (``peft_config=LoraConfig(...)`` included); ``args`` is a
@@ -139,8 +124,7 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
 
     _tag_names = ["trl", "sft", "diffusion-lm", "masked-diffusion"]
     _name = "Diffusion SFT"
-    # compute_loss returns a per-micro-batch mean; Trainer divides it over gradient accumulation
-    loss_is_scaled_for_ga = False
+    eval_loss_normalization = None  # evaluation reports the training normalisation (the ELBO is logged beside it)
 
     def __init__(
         self,
@@ -190,13 +174,14 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
         if self.args.max_length is not None and positions is not None and self.args.max_length > positions:
             raise ValueError(f"max_length {self.args.max_length} exceeds the model's {positions} positions")
         self.shift = getattr(base.config, "shift", True)
+        self.diffusion_block_size = block_diffusion_settings(base.config)
         if self._tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: diffusion SFT trains the padding after answers as EOS")
         self.padding_fill_id = self._tokenizer.eos_token_id
         configure_chat_generation(base, self._tokenizer)
         if self.args.mask_token_id is not None:  # generation must use the [MASK] the model is trained with
             base.generation_config.mask_token_id = self.mask_token_id
-        self._eval_generator: torch.Generator | None = None
+        self.init_diffusion_state()
         self.dataset_names: list[str] = []  # recorded in the card; set by callers that know where the data came from
 
     # --- data -------------------------------------------------------------------------------------------------
@@ -231,13 +216,13 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
 
     # --- the objective, in small overridable pieces -------------------------------------------------------
     def diffusion_inputs(
-        self, inputs: dict[str, torch.Tensor]
+        self, inputs: dict[str, torch.Tensor], width: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(input_ids, maskable, attention_mask)`` handed to the objective for a collated batch.
 
-        Trailing padding, extended as ``eos_filler`` says, becomes EOS filler that is maskable and visible; prompt
-        tokens (``labels == -100`` before the padding) and position 0 are never maskable. The returned attention
-        mask is ``None`` (all visible).
+        Trailing padding, extended as ``eos_filler`` says (to ``width`` when given: the optimizer step's length),
+        becomes EOS filler that is maskable and visible; prompt tokens (``labels == -100`` before the padding) and
+        position 0 are never maskable. The returned attention mask is ``None`` (all visible).
         """
         input_ids = inputs["input_ids"]
         attention_mask = inputs.get("attention_mask")
@@ -251,7 +236,7 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
             padding = ~attention_mask.bool()
         labels = inputs.get("labels")
         completion = labels != -100 if labels is not None else torch.ones_like(padding)
-        extra = self.filler_length(input_ids.shape[1]) - input_ids.shape[1]
+        extra = (width if width is not None else self.filler_length(input_ids.shape[1])) - input_ids.shape[1]
         if extra > 0:
             input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=self.padding_fill_id)
             padding = torch.nn.functional.pad(padding, (0, extra), value=True)
@@ -261,7 +246,7 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
         input_ids = torch.where(padding, torch.full_like(input_ids, self.padding_fill_id), input_ids)
         return input_ids, maskable, None
 
-    def filler_length(self, width: int) -> int:
+    def filler_length(self, width: int, generator: torch.Generator | None = None) -> int:
         """Sequence length the EOS filler reaches for a batch whose longest sequence has ``width`` tokens."""
         mode, limit = self.args.eos_filler, self.args.max_length
         if mode == "longest" or limit is None or width >= limit:
@@ -270,67 +255,21 @@ class DiffusionSFTTrainer(AtomicCheckpointsMixin, SFTTrainer):
             return limit
         if not self.model.training:  # evaluation stays deterministic
             return width
-        return int(torch.randint(width, limit + 1, ()))
+        return int(torch.randint(width, limit + 1, (), generator=generator))
 
-    def noise_generator(self, device: torch.device) -> torch.Generator | None:
-        """Training draws from the global RNG (seeded by Trainer); evaluation from a fixed stream (comparable runs)."""
-        if self.model.training:
-            return None
-        if self._eval_generator is None or self._eval_generator.device != torch.device(device):
-            self._eval_generator = torch.Generator(device=device).manual_seed(self.args.seed)
-        return self._eval_generator
+    def begin_step(self, batches: list[dict]) -> dict:
+        """Every micro-batch of an optimizer step, on every process, is filled to one length: the step's longest
+        sequence, extended as ``eos_filler`` says by a draw of (seed, step) - so no split of the step changes it."""
+        longest = torch.tensor([max(batch["input_ids"].shape[1] for batch in batches)], device=self.args.device)
+        longest = int(self.accelerator.gather(longest).max())
+        return {"width": self.filler_length(longest, step_generator(self.args.seed, "filler", self.state.global_step))}
 
-    def diffusion_loss(self, model, inputs: dict[str, torch.Tensor]) -> DiffusionLossOutput:
-        input_ids, maskable, attention_mask = self.diffusion_inputs(inputs)
-        return diffusion_objective(
-            model,
-            input_ids,
-            maskable,
-            mask_token_id=self.mask_token_id,
-            attention_mask=attention_mask,
-            normalization=self.args.loss_normalization,
-            shift=self.shift,
-            eps=self.args.noise_eps,
-            stratified=self.args.stratified_noise,
-            generator=self.noise_generator(input_ids.device),
-        )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # num_items_in_batch (a label count) is ignored: the loss is normalised per micro-batch over masked tokens
-        output = self.diffusion_loss(model, inputs)
-        self.record_metrics(output, inputs, "train" if self.model.training else "eval")
-        return (output.loss, output) if return_outputs else output.loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # no logits: diffusion predictions of one random corruption are not token predictions to score
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def evaluate(self, *args, **kwargs):
-        self._eval_generator = None  # restart the fixed noise stream: every evaluation scores the same corruptions
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            self._eval_generator = None
-
-    # --- logging ------------------------------------------------------------------------------------------------
     def record_metrics(self, output: DiffusionLossOutput, inputs: dict[str, torch.Tensor], mode: str) -> None:
-        """Per-batch metrics (averaged by ``SFTTrainer.log``): 1/t-weighted and unweighted loss, ELBO, mask ratio."""
-        gather = self.accelerator.gather_for_metrics
-        stats = torch.stack([output.weighted_sum.detach().float(), output.unweighted_sum.detach().float(),
-                             output.num_masked.float(), output.num_modelled.float()])
-        weighted, unweighted, masked, modelled = gather(stats[None]).sum(0).tolist()
-        metrics = self._metrics[mode]
-        metrics["loss_weighted"].append(weighted / max(masked, 1.0))
-        metrics["loss_unweighted"].append(unweighted / max(masked, 1.0))
-        metrics["elbo"].append(weighted / max(modelled, 1.0))
-        metrics["masked_fraction"].append(masked / max(modelled, 1.0))
+        super().record_metrics(output, inputs, mode)
         if mode == "train":
-            self._total_train_tokens += int(gather(torch.tensor(inputs["input_ids"].numel(),
-                                                                device=inputs["input_ids"].device)).sum())
-            metrics["num_tokens"] = [self._total_train_tokens]
+            self._total_train_tokens += int(self.accelerator.gather(torch.tensor(
+                inputs["input_ids"].numel(), device=inputs["input_ids"].device)).sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     # --- saving: training record and card ---------------------------------------------------------------------
     def is_peft(self) -> bool:

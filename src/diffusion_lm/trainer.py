@@ -7,6 +7,7 @@ Everything else (accelerate / DeepSpeed / FSDP, mixed precision, resume, logging
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections import defaultdict
@@ -17,10 +18,13 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .modeling.attention_annealing import annealing_ratio
-from .modeling.corruption import maskable_positions
+from .modeling.block_diffusion import num_blocks, per_token_noise_levels
+from .modeling.corruption import maskable_positions, masked_positions
 from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
+from .modeling.shift import IGNORE_INDEX, predicted_only
 from .objective import block_diffusion_settings, diffusion_objective
+from .training_noise import derived_seed, sample_keys, sample_noise
 
 # what an adaptation trains: full attention (the paper) or block diffusion (METHOD.md section 9)
 TRAINING_ATTENTION_MODES = ("bidirectional", "block")
@@ -56,30 +60,43 @@ def check_attention_settings(
                          "(--attn-implementation): flash kernels take no attention pattern; use sdpa or eager")
 
 
-# shared by DiffusionTrainingArguments and DiffusionSFTConfig
-STRATIFIED_NOISE_HELP = (
-    "One noise level from each of B equal strata of (eps, 1) per micro-batch of B sequences (blocks: of B x blocks) "
-    "instead of B independent draws: the same objective, 0.43x the gradient variance on SmolLM2-135M "
-    "(benchmarks/gradient_variance.py)."
-)
+@dataclass
+class DiffusionArguments:
+    """The masked-diffusion fields ``DiffusionTrainingArguments`` and ``DiffusionSFTConfig`` share."""
+
+    loss_normalization: str = field(
+        default="masked_tokens",
+        metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per modelled token); either count "
+                          "is taken over the whole optimizer step (every micro-batch and process)."},
+    )
+    noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
+    stratified_noise: bool = field(
+        default=True,
+        metadata={"help": "Spread the noise levels of each optimizer step's global batch over equal strata of "
+                          "(eps, 1) (block diffusion: every block column) instead of independent draws: the same "
+                          "objective, 0.43x the gradient variance on SmolLM2-135M (benchmarks/gradient_variance.py)."},
+    )
+    mask_token_id: int | None = field(
+        default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
+    )
+
+    def check_diffusion_arguments(self) -> None:
+        """ValueError naming the field for a diffusion setting no run can use."""
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}")
+        if not 0.0 <= self.noise_eps < 1.0:
+            raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
+        if self.mask_token_id is not None and self.mask_token_id < 0:
+            raise ValueError(f"mask_token_id must be >= 0, got {self.mask_token_id}")
 
 
 @dataclass
-class DiffusionTrainingArguments(TrainingArguments):
+class DiffusionTrainingArguments(TrainingArguments, DiffusionArguments):
     """``TrainingArguments`` plus the masked-diffusion knobs."""
 
     anneal_steps: int = field(
         default=0,
         metadata={"help": "Optimizer steps over which attention anneals from causal to bidirectional (0 = off)."},
-    )
-    loss_normalization: str = field(
-        default="masked_tokens",
-        metadata={"help": "'masked_tokens' (reference: per masked token) or 'elbo' (per modelled token)."},
-    )
-    noise_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Noise levels are drawn from U(eps, 1)."})
-    stratified_noise: bool = field(default=True, metadata={"help": STRATIFIED_NOISE_HELP})
-    mask_token_id: int | None = field(
-        default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
     )
 
     def __post_init__(self):
@@ -97,12 +114,9 @@ class DiffusionTrainingArguments(TrainingArguments):
         if str(self.save_strategy) in ("steps", "SaveStrategy.STEPS") and not self.save_steps > 0:
             raise ValueError(f"save_steps must be > 0 with save_strategy='steps', got {self.save_steps}")
         super().__post_init__()
-        if self.loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}")
+        self.check_diffusion_arguments()
         if self.anneal_steps < 0:
             raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
-        if not 0.0 <= self.noise_eps < 1.0:
-            raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
 
 
 class AtomicCheckpointsMixin:
@@ -139,9 +153,184 @@ class AtomicCheckpointsMixin:
         self.accelerator.wait_for_everyone()
 
 
-class DiffusionTrainer(AtomicCheckpointsMixin, Trainer):
+class DiffusionTrainerMixin(AtomicCheckpointsMixin):
+    """What ``DiffusionTrainer`` and ``DiffusionSFTTrainer`` share, on top of a ``Trainer``:
+
+    - the corruption of each optimizer step is decided before its first micro-batch runs, a function of (seed,
+      sample, epoch) and of the sample's slot in the step's global batch (``diffusion_lm.training_noise``), and the
+      loss is divided by the step's masked (or modelled) token count over every micro-batch and process, so the step
+      does not depend on how its batch is split (transformers' ``num_items_in_batch`` mechanism);
+    - the attention-annealing draw is a function of (seed, optimizer step);
+    - metrics (1/t-weighted and unweighted loss, ELBO, masked fraction) summed across processes;
+    - a fixed noise stream for evaluation, so evaluations at different steps and runs score the same corruptions;
+    - atomic checkpoints.
+
+    A subclass sets ``mask_token_id``, ``shift`` and ``diffusion_block_size`` and provides :meth:`diffusion_inputs`.
+    """
+
+    # the loss is normalised over the optimizer step: the Trainer must not divide it by the accumulation steps again
+    loss_is_scaled_for_ga = True
+    # evaluation's normalisation (None: the training one)
+    eval_loss_normalization: str | None = "elbo"
+    mask_token_id: int
+    shift: bool = True
+    diffusion_block_size: int | None = None
+
+    def init_diffusion_state(self) -> None:
+        """Call at the end of ``__init__``."""
+        self.model_accepts_loss_kwargs = True  # transformers < 5.24 reads this instead of loss_is_scaled_for_ga
+        if not isinstance(getattr(self, "_metrics", None), dict):
+            self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._eval_generator: torch.Generator | None = None
+
+    # --- hooks ------------------------------------------------------------------------------------------------
+    def diffusion_inputs(self, inputs: dict[str, torch.Tensor]):
+        """``(input_ids, maskable, attention_mask)`` the objective corrupts and scores for a collated batch."""
+        raise NotImplementedError
+
+    def sample_keys(self, inputs: dict[str, torch.Tensor]) -> list[str]:
+        """What identifies each row's sample: its real tokens (and which of them are labelled, when labels exist)."""
+        labels = inputs.get("labels")
+        return sample_keys(inputs["input_ids"], inputs.get("attention_mask"),
+                           None if labels is None else labels != IGNORE_INDEX)
+
+    def current_anneal_ratio(self) -> float | None:
+        """Attention-annealing ratio of the optimizer step being taken (None or 1.0: no annealing)."""
+        return None
+
+    def begin_step(self, batches: list[dict]) -> dict:
+        """Called with this process's micro-batches of an optimizer step before any of them runs; returns keyword
+        arguments for :meth:`diffusion_inputs` during the step (settings every micro-batch of the step shares)."""
+        return {}
+
+    # --- one optimizer step -----------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The step's micro-batches, each given its corruption; returns the step's global token count, by which
+        every micro-batch's loss is divided."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if not batches:
+            return batches, None
+        step_kwargs = self.begin_step(batches)
+        # slot of each row in the step's global batch: micro-batch-major, then process, then row - the order in
+        # which accelerate hands consecutive batches of one sampler to the processes
+        sizes = torch.zeros(num_batches, dtype=torch.long, device=device)
+        sizes[: len(batches)] = torch.tensor([len(batch["input_ids"]) for batch in batches])
+        all_sizes = self.accelerator.gather(sizes[None]).view(-1, num_batches).cpu()  # (processes, micro-batches)
+        process = self.accelerator.process_index
+        num_slots = int(all_sizes.sum())
+        epoch = math.floor((self.state.epoch or 0.0) + 1e-9)
+        count = torch.zeros((), dtype=torch.long)
+        for index, batch in enumerate(batches):
+            input_ids, maskable, attention_mask = self.diffusion_inputs(batch, **step_kwargs)
+            first = int(all_sizes[:, :index].sum() + all_sizes[:process, index].sum())
+            blocks = None if self.diffusion_block_size is None else num_blocks(input_ids.shape[1],
+                                                                              self.diffusion_block_size)
+            noise = sample_noise(
+                self.sample_keys(batch), input_ids.shape[1], seed=self.args.seed, epoch=epoch,
+                eps=self.args.noise_eps, num_blocks=blocks,
+                slots=list(range(first, first + len(input_ids))) if self.args.stratified_noise else None,
+                num_slots=num_slots, step_seed=(self.args.seed, "strata", self.state.global_step),
+            )
+            modelled = predicted_only(maskable.cpu(), self.shift)
+            if self.args.loss_normalization == "elbo":
+                count += modelled.sum()
+            else:
+                levels = noise.noise_levels[:, None] if blocks is None else per_token_noise_levels(
+                    noise.noise_levels, input_ids.shape[1], self.diffusion_block_size)
+                count += (masked_positions(modelled, levels, noise.mask_draws)).sum()
+            batch["diffusion"] = {"input_ids": input_ids, "maskable": maskable, "attention_mask": attention_mask,
+                                  "noise_levels": noise.noise_levels, "mask_draws": noise.mask_draws}
+        return batches, self.accelerator.gather(count.to(device)[None]).sum()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        training = model.training
+        prepared = inputs.get("diffusion")
+        if prepared is None:  # evaluation, or a batch that did not come through get_batch_samples
+            input_ids, maskable, attention_mask = self.diffusion_inputs(inputs)
+            prepared = {"input_ids": input_ids, "maskable": maskable, "attention_mask": attention_mask}
+        step_wide = training and num_items_in_batch is not None and "mask_draws" in prepared
+        anneal_ratio = self.current_anneal_ratio() if training else None
+        device = prepared["input_ids"].device
+        if not training:
+            if self._eval_generator is None or self._eval_generator.device != torch.device(device):
+                self._eval_generator = torch.Generator(device=device).manual_seed(self.args.seed)
+            generator = self._eval_generator
+        else:
+            generator = None  # the global RNG (seeded by the Trainer), for batches without planned noise
+        normalization = self.args.loss_normalization
+        if not training and self.eval_loss_normalization is not None:
+            normalization = self.eval_loss_normalization
+        output = diffusion_objective(
+            model,
+            prepared["input_ids"],
+            prepared["maskable"],
+            mask_token_id=self.mask_token_id,
+            attention_mask=prepared["attention_mask"],
+            normalization=normalization,
+            shift=self.shift,
+            eps=self.args.noise_eps,
+            stratified=self.args.stratified_noise,
+            anneal_ratio=anneal_ratio,
+            noise_levels=prepared.get("noise_levels"),
+            mask_draws=prepared.get("mask_draws"),
+            # each process's loss is its share of the step's sum; data parallelism averages over processes
+            normalizer=num_items_in_batch.clamp(min=1) / self.accelerator.num_processes if step_wide else None,
+            generator=generator,
+            # the annealing links of an optimizer step: a function of (seed, step) and the two positions
+            anneal_seed=derived_seed(self.args.seed, "anneal", self.state.global_step) if step_wide else None,
+        )
+        self.record_metrics(output, inputs, "train" if training else "eval")
+        return (output.loss, output) if return_outputs else output.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # no logits: the predictions of one random corruption are not token predictions to score
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluate(self, *args, **kwargs):
+        self._eval_generator = None  # restart the fixed noise stream: every evaluation scores the same corruptions
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._eval_generator = None
+
+    # --- logging --------------------------------------------------------------------------------------------
+    def record_metrics(self, output: DiffusionLossOutput, inputs: dict[str, torch.Tensor], mode: str) -> None:
+        """Per-batch metrics, summed over processes (averaged over batches by :meth:`log`)."""
+        gather = self.accelerator.gather_for_metrics if mode == "eval" else self.accelerator.gather
+        stats = torch.stack([output.weighted_sum.detach().float(), output.unweighted_sum.detach().float(),
+                             output.num_masked.float(), output.num_modelled.float()])
+        weighted, unweighted, masked, modelled = gather(stats[None]).sum(0).tolist()
+        metrics = self._metrics[mode]
+        metrics["loss_weighted"].append(weighted / max(masked, 1.0))
+        metrics["loss_unweighted"].append(unweighted / max(masked, 1.0))
+        metrics["elbo"].append(weighted / max(modelled, 1.0))
+        metrics["masked_fraction"].append(masked / max(modelled, 1.0))
+        ratio = self.current_anneal_ratio()
+        if mode == "train" and ratio is not None:
+            metrics["anneal_ratio"].append(ratio)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, values in self._metrics[mode].items():
+            if values:
+                logs[prefix + name] = sum(values) / len(values)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+class DiffusionTrainer(DiffusionTrainerMixin, Trainer):
     """``Trainer`` whose loss is the masked-diffusion objective (METHOD.md section 2), or the block-diffusion one
-    (section 9) when the model's ``config.attention_mode`` is ``"block"``; evaluation reports the matching ELBO."""
+    (section 9) when the model's ``config.attention_mode`` is ``"block"``; evaluation reports the matching ELBO.
+    Batches are right-padded ``input_ids`` with an ``attention_mask`` (``DiffusionDataCollator``)."""
 
     args: DiffusionTrainingArguments
 
@@ -157,69 +346,13 @@ class DiffusionTrainer(AtomicCheckpointsMixin, Trainer):
         # block diffusion (config.attention_mode == "block") trains on [noisy ; clean] with a 4D mask: fail now, not
         # at the first step, when the model's settings cannot express it
         self.diffusion_block_size = block_diffusion_settings(config)
-        # the loss is normalised per micro-batch, so the Trainer must average it over gradient accumulation
-        self.model_accepts_loss_kwargs = False
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._eval_generator: torch.Generator | None = None
+        self.init_diffusion_state()
 
-    # --- the objective, in small overridable pieces -------------------------------------------------------
     def current_anneal_ratio(self) -> float:
         """Attention-annealing ratio for the optimizer step being taken (1.0 = bidirectional, no L x L mask)."""
         return annealing_ratio(self.state.global_step, self.args.anneal_steps)
 
-    def maskable(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Positions the forward process may mask: real tokens other than position 0 and any ``given_mask``."""
-        return maskable_positions(inputs.get("attention_mask"), inputs["input_ids"], inputs.get("given_mask"))
-
-    def diffusion_loss(self, model, inputs, *, training: bool) -> DiffusionLossOutput:
-        return diffusion_objective(
-            model,
-            inputs["input_ids"],
-            self.maskable(inputs),
-            mask_token_id=self.mask_token_id,
-            attention_mask=inputs.get("attention_mask"),
-            # evaluation reports the ELBO bound (nats per modelled token), whatever the training normalisation
-            normalization=self.args.loss_normalization if training else "elbo",
-            shift=self.shift,
-            eps=self.args.noise_eps,
-            stratified=self.args.stratified_noise,
-            anneal_ratio=self.current_anneal_ratio() if training else None,
-            generator=None if training else self._eval_generator,
-        )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        output = self.diffusion_loss(model, inputs, training=model.training)
-        self._record(output, "train" if model.training else "eval")
-        return (output.loss, output) if return_outputs else output.loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            output = self.diffusion_loss(model, inputs, training=False)
-        self._record(output, "eval")
-        return output.loss.detach(), None, None
-
-    def evaluate(self, *args, **kwargs):
-        # a fixed noise stream, so evaluations at different steps (and runs) score the same corruptions
-        self._eval_generator = torch.Generator(device=self.args.device).manual_seed(self.args.seed)
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            self._eval_generator = None
-
-    # --- logging --------------------------------------------------------------------------------------------
-    def _record(self, output: DiffusionLossOutput, mode: str) -> None:
-        metrics = self._metrics[mode]
-        metrics["loss_unweighted"].append(output.unweighted_loss.item())
-        metrics["masked_fraction"].append((output.num_masked / output.num_modelled.clamp(min=1)).item())
-        if mode == "train":
-            metrics["anneal_ratio"].append(self.current_anneal_ratio())
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if "loss" in logs else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        for name, values in self._metrics[mode].items():
-            if values:
-                logs[prefix + name] = sum(values) / len(values)
-        self._metrics[mode].clear()
-        super().log(logs, start_time)
+    def diffusion_inputs(self, inputs: dict[str, torch.Tensor]):
+        """The batch as it is, maskable everywhere but padding and position 0."""
+        input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
+        return input_ids, maskable_positions(attention_mask, input_ids), attention_mask

@@ -1,7 +1,8 @@
 """Attention patterns: causal -> annealed (causal OR Bernoulli(ratio)) -> fully bidirectional (or block).
 
 During the first ``anneal_steps`` optimizer steps the attention pattern is the causal lower triangle OR a
-random Bernoulli(ratio) matrix, ratio = min(1, (step + 1) / anneal_steps), redrawn every step. Afterwards the
+random Bernoulli(ratio) matrix, ratio = min(1, (step + 1) / anneal_steps), redrawn every step and shared by the
+sequences of the step (training draws it from a generator seeded by the seed and the optimizer step). Afterwards the
 model runs with no L x L mask at all, so fused attention kernels apply; padding is masked in every phase.
 Block diffusion anneals from causal to block attention (bidirectional inside each block, causal across blocks).
 Masks are additive floats (0 = attend, dtype-min = blocked), which eager and SDPA attention both accept.
@@ -26,17 +27,22 @@ def allowed_to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return torch.where(allowed, zero, blocked)
 
 
-def annealed_attention_pattern(
-    batch_size: int,
-    seq_len: int,
-    ratio: float,
-    device: torch.device | str | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Boolean (B, 1, L, L) pattern: causal lower triangle OR an independent Bernoulli(ratio) draw per entry."""
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-    random_links = torch.rand(batch_size, 1, seq_len, seq_len, device=device, generator=generator) < ratio
-    return causal | random_links
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser on int64 tensors holding 32-bit values (products wrap; the low bits stay)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def position_uniforms(query_positions: torch.Tensor, key_positions: torch.Tensor, seed: int) -> torch.Tensor:
+    """(..., Q, K) uniforms in [0, 1), a hash of (seed, query position, key position): the same link of two positions
+    whatever the sequence length, the rows around it or the device (integer arithmetic only)."""
+    seeded = (query_positions.long() + (seed & 0xFFFFFFFF)) & 0xFFFFFFFF
+    rows = _mix32(_mix32(seeded) ^ ((seed >> 32) & 0xFFFFFFFF))
+    hashed = _mix32((rows[..., :, None] ^ (key_positions.long()[..., None, :] * 0x9E3779B1)) & 0xFFFFFFFF)
+    return hashed.to(torch.float64).div_(2.0**32).float()
 
 
 def attention_pattern(
@@ -48,6 +54,7 @@ def attention_pattern(
     block_size: int | None = None,
     anneal_ratio: float | None = None,
     generator: torch.Generator | None = None,
+    anneal_seed: int | None = None,
 ) -> torch.Tensor | None:
     """Boolean (B, 1, Q, K) "query may attend key" pattern from token positions, or None for "attend everything".
 
@@ -57,7 +64,9 @@ def attention_pattern(
     - ``causal``: keys at positions <= the query's;
     - ``block``: keys in the query's block or an earlier one, block = position // block_size (annealed: causal
       across and inside blocks, OR Bernoulli(ratio) inside the query's block).
-    ``key_is_token`` (B, K) marks real keys; padding is never attended.
+    ``key_is_token`` (B, K) marks real keys; padding is never attended. The annealing links are one draw shared by
+    the batch, from ``generator``, or with ``anneal_seed`` a hash of (seed, query position, key position)
+    (``position_uniforms``: training's links of an optimizer step, the same for every micro-batch and process).
     """
     annealing = anneal_ratio is not None and anneal_ratio < 1.0
     if annealing and anneal_ratio < 0.0:
@@ -72,7 +81,7 @@ def attention_pattern(
     if mode == "causal":
         allowed = causal
     elif mode in ("bidirectional", "block"):
-        batch_size, num_queries, num_keys = query_positions.shape[0], query_positions.shape[1], key_positions.shape[1]
+        num_queries, num_keys = query_positions.shape[1], key_positions.shape[1]
         if mode == "block":
             if not block_size or block_size < 1:
                 raise ValueError("attention_mode 'block' needs diffusion_block_size >= 1")
@@ -83,9 +92,13 @@ def attention_pattern(
         else:
             earlier_or_causal, same_block = causal, torch.ones((), dtype=torch.bool, device=q.device)
         if annealing:
-            shape = (batch_size, 1, num_queries, num_keys)
-            links = torch.rand(shape, device=q.device, generator=generator) < anneal_ratio
-            allowed = earlier_or_causal | (same_block & links)
+            if anneal_seed is None:  # one draw shared by the batch (as the reference)
+                uniforms = torch.rand((1, 1, num_queries, num_keys), device=q.device, generator=generator)
+            else:  # rows with the same positions (training's right-padded rows) share one hash
+                alike = bool((query_positions == query_positions[:1]).all() and (key_positions == key_positions[:1]).all())
+                rows = slice(0, 1) if alike else slice(None)
+                uniforms = position_uniforms(query_positions[rows], key_positions[rows], anneal_seed)[:, None]
+            allowed = earlier_or_causal | (same_block & (uniforms < anneal_ratio))
         else:
             allowed = earlier_or_causal | same_block
     else:
@@ -108,6 +121,7 @@ def build_attention_mask(
     block_size: int | None = None,
     position_ids: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    anneal_seed: int | None = None,
 ) -> torch.Tensor | None:
     """The additive mask a diffusion model's attention layers receive for a full (uncached) forward.
 
@@ -125,5 +139,5 @@ def build_attention_mask(
     if position_ids is None:
         position_ids = torch.arange(seq_len, device=device).expand(batch_size, -1)
     pattern = attention_pattern(mode, position_ids, position_ids, key_is_token, block_size=block_size,
-                                anneal_ratio=anneal_ratio, generator=generator)
+                                anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
     return None if pattern is None else allowed_to_additive(pattern, dtype)

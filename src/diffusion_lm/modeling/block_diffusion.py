@@ -90,21 +90,22 @@ def two_stream_attention_pattern(
     anneal_ratio: float | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
+    anneal_seed: int | None = None,
 ) -> torch.Tensor:
     """Boolean (B, 1, 2L, 2L) "query may attend key" pattern over ``[noisy ; clean]`` (module docstring).
 
     ``key_is_token`` (B, L) marks real tokens of the sequence (both streams share it). The batch dimension is 1
-    when nothing depends on the row (no padding, no annealing draw): the mask is then not repeated per sequence.
+    when nothing depends on the row (no padding): the mask is then not repeated per sequence.
     """
-    annealing = anneal_ratio is not None and anneal_ratio < 1.0
     has_padding = key_is_token is not None and not bool(key_is_token.all())
-    rows = batch_size if has_padding or annealing else 1
+    rows = batch_size if has_padding else 1  # the annealing draw is shared by the batch
     positions = torch.arange(seq_len, device=device).unsqueeze(0)
     blocks = block_index(positions, block_size)
     same_block = (blocks[:, :, None] == blocks[:, None, :])[:, None]  # (1, 1, L, L)
     # noisy -> noisy: the block pattern restricted to the query's own block, annealed inside it
     noisy_to_noisy = attention_pattern("block", positions.expand(rows, -1), positions.expand(rows, -1),
-                                       block_size=block_size, anneal_ratio=anneal_ratio, generator=generator)
+                                       block_size=block_size, anneal_ratio=anneal_ratio, generator=generator,
+                                       anneal_seed=anneal_seed)
     noisy_to_noisy = noisy_to_noisy & same_block
     # noisy -> clean: strictly earlier blocks only (the query's own clean block would give its answers away)
     noisy_to_clean = (blocks[:, None, :] < blocks[:, :, None])[:, None].expand(rows, -1, -1, -1)

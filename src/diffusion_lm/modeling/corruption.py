@@ -18,6 +18,7 @@ def mask_tokens(
     noise_levels: torch.Tensor,
     mask_token_id: int,
     generator: torch.Generator | None = None,
+    draws: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt ``input_ids`` (B, L) at per-sequence noise levels ``noise_levels`` (B,), or per-token ones (B, L)
     (block diffusion: every token carries its block's level).
@@ -25,16 +26,27 @@ def mask_tokens(
     Only positions where ``maskable`` is True can be masked: given tokens (prompts, position 0) and padding
     never are. Returns ``(noisy_ids, is_masked)``. ``is_masked`` is the corruption indicator; the loss must use
     it rather than ``noisy_ids == mask_token_id``, because the mask id may be a real vocabulary token.
+    ``draws`` (B, L) are the uniforms deciding each position (position j is masked when its draw < t); without
+    them they are drawn from ``generator``.
     """
     _check_maskable(input_ids, maskable)
     if noise_levels.shape not in ((input_ids.shape[0],), tuple(input_ids.shape)):
         raise ValueError(f"noise_levels must have shape ({input_ids.shape[0]},) or {tuple(input_ids.shape)}, "
                          f"got {tuple(noise_levels.shape)}")
     per_token = noise_levels if noise_levels.dim() == 2 else noise_levels[:, None]
-    draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
-    is_masked = (draws < masking_probability(per_token)) & maskable.bool()
+    if draws is None:
+        draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+    elif draws.shape != input_ids.shape:
+        raise ValueError(f"draws {tuple(draws.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    is_masked = masked_positions(maskable, per_token, draws)
     noisy_ids = torch.where(is_masked, torch.full_like(input_ids, mask_token_id), input_ids)
     return noisy_ids, is_masked
+
+
+def masked_positions(maskable: torch.Tensor, noise_levels: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """The corruption rule: a maskable position is masked when its uniform draw < the masking probability of its
+    noise level (``noise_levels`` broadcast against ``draws``: (B, 1) per sequence or (B, L) per token)."""
+    return (draws < masking_probability(noise_levels)) & maskable.bool()
 
 
 def mask_exact_count(

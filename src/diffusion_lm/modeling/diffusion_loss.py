@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .noise_schedule import elbo_weight
-from .shift import align_logits_with_targets
+from .shift import IGNORE_INDEX, per_token, predicted_only, targets_at_logits
 
 LOSS_NORMALIZATIONS = ("masked_tokens", "elbo")
 
@@ -32,6 +32,46 @@ class DiffusionLossOutput:
         return self.unweighted_sum / self.num_masked.clamp(min=1)
 
 
+def diffusion_loss_from_cross_entropy(
+    token_cross_entropy: torch.Tensor,
+    is_masked: torch.Tensor,
+    noise_levels: torch.Tensor,
+    maskable: torch.Tensor | None = None,
+    *,
+    normalization: str = "masked_tokens",
+    normalizer: torch.Tensor | float | None = None,
+) -> DiffusionLossOutput:
+    """The diffusion loss from the cross-entropy of each token's prediction (B, L), aligned with the tokens (the
+    shift already undone); only masked positions count.
+
+    ``noise_levels`` is (B,) per sequence or (B, L) per token. ``normalizer`` replaces the count the weighted sum is
+    divided by (the masked or modelled tokens of this batch), e.g. the count over every micro-batch and process of
+    an optimizer step, so that the loss does not depend on how the step's batch is split.
+    """
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
+    if maskable is None:
+        if normalization == "elbo":
+            raise ValueError("the 'elbo' normalization needs the maskable positions")
+        maskable = is_masked
+    masked = is_masked.bool() & maskable.bool()
+    levels = noise_levels if noise_levels.dim() == 2 else noise_levels[:, None].expand_as(masked)
+    weights = torch.where(masked, elbo_weight(levels.float()), torch.zeros((), device=levels.device))
+    cross_entropy = torch.where(masked, token_cross_entropy, torch.zeros((), device=token_cross_entropy.device))
+    weighted_sum = (weights * cross_entropy).sum()
+    num_masked = masked.sum()
+    num_modelled = maskable.bool().sum()
+    if normalizer is None:
+        normalizer = (num_masked if normalization == "masked_tokens" else num_modelled).clamp(min=1)
+    return DiffusionLossOutput(
+        loss=weighted_sum / normalizer,
+        weighted_sum=weighted_sum,
+        unweighted_sum=cross_entropy.sum(),
+        num_masked=num_masked,
+        num_modelled=num_modelled,
+    )
+
+
 def masked_diffusion_loss(
     logits: torch.Tensor,
     clean_ids: torch.Tensor,
@@ -47,28 +87,17 @@ def masked_diffusion_loss(
     ``is_masked`` is the corruption indicator returned by ``mask_tokens``; ``maskable`` (needed for the "elbo"
     normalisation) marks the positions the forward process could have masked. ``noise_levels`` is (B,) per
     sequence or (B, L) per token (aligned with ``clean_ids``, e.g. block diffusion's level of each token's block).
-    Cross-entropy runs in float32.
+    Cross-entropy runs in float32, on the masked positions only. Training computes the same loss without full
+    logits (``target_ids`` of the model forward, see ``diffusion_lm.objective``).
     """
-    if normalization not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
-    if maskable is None:
-        if normalization == "elbo":
-            raise ValueError("the 'elbo' normalization needs the maskable positions")
-        maskable = is_masked
-    per_token_levels = noise_levels if noise_levels.dim() == 2 else noise_levels[:, None].expand_as(clean_ids)
-    logits, targets, masked, modelled, levels = align_logits_with_targets(
-        logits, clean_ids, is_masked.bool(), maskable.bool(), per_token_levels, shift=shift
-    )
-    weights = elbo_weight(levels.float())[masked]
-    cross_entropy = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
-    weighted_sum = (weights * cross_entropy).sum()
-    num_masked = masked.sum()
-    num_modelled = modelled.sum()
-    denominator = num_masked if normalization == "masked_tokens" else num_modelled
-    return DiffusionLossOutput(
-        loss=weighted_sum / denominator.clamp(min=1),
-        weighted_sum=weighted_sum,
-        unweighted_sum=cross_entropy.sum(),
-        num_masked=num_masked,
-        num_modelled=num_modelled,
-    )
+    if maskable is None and normalization == "elbo":
+        raise ValueError("the 'elbo' normalization needs the maskable positions")
+    is_masked = predicted_only(is_masked, shift)
+    maskable = None if maskable is None else predicted_only(maskable, shift)
+    scored = is_masked if maskable is None else is_masked & maskable
+    targets = targets_at_logits(clean_ids, scored, shift)
+    at_logits = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
+    keep = targets != IGNORE_INDEX
+    at_logits[keep] = F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+    return diffusion_loss_from_cross_entropy(per_token(at_logits, shift), is_masked, noise_levels, maskable,
+                                             normalization=normalization)

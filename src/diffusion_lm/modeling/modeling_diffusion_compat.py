@@ -18,6 +18,16 @@ class DiffusionAutoMapMixin:
     it. An ``auto_map`` already in the config is kept (entries are only added)."""
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        own_class = next(c for c in type(self).__mro__ if not c.__module__.startswith("torch."))
+        if own_class is not type(self):
+            # FSDP2's fully_shard swaps the instance's class for a subclass it generates inside torch: the auto_map
+            # and the code copied next to the weights must name the model's own class (the state dict comes from
+            # the caller, gathered by accelerate)
+            sharded_class, self.__class__ = type(self), own_class
+            try:
+                return self.save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.__class__ = sharded_class
         module_name = type(self).__module__.split(".")[-1]
         entry = f"{module_name}.{type(self).__name__}"
         auto_map = dict(getattr(self.config, "auto_map", None) or {})

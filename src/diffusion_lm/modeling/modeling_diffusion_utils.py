@@ -9,10 +9,12 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
 from .attention_annealing import allowed_to_additive, attention_pattern
+from .shift import IGNORE_INDEX
 
 
 @dataclass
@@ -20,6 +22,8 @@ class MaskedDiffusionLMOutput(ModelOutput):
     """Output of a diffusion LM forward pass. ``logits[:, i]`` predicts token i + 1 when ``config.shift``."""
 
     logits: torch.Tensor | None = None
+    # with ``target_ids``: float32 cross-entropy of each scored position's logit (0 elsewhere), logits not kept
+    token_losses: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     # named as in transformers >= 5.24 (``past_key_values`` before); the property below serves the old name
     cache: Cache | None = None
@@ -160,6 +164,44 @@ def prepare_decoder_inputs(
     return inputs_embeds, position_ids, layer_mask
 
 
+DEFAULT_LOSS_CHUNK_SIZE = 1024  # positions per LM-head chunk: (chunk, vocab) float32 logits alive at a time
+
+
+def _chunk_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
+
+
+def cross_entropy_at_targets(
+    hidden_states: torch.Tensor,
+    lm_head: torch.nn.Module,
+    target_ids: torch.Tensor,
+    chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
+) -> torch.Tensor:
+    """(B, L) float32 cross-entropy of ``lm_head(hidden_states)`` against ``target_ids``, 0 where the target is
+    ``IGNORE_INDEX``.
+
+    The LM head runs only on the scored positions, ``chunk_size`` at a time; under autograd each chunk's logits
+    are recomputed in backward instead of kept, so a (positions, vocabulary) tensor never exists: the memory of
+    the loss is one chunk's logits, whatever the sequence length.
+    """
+    if target_ids.shape != hidden_states.shape[:2]:
+        raise ValueError(f"target_ids must have shape {tuple(hidden_states.shape[:2])}, got {tuple(target_ids.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"loss_chunk_size must be >= 1, got {chunk_size}")
+    scored = target_ids != IGNORE_INDEX
+    hidden, targets = hidden_states[scored], target_ids[scored]
+    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        chunk = (lm_head, hidden[start : start + chunk_size], targets[start : start + chunk_size])
+        pieces.append(torch.utils.checkpoint.checkpoint(_chunk_cross_entropy, *chunk, use_reentrant=False)
+                      if recompute else _chunk_cross_entropy(*chunk))
+    losses = torch.zeros(target_ids.shape, dtype=torch.float32, device=hidden_states.device)
+    if not pieces:  # nothing scored: still touch the LM head, so data-parallel ranks reduce the same gradients
+        return losses + 0.0 * lm_head(hidden_states[:, :1]).float().sum()
+    return losses.masked_scatter(scored, torch.cat(pieces))
+
+
 class DiffusionLMHeadMixin:
     """The LM head on top of the decoder stack found at ``base_model_prefix`` (``model`` or ``transformer``)."""
 
@@ -174,6 +216,8 @@ class DiffusionLMHeadMixin:
         cache: Cache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        target_ids: torch.LongTensor | None = None,
+        loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
         """Logits for every position; ``logits[:, i]`` predicts token i + 1 when ``config.shift``.
@@ -183,6 +227,9 @@ class DiffusionLMHeadMixin:
         ``cache`` (or ``past_key_values``): a transformers ``Cache`` holding keys / values of earlier positions; the
         new positions' keys / values are appended to it (crop it to drop them). ``logits_to_keep`` as in
         transformers: ``k > 0`` computes the LM head on the last k positions only, a 1D tensor on those indices.
+        ``target_ids`` (B, L): the token each position's logit is scored against (``-100``: not scored); the output
+        then carries ``token_losses`` (float32 cross-entropy per position) instead of logits, the LM head run only
+        where a target is scored, ``loss_chunk_size`` positions at a time (training's memory is one chunk's logits).
         """
         outputs = getattr(self, self.base_model_prefix)(
             input_ids=input_ids,
@@ -196,6 +243,12 @@ class DiffusionLMHeadMixin:
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        if target_ids is not None:
+            return MaskedDiffusionLMOutput(
+                token_losses=cross_entropy_at_targets(hidden_states, self.lm_head, target_ids, loss_chunk_size),
+                last_hidden_state=hidden_states,
+                cache=outputs.cache,
+            )
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) and logits_to_keep > 0 else (
             logits_to_keep if isinstance(logits_to_keep, torch.Tensor) else slice(None))
         return MaskedDiffusionLMOutput(
