@@ -3,8 +3,12 @@
 Phases, each measured in a fresh process so peak memory is its own:
   causal-lm          the AR model with its usual shifted next-token loss (the baseline)
   diffusion-anneal   diffusion objective during attention annealing (ratio 0.5: an L x L mask per sequence)
-  diffusion          diffusion objective after annealing (bidirectional, no L x L mask)
-Prints tokens/s and peak memory, and their ratios against the baseline measured in the same run.
+  diffusion          diffusion objective after annealing (bidirectional, no L x L mask); the LM head runs only on
+                     the masked positions, in chunks recomputed in backward (the library's training path)
+  diffusion-full-logits  the same loss from logits at every position (the computation before that change)
+Prints tokens/s and memory, and their ratios against the baseline measured in the same run: the process's peak and
+the step's own peak (peak minus the memory held before the first step: weights, batches). The quality column is the
+loss of the first batch against the full-logits computation on the same corruption (they must agree).
 
     python benchmarks/train_throughput.py                       # tiny LLaMA-shaped model, CPU, ~1 min
     python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --steps 6
@@ -20,7 +24,21 @@ import time
 
 import torch
 
-PHASES = ("causal-lm", "diffusion-anneal", "diffusion")
+PHASES = ("causal-lm", "diffusion-anneal", "diffusion", "diffusion-full-logits")
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def full_logits_loss(model, input_ids, maskable, noise_levels, draws):
+    """The diffusion loss from logits at every position (the pre-chunking computation), for comparison."""
+    from diffusion_lm.modeling.corruption import mask_tokens
+    from diffusion_lm.modeling.diffusion_loss import masked_diffusion_loss
+
+    noisy, is_masked = mask_tokens(input_ids, maskable, noise_levels, model.config.mask_token_id, draws=draws)
+    return masked_diffusion_loss(model(input_ids=noisy).logits, input_ids, is_masked, noise_levels, maskable)
 
 
 def build_models(args):
@@ -67,27 +85,44 @@ def run_phase(phase: str, args, queue) -> None:
                for _ in range(args.steps + args.warmup)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
-    def step(input_ids):
+    def noise(input_ids, index):
+        draw = torch.Generator().manual_seed(index)
+        levels = (1e-3 + (1 - 1e-3) * torch.rand(input_ids.shape[0], generator=draw)).to(device)
+        return levels, torch.rand(input_ids.shape, generator=draw).to(device)
+
+    def diffusion_loss(input_ids, index, full_logits=False):
+        maskable = maskable_positions(None, input_ids)
+        levels, draws = noise(input_ids, index)
+        if full_logits:
+            return full_logits_loss(model, input_ids, maskable, levels, draws)
+        return diffusion_objective(model, input_ids, maskable, mask_token_id=model.config.mask_token_id,
+                                   noise_levels=levels, mask_draws=draws,
+                                   anneal_ratio=0.5 if phase == "diffusion-anneal" else None)
+
+    def step(input_ids, index):
         with autocast:
             if phase == "causal-lm":
                 loss = model(input_ids=input_ids, labels=input_ids).loss
             else:
-                loss = diffusion_objective(
-                    model, input_ids, maskable_positions(None, input_ids), mask_token_id=model.config.mask_token_id,
-                    anneal_ratio=0.5 if phase == "diffusion-anneal" else None,
-                ).loss
+                loss = diffusion_loss(input_ids, index, full_logits=phase == "diffusion-full-logits").loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for input_ids in batches[: args.warmup]:
-        step(input_ids)
+    agreement = None
+    if phase == "diffusion":  # same corruption, both computations, before any update
+        with torch.no_grad(), autocast:
+            agreement = abs(float(diffusion_loss(batches[0], 0).loss)
+                            - float(diffusion_loss(batches[0], 0, full_logits=True).loss))
+    held_before = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else current_rss_mib()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    for index, input_ids in enumerate(batches[: args.warmup]):
+        step(input_ids, index)
     start = time.perf_counter()
-    for input_ids in batches[args.warmup :]:
-        step(input_ids)
+    for index, input_ids in enumerate(batches[args.warmup :], start=args.warmup):
+        step(input_ids, index)
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -95,7 +130,7 @@ def run_phase(phase: str, args, queue) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB, whole process
     elapsed = time.perf_counter() - start
     queue.put({"phase": phase, "tokens_per_s": args.steps * args.batch_size * args.block_size / elapsed,
-               "peak_mib": peak})
+               "peak_mib": peak, "step_mib": peak - held_before, "agreement": agreement})
 
 
 def main() -> None:
@@ -122,7 +157,7 @@ def main() -> None:
             runs[phase].append(queue.get())
             process.join()
     results = {
-        phase: {key: statistics.median(r[key] for r in measured) for key in ("tokens_per_s", "peak_mib")}
+        phase: {key: statistics.median(r[key] for r in measured) for key in ("tokens_per_s", "peak_mib", "step_mib")}
         for phase, measured in runs.items()
     }
 
@@ -130,12 +165,15 @@ def main() -> None:
     memory_kind = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     print(f"\nmedians of {args.rounds} rounds; model={args.base or 'tiny-llama(4x256)'} device={args.device} attn={args.attn} "
           f"batch={args.batch_size}x{args.block_size} steps={args.steps} (after {args.warmup} warm-up)")
-    print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | memory ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | ratio | step MiB (peak - held) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for phase in PHASES:
         r = results[phase]
         print(f"| {phase} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.3f} | "
-              f"{r['peak_mib']:.0f} | {r['peak_mib'] / base['peak_mib']:.3f} |")
+              f"{r['peak_mib']:.0f} | {r['peak_mib'] / base['peak_mib']:.3f} | {r['step_mib']:.0f} | "
+              f"{r['step_mib'] / base['step_mib']:.3f} |")
+    agreement = max(r["agreement"] for r in runs["diffusion"])
+    print(f"quality: |chunked masked-only loss - full-logits loss| on the same corruption = {agreement:.2e} nats")
 
 
 if __name__ == "__main__":

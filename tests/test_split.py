@@ -131,3 +131,31 @@ def test_a_streaming_dataset_on_two_processes_trains_on_each_sample_once_per_epo
     rows = streaming_rows(tiny_diffusion_model("llama")[1])
     assert sorted(seen) == sorted(sample_keys(torch.tensor([row["input_ids"] for row in rows])))
     assert len(set(seen)) == 8
+
+
+def test_shipped_launch_configs_say_what_training_readme_promises():
+    """The three launch configs parse with accelerate's own loader and carry the settings training/README.md
+    describes; the FSDP units are the models' decoder layers."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from tiny import tiny_diffusion_model
+
+    folder = os.path.join(REPO, "training", "accelerate")
+    fsdp = load_config_from_file(os.path.join(folder, "fsdp2.yaml"))
+    assert fsdp.distributed_type == DistributedType.FSDP and fsdp.mixed_precision == "bf16"
+    assert fsdp.fsdp_config["fsdp_version"] == 2 and fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
+    assert fsdp.fsdp_config["fsdp_activation_checkpointing"] is True
+    assert fsdp.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # a full checkpoint at every save
+    for stage in (2, 3):
+        config = load_config_from_file(os.path.join(folder, f"deepspeed_zero{stage}.yaml"))
+        assert config.distributed_type == DistributedType.DEEPSPEED and config.mixed_precision == "bf16"
+        assert config.deepspeed_config["zero_stage"] == stage
+    assert load_config_from_file(os.path.join(folder, "deepspeed_zero3.yaml")).deepspeed_config[
+        "zero3_save_16bit_model"] is True
+    # TRANSFORMER_BASED_WRAP without a class list wraps the model's _no_split_modules: its decoder layers
+    for family, layer in (("llama", "LlamaDecoderLayer"), ("gpt2", "GPT2Block"), ("qwen2", "Qwen2DecoderLayer")):
+        model = tiny_diffusion_model(family)[0]
+        assert layer in model._no_split_modules
+        assert any(type(module).__name__ == layer for module in model.modules())

@@ -1,0 +1,65 @@
+"""The training loss computes logits only where it reads them (masked positions under the shift), in chunks whose
+logits are recomputed in backward, and gives the loss and gradients of the full-logits computation."""
+
+from __future__ import annotations
+
+import torch
+from tiny import tiny_diffusion_model
+
+from diffusion_lm.modeling.corruption import maskable_positions, mask_tokens
+from diffusion_lm.modeling.diffusion_loss import masked_diffusion_loss
+from diffusion_lm.modeling.modeling_diffusion_utils import cross_entropy_at_targets
+from diffusion_lm.objective import diffusion_objective
+
+
+def test_chunked_cross_entropy_matches_full_logits_in_value_and_gradient():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(3, 7, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 7))
+    targets[torch.rand(3, 7) < 0.5] = -100
+    calls = []
+    head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    chunked = cross_entropy_at_targets(hidden, head, targets, chunk_size=3)
+    scored = targets != -100
+    assert max(calls) <= 3 and sum(calls) == int(scored.sum())  # the head never sees an unscored position
+    calls.clear()
+    grads = torch.autograd.grad(chunked.sum(), (hidden, head.weight))
+    assert sum(calls) == int(scored.sum())  # backward recomputes each chunk's logits instead of keeping them
+    full = torch.nn.functional.cross_entropy(head(hidden).transpose(1, 2), targets, reduction="none")
+    assert torch.allclose(chunked, full, atol=1e-6) and (chunked[~scored] == 0).all()
+    expected = torch.autograd.grad(full.sum(), (hidden, head.weight))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_objective_runs_the_lm_head_only_on_masked_positions_and_equals_the_full_logits_loss():
+    model, _ = tiny_diffusion_model("llama")
+    torch.manual_seed(1)
+    input_ids = torch.randint(6, 80, (4, 24))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, 18:] = 0
+    maskable = maskable_positions(attention_mask, input_ids)
+    levels = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    draws = torch.rand(input_ids.shape)
+    rows = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    for normalization in ("masked_tokens", "elbo"):
+        rows.clear()
+        model.zero_grad()
+        output = diffusion_objective(model, input_ids, maskable, mask_token_id=model.config.mask_token_id,
+                                     attention_mask=attention_mask, noise_levels=levels, mask_draws=draws,
+                                     normalization=normalization)
+        assert sum(rows) == int(output.num_masked)  # nothing unscored reaches the head
+        output.loss.backward()
+        new_grad = model.lm_head.weight.grad.clone()
+        handle.remove()
+        model.zero_grad()
+        noisy, is_masked = mask_tokens(input_ids, maskable, levels, model.config.mask_token_id, draws=draws)
+        logits = model(input_ids=noisy, attention_mask=attention_mask).logits
+        reference = masked_diffusion_loss(logits, input_ids, is_masked, levels, maskable, normalization=normalization)
+        reference.loss.backward()
+        assert torch.allclose(output.loss, reference.loss, atol=1e-5)
+        assert torch.allclose(new_grad, model.lm_head.weight.grad, atol=1e-5)
+        handle = model.lm_head.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    handle.remove()
