@@ -102,6 +102,8 @@ def train(out: str, *, batch: int, accumulation: int, trainer_kind: str = "pretr
                   # plain SGD without clipping: a loss scale that depended on the split would show in the weights
                   # (Adam and clipping would hide it)
                   optim="sgd", max_grad_norm=0.0)
+    if fsdp:  # as the LLaMA-2-7B preset asks (FSDP's own activation checkpointing takes over)
+        common["gradient_checkpointing"] = True
     if trainer_kind == "sft":
         trainer = DiffusionSFTTrainer(
             model, args=DiffusionSFTConfig(**common, max_length=24, eos_filler="random", bf16=False),

@@ -92,6 +92,7 @@ class DiffusionSFTConfig(SFTConfig, DiffusionArguments):
     )
 
     def __post_init__(self):
+        self.defer_checkpointing_to_fsdp()
         super().__post_init__()
         self.check_diffusion_arguments()
         # packed / padding-free rows would let documents attend to each other (bidirectional attention) and leave
@@ -276,7 +277,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         return hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
 
     def training_record(self) -> dict[str, Any]:
-        """What produced this checkpoint, as a ``diffusion_lm.hub.TrainingInfo`` dict (rendered into the card)."""
+        """What produced this checkpoint, as a ``training_record.TrainingInfo`` dict (rendered into the card)."""
         base = self.base_model()
         args = self.args
         extra = {"loss_normalization": args.loss_normalization, "noise_eps": args.noise_eps,
@@ -301,8 +302,6 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         output_dir = output_dir or self.args.output_dir
-        if not self.is_peft():  # the model writes the record next to its weights (DiffusionAutoMapMixin)
-            self.base_model().training_info = self.training_record()
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             if self.is_peft():
@@ -310,8 +309,9 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
             self.write_card(output_dir)
 
     def write_card(self, output_dir: str) -> None:
-        """Full checkpoints get diffusion_lm.hub's card; adapters keep TRL's card plus the training record."""
-        from .hub import TrainingInfo, write_card
+        """Full checkpoints get diffusion_lm's card (with the record); adapters keep TRL's card plus the record."""
+        from .model_card import write_card
+        from .training_record import TrainingInfo
 
         info = TrainingInfo.from_dict(self.training_record())
         if self.is_peft() or not os.path.isfile(os.path.join(output_dir, "config.json")):
@@ -320,11 +320,15 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
             write_card(output_dir, info, tags=list(self._tag_names))
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        if dataset_name and dataset_name not in self.dataset_names:
+        """TRL calls this before every checkpoint and push. Full models: the card is written once per save by
+        :meth:`_save`; here it is rendered again only when a new dataset name changes it."""
+        new_dataset = bool(dataset_name) and dataset_name not in self.dataset_names
+        if new_dataset:
             self.dataset_names.append(dataset_name)
         if self.is_peft():
             super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        elif self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, "config.json")):
+        elif (new_dataset and self.is_world_process_zero()
+              and os.path.isfile(os.path.join(self.args.output_dir, "config.json"))):
             self.write_card(self.args.output_dir)
 
 

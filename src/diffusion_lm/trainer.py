@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .modeling.attention_annealing import annealing_ratio
@@ -25,6 +26,8 @@ from .modeling.noise_schedule import DEFAULT_EPS
 from .modeling.shift import IGNORE_INDEX, predicted_only
 from .objective import block_diffusion_settings, diffusion_objective
 from .training_noise import derived_seed, sample_keys, sample_noise
+
+logger = logging.get_logger(__name__)
 
 # what an adaptation trains: full attention (the paper) or block diffusion (METHOD.md section 9)
 TRAINING_ATTENTION_MODES = ("bidirectional", "block")
@@ -80,6 +83,18 @@ class DiffusionArguments:
         default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
     )
 
+    def defer_checkpointing_to_fsdp(self) -> None:
+        """Under an accelerate FSDP config with activation checkpointing (training/accelerate/fsdp2.yaml), FSDP wraps
+        the decoder layers itself and transformers refuses the training argument beside it: a preset's
+        ``gradient_checkpointing: true`` gives way (call before ``TrainingArguments.__post_init__``)."""
+        fsdp_checkpoints = (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+                            and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true")
+        if fsdp_checkpoints and (self.gradient_checkpointing or getattr(self, "activation_checkpointing", False)):
+            logger.info("FSDP's activation checkpointing replaces gradient_checkpointing=True")
+            self.gradient_checkpointing = False
+            if hasattr(self, "activation_checkpointing"):
+                self.activation_checkpointing = False
+
     def check_diffusion_arguments(self) -> None:
         """ValueError naming the field for a diffusion setting no run can use."""
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
@@ -113,6 +128,7 @@ class DiffusionTrainingArguments(TrainingArguments, DiffusionArguments):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if str(self.save_strategy) in ("steps", "SaveStrategy.STEPS") and not self.save_steps > 0:
             raise ValueError(f"save_steps must be > 0 with save_strategy='steps', got {self.save_steps}")
+        self.defer_checkpointing_to_fsdp()
         super().__post_init__()
         self.check_diffusion_arguments()
         if self.anneal_steps < 0:
