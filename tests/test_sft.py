@@ -85,10 +85,16 @@ def test_config_rejects_bad_values(tmp_path, bad):
         config(tmp_path, **bad)
 
 
-def test_subclasses_trl():
-    from trl import SFTConfig, SFTTrainer
+def test_trl_parses_the_config_with_its_diffusion_fields(tmp_path):
+    """TRL's own argument parser takes DiffusionSFTConfig: SFT and diffusion fields under one name each."""
+    from trl import TrlParser
 
-    assert issubclass(DiffusionSFTConfig, SFTConfig) and issubclass(DiffusionSFTTrainer, SFTTrainer)
+    (parsed,) = TrlParser((DiffusionSFTConfig,)).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--max_length", "64", "--noise_eps", "0.01", "--loss_normalization", "elbo",
+         "--eos_filler", "longest", "--use_cpu", "true"])
+    assert isinstance(parsed, DiffusionSFTConfig)
+    assert (parsed.max_length, parsed.noise_eps, parsed.loss_normalization, parsed.eos_filler) == (
+        64, 0.01, "elbo", "longest")
     import diffusion_lm
 
     assert diffusion_lm.DiffusionSFTTrainer is DiffusionSFTTrainer
@@ -454,9 +460,25 @@ def test_push_to_hub_uploads_weights_with_a_card(tmp_path, monkeypatch, lora):
         assert "supervised fine-tuning" in upload["readme"] and "me/pairs" in upload["readme"]
 
 
-def test_sft_checkpoints_are_written_atomically():
+def test_sft_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    """A save that dies half-way leaves no checkpoint-N for --resume to pick up; a finished one leaves no staging."""
     from diffusion_lm.sft import DiffusionSFTTrainer
-    from diffusion_lm.trainer import AtomicCheckpointsMixin
 
-    assert issubclass(DiffusionSFTTrainer, AtomicCheckpointsMixin)
-    assert DiffusionSFTTrainer._save_checkpoint is AtomicCheckpointsMixin._save_checkpoint
+    model, tokenizer = tiny_diffusion_model("llama")
+    out = tmp_path / "out"
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
+                                  train_dataset=prompt_completion_dataset(), processing_class=tokenizer)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while saving the optimizer")
+
+    monkeypatch.setattr(DiffusionSFTTrainer, "_save_optimizer_and_scheduler", crash)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        trainer.train()
+    assert not list(out.glob("checkpoint-*"))  # the weights written before the crash sit in staging only
+    monkeypatch.undo()
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
+                                  train_dataset=prompt_completion_dataset(), processing_class=tokenizer)
+    trainer.train()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert (out / "checkpoint-2" / "model.safetensors").is_file() and not (out / ".staging").exists()

@@ -36,20 +36,30 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 from trl import SFTConfig, SFTTrainer
-from trl.data_utils import is_conversational_from_value
 
 from .modeling.corruption import maskable_positions
 from .modeling.diffusion_loss import DiffusionLossOutput
-from .infilling import decode_text
+from .chat_generation import (  # noqa: F401  (re-exported: they were defined here)
+    chat_stop_token_ids,
+    configure_chat_generation,
+    encode_prompt,
+    generate_completions,
+)
 from .models import DIFFUSION_MODEL_TYPES
 from .objective import block_diffusion_settings
 from .trainer import DiffusionArguments, DiffusionTrainerMixin
+from .sft_data import (  # noqa: F401  (re-exported: they were defined here)
+    ALPACA_PROMPT,
+    alpaca_to_prompt_completion,
+    load_sft_dataset,
+    sharegpt_dataset_to_messages,
+    sharegpt_to_messages,
+    split_last_assistant_turn,
+    to_trl_format,
+)
 from .training_noise import step_generator
 
-# ShareGPT / LLaMA-Factory role names -> chat-template roles
 EOS_FILLERS = ("random", "max_length", "longest")
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-                   "observation": "tool", "tool": "tool", "function_call": "assistant"}
 
 
 @dataclass
@@ -192,8 +202,8 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         first = next(iter(dataset))
         if "input_ids" in first:  # already tokenized: TRL uses it as is
             return dataset
-        if is_conversational_from_value(first):
-            dataset = dataset.map(sharegpt_to_messages, remove_columns=["conversations"])
+        if "conversations" in first:
+            dataset = sharegpt_dataset_to_messages(dataset)
             first = next(iter(dataset))
         if "messages" in first and args.messages_to_prompt_completion and not args.assistant_only_loss:
             dataset = dataset.map(split_last_assistant_turn, remove_columns=["messages"])
@@ -350,198 +360,6 @@ def record_adapter_base(adapter_dir: str) -> None:
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-# --- generation -----------------------------------------------------------------------------------------------
-def chat_stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Special token(s) that close an assistant turn in the tokenizer's chat template (e.g. ``<|im_end|>``)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return []
-    user = [{"role": "user", "content": "hi"}]
-    try:
-        prefix = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": "ok"}], tokenize=False)
-    except Exception:  # templates may reject the probe (e.g. they require a system turn); then nothing to add
-        return []
-    # what the template writes after the assistant's text closes the turn
-    end = full.rfind("ok")
-    if not full.startswith(prefix) or end < len(prefix):
-        return []
-    suffix_ids = tokenizer(full[end + 2 :], add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids) | {
-        i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special
-    }
-    return [i for i in suffix_ids if i in special][:1]
-
-
-def configure_chat_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make ``model.generate`` stop at EOS and at the chat template's end-of-turn token; set pad / mask ids."""
-    config = model.generation_config
-    eos = config.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    for token_id in [tokenizer.eos_token_id, *chat_stop_token_ids(tokenizer)]:
-        if token_id is not None and token_id not in eos:
-            eos.append(token_id)
-    config.eos_token_id = eos if len(eos) != 1 else eos[0]
-    if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if getattr(config, "mask_token_id", None) is None and getattr(model.config, "mask_token_id", None) is not None:
-        config.mask_token_id = model.config.mask_token_id
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], chat: bool = False) -> list[int]:
-    """Token ids of a prompt as SFT saw it: chat messages (or ``chat=True`` text as one user turn) through the chat
-    template with the generation prompt; plain text through the tokenizer as TRL tokenizes prompts."""
-    if isinstance(prompt, str) and chat:
-        prompt = [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("chat prompts need a tokenizer with a chat template")
-        return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"])
-    if not isinstance(prompt, str):
-        raise ValueError(f"a prompt is a string or a list of chat messages, got {type(prompt).__name__}")
-    return tokenizer(prompt)["input_ids"]
-
-
-@torch.no_grad()
-def generate_completions(
-    model,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str | list[dict]],
-    *,
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    chat: bool = False,
-    **generate_kwargs,
-) -> list[str]:
-    """Diffusion-decode one reply per prompt (greedy unless ``temperature`` is given); returns the decoded replies,
-    cut at the first EOS / end-of-turn token. Batches are left-padded with an attention mask (inference only)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generate_kwargs.setdefault("temperature", 0.0)
-    stops = model.generation_config.eos_token_id
-    stops = set([] if stops is None else [stops] if isinstance(stops, int) else stops)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p, chat) for p in prompts[start:start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask if not attention_mask.all() else None,
-            max_new_tokens=max_new_tokens,
-            **generate_kwargs,
-        )
-        for row in output[:, width:].tolist():
-            cut = next((i for i, token in enumerate(row) if token in stops), len(row))
-            replies.append(decode_text(tokenizer, row[:cut], model.config).strip())
-    return replies
-
-
-# --- dataset formats --------------------------------------------------------------------------------------------
-def sharegpt_to_messages(example: dict[str, Any]) -> dict[str, Any]:
-    """LLaMA-Factory / ShareGPT ``conversations`` (from/value; human/gpt) -> ``messages`` (role/content)."""
-    messages = []
-    for turn in example["conversations"]:
-        role = _SHAREGPT_ROLES.get(turn["from"])
-        if role is None:
-            raise ValueError(f"unknown conversation role {turn['from']!r}; expected one of {sorted(_SHAREGPT_ROLES)}")
-        messages.append({"role": role, "content": turn["value"]})
-    if example.get("system"):
-        messages.insert(0, {"role": "system", "content": example["system"]})
-    return {"messages": messages}
-
-
-def split_last_assistant_turn(example: dict[str, Any]) -> dict[str, Any]:
-    """``messages`` -> ``prompt`` (everything before the last assistant message) / ``completion`` (the rest)."""
-    messages = example["messages"]
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-    if last is None:
-        raise ValueError(f"a conversation has no assistant message to learn: {messages!r:.200}")
-    if last == 0:
-        raise ValueError("a conversation starts with the assistant message: there is no prompt to condition on")
-    return {"prompt": messages[:last], "completion": messages[last:]}
-
-
-ALPACA_PROMPT = "{instruction}\n\n{input}"
-
-
-def alpaca_to_prompt_completion(example: dict[str, Any], chat: bool) -> dict[str, Any]:
-    """Alpaca / LLaMA-Factory (instruction, input, output[, history, system]) -> prompt/completion.
-
-    ``chat=True`` gives conversational messages (rendered by the chat template, history turns included);
-    ``chat=False`` gives plain text, the prompt ending in a newline, with history turns prepended as text.
-    """
-    if "instruction" not in example or "output" not in example:
-        raise ValueError(f"alpaca rows need 'instruction' and 'output', got keys {sorted(example)}")
-    query = example["instruction"].strip()
-    if example.get("input"):
-        query = ALPACA_PROMPT.format(instruction=query, input=example["input"].strip())
-    history = example.get("history") or []
-    if chat:
-        prompt = [{"role": "system", "content": example["system"]}] if example.get("system") else []
-        for user, assistant in history:
-            prompt += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        prompt.append({"role": "user", "content": query})
-        return {"prompt": prompt, "completion": [{"role": "assistant", "content": example["output"]}]}
-    turns = [f"{user}\n{assistant}\n\n" for user, assistant in history]
-    return {"prompt": "".join(turns) + query + "\n", "completion": example["output"]}
-
-
-def load_sft_dataset(
-    dataset: str, *, split: str = "train", chat: bool = True, config_name: str | None = None
-) -> Dataset:
-    """A dataset in a format TRL accepts, from a local .json/.jsonl file or a Hub name.
-
-    Alpaca rows (instruction/input/output, as in LLaMA-Factory) become prompt/completion (conversational when
-    ``chat``); ShareGPT ``conversations`` become ``messages``; ``messages``, ``prompt``/``completion`` and ``text``
-    rows pass through.
-    """
-    from datasets import load_dataset
-
-    from .paths import looks_local
-
-    if looks_local(dataset) and not os.path.exists(dataset):
-        raise FileNotFoundError(f"dataset file not found: {dataset}")  # a local path never goes to the Hub
-    if dataset.endswith((".json", ".jsonl")):
-        if not os.path.isfile(dataset):
-            raise ValueError(f"dataset file not found: {dataset}")
-        rows = _read_json_rows(dataset)
-        if not rows:
-            raise ValueError(f"dataset file {dataset} has no rows")
-        data = Dataset.from_list(rows)
-    elif os.path.exists(dataset) and not os.path.isdir(dataset):
-        raise ValueError(f"unsupported dataset file {dataset}: use .json or .jsonl")
-    else:
-        data = load_dataset(dataset, config_name, split=split)
-    return to_trl_format(data, chat=chat)
-
-
-def to_trl_format(data: Dataset, *, chat: bool = True) -> Dataset:
-    columns = set(data.column_names)
-    if {"instruction", "output"} <= columns:
-        return data.map(alpaca_to_prompt_completion, fn_kwargs={"chat": chat}, remove_columns=data.column_names)
-    if "conversations" in columns:
-        return data.map(sharegpt_to_messages, remove_columns=data.column_names)
-    if "messages" in columns or {"prompt", "completion"} <= columns or "text" in columns:
-        return data
-    raise ValueError(
-        f"unrecognised SFT dataset columns {sorted(columns)}: expected instruction/input/output (alpaca), "
-        "conversations (ShareGPT), messages, prompt/completion, or text"
-    )
-
-
-def _read_json_rows(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        rows = json.load(f)
-    if not isinstance(rows, list):
-        raise ValueError(f"{path} must hold a JSON list of rows")
-    return rows
 
 
 # --- PEFT ---------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         parser.error("--limit must be >= 1")
 
     from diffusion_lm.checkpoint import default_device, load_checkpoint
-    from diffusion_lm.sft import configure_chat_generation
+    from diffusion_lm.chat_generation import configure_chat_generation
 
     model, tokenizer = load_checkpoint(args.model, device=args.device or default_device(), what="--model")
     configure_chat_generation(model.get_base_model() if hasattr(model, "get_base_model") else model, tokenizer)

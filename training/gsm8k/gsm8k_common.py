@@ -86,7 +86,7 @@ def score(model, tokenizer, records: list[dict], *, chat: bool, max_new_tokens: 
           batch_size: int = 8, **generate_kwargs) -> dict:
     """Greedy diffusion decoding of each question; exact match of the final answer, plus how often a "####" answer
     was produced at all."""
-    from diffusion_lm.sft import generate_completions
+    from diffusion_lm.chat_generation import generate_completions
 
     outputs = generate_completions(model, tokenizer, [prompt_of(r["question"], chat) for r in records],
                                    max_new_tokens=max_new_tokens, steps=steps or max_new_tokens,

@@ -34,7 +34,7 @@ def load_chat_model(path: str, device: str | None = None):
     """(model, tokenizer) of a full checkpoint or of a PEFT adapter on top of its base (``checkpoint.load_checkpoint``);
     generation stops at EOS and at the chat template's end-of-turn token."""
     from ..checkpoint import default_device, load_checkpoint
-    from ..sft import configure_chat_generation
+    from ..chat_generation import configure_chat_generation
 
     model, tokenizer = load_checkpoint(path, device=device or default_device(), what="MODEL_DIR")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     validate_decoding_args(args, args.max_new_tokens, "--max-new-tokens", 1)
     import torch
 
-    from ..sft import generate_completions
+    from ..chat_generation import generate_completions
 
     model, tokenizer = load_chat_model(args.model, args.device)
     use_template = bool(getattr(tokenizer, "chat_template", None))
