@@ -96,6 +96,28 @@ def load_text_dataset(
     return load_dataset(dataset, config_name, split=split, streaming=streaming)
 
 
+def blocks_from_documents(
+    documents, tokenizer, block_size: int, *, max_blocks: int | None = None
+) -> list[list[int]]:
+    """The packing rule, shared by training (``pack_tokens``) and held-out scoring: non-blank documents tokenised,
+    each followed by EOS (when the tokenizer has one), joined and cut into ``block_size``-token blocks; the tail that
+    does not fill a block is dropped. ``max_blocks``: stop after that many."""
+    stream: list[int] = []
+    blocks: list[list[int]] = []
+    for text in documents:
+        if not (text and text.strip()):
+            continue
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            stream.append(tokenizer.eos_token_id)
+        while len(stream) >= block_size:
+            blocks.append(stream[:block_size])
+            stream = stream[block_size:]
+            if max_blocks is not None and len(blocks) >= max_blocks:
+                return blocks
+    return blocks
+
+
 def pack_tokens(
     dataset: Dataset | IterableDataset,
     tokenizer,
@@ -117,13 +139,7 @@ def pack_tokens(
         raise ValueError(f"text column {text_column!r} not in the dataset's columns {columns}")
 
     def tokenize_and_pack(batch):
-        stream: list[int] = []
-        for text in batch[text_column]:
-            if text and text.strip():
-                stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-                stream.append(tokenizer.eos_token_id)
-        usable = len(stream) // block_size * block_size
-        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+        return {"input_ids": blocks_from_documents(batch[text_column], tokenizer, block_size)}
 
     kwargs = {"batched": True, "remove_columns": columns}
     if isinstance(dataset, Dataset):

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from ..data import blocks_from_documents
 from ..modeling.noise_schedule import DEFAULT_EPS
 from .scoring import ScoringRequest, ar_span_scores, diffusion_span_scores
 
@@ -158,21 +159,10 @@ def token_blocks(
     max_blocks: int | None = None,
 ) -> list[list[int]]:
     """Documents tokenised, joined with EOS and cut into ``block_size``-token blocks (the last partial block is
-    dropped), as in pre-training packing."""
+    dropped): pre-training's packing (``data.blocks_from_documents``)."""
     if block_size < 2:
         raise ValueError(f"block_size must be >= 2, got {block_size}")
-    separator = tokenizer.eos_token_id
-    stream: list[int] = []
-    blocks: list[list[int]] = []
-    for document in documents:
-        stream.extend(tokenizer(document, add_special_tokens=False)["input_ids"])
-        if separator is not None:
-            stream.append(separator)
-        while len(stream) >= block_size:
-            blocks.append(stream[:block_size])
-            stream = stream[block_size:]
-            if max_blocks is not None and len(blocks) >= max_blocks:
-                return blocks
+    blocks = blocks_from_documents(documents, tokenizer, block_size, max_blocks=max_blocks)
     if not blocks:
         raise ValueError(f"the text holds fewer than block_size={block_size} tokens")
     return blocks
