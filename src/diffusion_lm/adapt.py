@@ -41,6 +41,7 @@ RESUME_MAY_CHANGE = {"resume", "output_dir", "sample_prompt", "logging_steps", "
                      "report_to"}
 # local-path settings, compared as absolute paths (relative ones resolve against the run's working directory)
 PATH_SETTINGS = ("base", "dataset", "eval_dataset")
+FLOAT_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2")
 FINAL_STAGING = ".final-staging"
 FINAL_PREVIOUS = ".final-previous"
 # top-level files of a final model in output_dir (what a new final model replaces as a whole)
@@ -51,62 +52,96 @@ FINAL_MODEL_FILES = (
 )
 
 
+def _setting(default=None, help: str = "", *, factory=None, **argparse_options):
+    """A field of ``AdaptSettings``: the YAML key, the attribute and the ``--flag`` (``HfArgumentParser`` reads the
+    help text and any other argparse options from the metadata)."""
+    metadata = {"help": help, **argparse_options}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class AdaptSettings:
-    """Every knob of an adaptation run. Defaults are the embedded, offline, CPU-sized demo."""
+    """Every knob of an adaptation run. Defaults are the embedded, offline, CPU-sized demo.
 
-    base: str | None = None  # Hub id, directory or .gguf path; None = embedded SmolLM2-135M-Instruct
-    dataset: str | None = None  # Hub name or local file(s); None = text sampled from the base model
-    dataset_config: str | None = None
-    dataset_split: str = "train"
-    text_column: str = "text"
-    streaming: bool = False
-    eval_dataset: str | None = None
-    eval_samples: int = 64
-    output_dir: str = "runs/diffusion-lm-adapt"
-    mask_token: str | None = DEFAULT_MASK_TOKEN
-    reuse_mask_token_id: int | None = None
-    block_size: int = 128
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 30  # the embedded demo: 30 block-diffusion steps cost what 60 full-attention steps do
-    anneal_steps: int = 10
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 3
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    loss_normalization: str = "masked_tokens"
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None
+    One name per setting: the field name is the key of a config / preset YAML file (``hub_configs/*.yaml``,
+    ``diffusion-lm adapt --config FILE``), the attribute, and the command-line flag (``--block_size`` or
+    ``--block-size``); ``diffusion-lm adapt`` parses this dataclass with ``transformers.HfArgumentParser``.
+    """
+
+    base: str | None = _setting(None, "AR checkpoint: Hub id, directory or .gguf file (default: the embedded "
+                                      "SmolLM2-135M-Instruct)")
+    dataset: str | None = _setting(None, "Hub dataset name or local txt/json/jsonl/csv/parquet file(s) (default: "
+                                         "text sampled from the base model)")
+    dataset_config: str | None = _setting(None, "Hub dataset configuration name")
+    dataset_split: str = _setting("train", "split to train on")
+    text_column: str = _setting("text", "column holding the documents")
+    streaming: bool = _setting(False, "stream the dataset instead of downloading it")
+    eval_dataset: str | None = _setting(None, "held-out text file(s) for the diffusion loss during/after training")
+    eval_samples: int = _setting(64, "held-out blocks to evaluate on")
+    output_dir: str = _setting("runs/diffusion-lm-adapt", "where checkpoints and the final model go (with a config "
+                                                          "file or preset: runs/diffusion-lm-NAME)")
+    mask_token: str | None = _setting(DEFAULT_MASK_TOKEN, "add this string as the [MASK] token")
+    reuse_mask_token_id: int | None = _setting(None, "use an existing token id as [MASK] (e.g. 10541 for GPT-2, 811 "
+                                                     "for LLaMA) instead of adding --mask-token")
+    block_size: int = _setting(128, "tokens per packed training sequence")
+    batch_size: int = _setting(4, "sequences per device per step")
+    gradient_accumulation_steps: int = _setting(1, "micro-batches per optimizer step")
+    # the embedded demo: 30 block-diffusion steps cost what 60 full-attention steps do
+    max_steps: int = _setting(30, "optimizer steps")
+    anneal_steps: int = _setting(10, "steps of attention-mask annealing (0 = the target attention from the start)")
+    learning_rate: float = _setting(1e-4, "peak learning rate")
+    lr_scheduler_type: str = _setting("cosine", "transformers scheduler name (cosine, constant, linear, ...)")
+    warmup_steps: int = _setting(3, "learning-rate warm-up steps")
+    weight_decay: float = _setting(0.0, "AdamW weight decay")
+    adam_beta1: float = _setting(0.9, "AdamW beta1")
+    adam_beta2: float = _setting(0.999, "AdamW beta2")
+    loss_normalization: str = _setting("masked_tokens", "divide the loss by the masked tokens (reference) or by the "
+                                                        "modelled tokens (elbo)", choices=["masked_tokens", "elbo"])
+    bf16: bool = _setting(False, "bf16 mixed precision (GPU)")
+    gradient_checkpointing: bool = _setting(False, "recompute activations in the backward pass")
+    attn_implementation: str | None = _setting(None, "attention kernels", choices=["eager", "sdpa",
+                                                                                   "flash_attention_2"])
     # block diffusion (METHOD.md section 9) is the default: at the demo's budget it gives the better model and
     # sample (README); "bidirectional" is the paper's full-attention objective, which its presets select
-    attention_mode: str = "block"
-    diffusion_block_size: int | None = 16  # positions per block in attention_mode "block"
+    attention_mode: str = _setting("block", "block: block diffusion, bidirectional inside blocks of "
+                                            "--diffusion-block-size positions and causal across them; bidirectional: "
+                                            "full-attention diffusion (the paper's objective)",
+                                   choices=["bidirectional", "block"])
+    diffusion_block_size: int | None = _setting(16, "positions per block with --attention-mode block (divides "
+                                                    "--block-size; dropped with bidirectional unless given)")
     # ablations of the method (METHOD.md): False reads position j's prediction at j instead of j - 1
-    shift: bool = True
+    shift: bool = _setting(True, "read each position's prediction one to the left (the AR shift); --no-shift is the "
+                                 "ablation")
     # ablation: same architecture and tokenizer, randomly initialised weights (the AR weights are not used)
-    from_scratch: bool = False
-    seed: int = 42
-    logging_steps: int = 5
-    save_steps: int = 50
-    save_total_limit: int | None = 2
-    eval_steps: int | None = None  # default with --eval-dataset: evaluate only at start (if asked) and at the end
-    eval_on_start: bool = False
-    resume: str | bool | None = None  # True/"latest" = last checkpoint in output_dir, or a checkpoint path
-    report_to: str = "none"
-    sample_prompt: str | None = "The history of"
-    extra_training_args: dict = field(default_factory=dict)
+    from_scratch: bool = _setting(False, "ablation: random initialisation of the base's architecture instead of its "
+                                         "weights")
+    seed: int = _setting(42, "random seed (data order, noise, initialisation)")
+    logging_steps: int = _setting(5, "log every N steps")
+    save_steps: int = _setting(50, "checkpoint every N steps")
+    save_total_limit: int | None = _setting(2, "checkpoints kept")
+    # default with eval_dataset: evaluate only at start (if asked) and at the end
+    eval_steps: int | None = _setting(None, "evaluate every N steps (needs --eval-dataset; default: at the end)")
+    eval_on_start: bool = _setting(False, "also evaluate before the first step")
+    # "latest" (or True from Python) = last checkpoint in output_dir, or a checkpoint path
+    resume: str | None = _setting(None, "resume from the last checkpoint in --output-dir (no value), or from the "
+                                        "given checkpoint directory", nargs="?", const="latest")
+    report_to: str = _setting("none", "none, tensorboard, wandb, ...")
+    sample_prompt: str | None = _setting("The history of", "prompt of the sample generated at the end ('' or "
+                                                           "--no-sample: none)")
+    extra_training_args: dict = _setting(help="more DiffusionTrainingArguments, as a mapping (config files only)",
+                                         factory=dict)
 
     def apply(self, values: dict, source: str) -> None:
+        """Set the named fields; ValueError naming any key that is not a field (a config file's typo)."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown setting(s) {unknown} in {source}")
+            raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))} in {source}; settings are the "
+                             "fields of AdaptSettings (`diffusion-lm adapt --help`)")
         for name, value in values.items():
-            setattr(self, name, value)
+            setattr(self, name, _number(name, value))
 
     def validate(self) -> None:
         """ValueError naming the setting (and its CLI flag) for values no run can use; nothing is loaded."""
@@ -148,6 +183,16 @@ class AdaptSettings:
 
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
+
+
+def _number(name: str, value):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: numbers for the float fields, as the command line parses them."""
+    if isinstance(value, str) and name in FLOAT_SETTINGS:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _absolute_reference(value, working_dir: str):
@@ -219,24 +264,34 @@ def settings_from_record(record: dict, output_dir: str) -> "AdaptSettings":
     return settings
 
 
-def resolve_settings(preset: str | None, overrides: dict) -> AdaptSettings:
-    """Defaults, then the preset, then explicit overrides (CLI flags), in that order of precedence.
+def config_name(config: str) -> str:
+    """The run name a preset or config file gives the default output directory: ``gpt2``, ``my-run.yaml`` -> my-run."""
+    return os.path.splitext(os.path.basename(config))[0] if config.endswith((".yaml", ".yml")) else \
+        os.path.basename(config)
+
+
+def resolve_settings(config: str | None, overrides: dict) -> AdaptSettings:
+    """Defaults, then the config file (a preset name or a YAML path, keys = ``AdaptSettings`` fields), then explicit
+    overrides (CLI flags), in that order of precedence. Without ``output_dir`` in either, a config's runs go to
+    ``runs/diffusion-lm-NAME``.
 
     With ``resume`` and a run record in the output directory, the record is the run: its settings are used, and a
-    preset value or flag that contradicts it is a ValueError naming it (logging / saving flags may change).
+    config value or flag that contradicts it is a ValueError naming it (logging / saving flags may change).
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    preset_values = load_preset(preset) if preset else {}
+    config_values = load_preset(config) if config else {}
+    source = f"config {config!r}"
+    AdaptSettings().apply(config_values, source)  # unknown keys, before anything else
     if overrides.get("resume"):
-        resumed = _resumed_settings(preset, preset_values, overrides)
+        resumed = _resumed_settings(config, config_values, overrides)
         if resumed is not None:
             return resumed
     settings = AdaptSettings()
-    if preset:
-        settings.apply(preset_values, f"preset {preset!r}")
-        settings.output_dir = overrides.get("output_dir") or f"runs/diffusion-lm-{os.path.basename(preset)}"
+    if config:
+        settings.apply(config_values, source)
+        settings.output_dir = _default_output_dir(config, config_values)
     settings.apply(overrides, "arguments")
-    if settings.attention_mode != "block" and "diffusion_block_size" not in {**preset_values, **overrides}:
+    if settings.attention_mode != "block" and "diffusion_block_size" not in {**config_values, **overrides}:
         settings.diffusion_block_size = None  # the default block size goes with the default (block) objective
     if settings.reuse_mask_token_id is not None and "mask_token" not in overrides:
         settings.mask_token = None
@@ -244,24 +299,30 @@ def resolve_settings(preset: str | None, overrides: dict) -> AdaptSettings:
     return settings
 
 
-def _resumed_settings(preset: str | None, preset_values: dict, overrides: dict) -> AdaptSettings | None:
+def _default_output_dir(config: str | None, config_values: dict) -> str:
+    if config_values.get("output_dir"):
+        return config_values["output_dir"]
+    return f"runs/diffusion-lm-{config_name(config)}" if config else AdaptSettings.output_dir
+
+
+def _resumed_settings(config: str | None, config_values: dict, overrides: dict) -> AdaptSettings | None:
     """The recorded run of the output directory (None when it has no record)."""
     output_dir = overrides.get("output_dir")
     resume = overrides["resume"]
     if output_dir is None and isinstance(resume, str) and resume not in ("latest", "true") and os.path.isdir(resume):
         output_dir = os.path.dirname(os.path.normpath(resume))  # --resume runs/x/checkpoint-40 alone
     if output_dir is None:
-        output_dir = f"runs/diffusion-lm-{os.path.basename(preset)}" if preset else AdaptSettings.output_dir
+        output_dir = _default_output_dir(config, config_values)
     record = load_run_record(output_dir)
     if record is None:
         return None
     AdaptSettings().apply({k: v for k, v in overrides.items() if k != "resume"}, "arguments")  # unknown names
-    requested = {**preset_values, **overrides}
+    requested = {**{k: _number(k, v) for k, v in config_values.items()}, **overrides}
     if "reuse_mask_token_id" in overrides and "mask_token" not in overrides:
         requested["mask_token"] = None
     problems = contradictions(record, requested)
     if problems:
-        source = f" (from --preset {preset})" if preset else ""
+        source = f" (from --config {config})" if config else ""
         raise ValueError(f"--resume: {problems[0]}{source} contradicts the run recorded in {output_dir}; drop the "
                          "flag to continue that run, or start a new one in another --output-dir")
     settings = settings_from_record(record, output_dir)

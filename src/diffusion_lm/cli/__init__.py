@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import os
 import sys
@@ -54,6 +55,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n  (see `{self.prog} --help`)\n")
 
 
+def subcommand_parser(dataclass_types=None, **kwargs) -> argparse.ArgumentParser:
+    """The parser of one subcommand. A command module whose ``CONFIG_CLASSES`` names dataclasses (adapt, sft) gets a
+    ``transformers.HfArgumentParser`` over them: one ``--field_name`` / ``--field-name`` flag per field, the field's
+    metadata as its help and argparse options. Other commands stay plain argparse (and do not import transformers)."""
+    if not dataclass_types:
+        return ArgumentParser(**kwargs)
+    from transformers import HfArgumentParser
+
+    class DataclassArgumentParser(HfArgumentParser):
+        error = ArgumentParser.error
+
+    kwargs.setdefault("formatter_class", argparse.HelpFormatter)
+    return DataclassArgumentParser(dataclass_types, **kwargs)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="diffusion-lm",
@@ -63,16 +79,40 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     debug_help = f"show the full traceback on errors (also {DEBUG_ENV}=1)"
     parser.add_argument(DEBUG_FLAG, action="store_true", help=debug_help)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=subcommand_parser)
     requested = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        module = None
         if name == requested:  # only the command being run imports its (heavier) module
             module = importlib.import_module(f"diffusion_lm.cli.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text,
+                                    dataclass_types=getattr(module, "CONFIG_CLASSES", None))
+        sub.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        if module is not None:
             module.add_arguments(sub, name)
             sub.set_defaults(_run=module.run)
     return parser
+
+
+def explicit_flags_only(parser: argparse.ArgumentParser, dataclass_types) -> None:
+    """Leave out of the parsed namespace every dataclass field that was not given on the command line, so that a
+    command can tell an explicit flag (which overrides a ``--config`` file, and which ``adapt --resume`` checks
+    against the recorded run) from a default. ``--help`` still shows each field's default."""
+    names = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
+    for action in parser._actions:
+        if action.dest in names and action.default is not argparse.SUPPRESS:
+            if action.option_strings and not action.option_strings[0].startswith("--no"):
+                default = action.default
+                shown = "''" if default == "" else default
+                action.help = f"{action.help or ''} (default: {shown})".lstrip()
+            action.default = argparse.SUPPRESS
+            action.required = False
+
+
+def given_fields(args: argparse.Namespace, dtype) -> dict:
+    """The fields of ``dtype`` given on the command line (see ``explicit_flags_only``)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(dtype) if f.init and hasattr(args, f.name)}
 
 
 class HubUnreachableError(ConnectionError):
