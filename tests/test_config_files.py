@@ -94,3 +94,46 @@ def test_every_preset_is_a_config_file_of_adapt_fields(name):
     for key, value in values.items():
         assert getattr(by_preset, key) == value, key
     assert by_preset.output_dir == f"runs/diffusion-lm-{name}"
+
+
+# --- sft --------------------------------------------------------------------------------------------------------------
+SFT_VALUES = {"model": "some/model", "dataset": "data.json", "output_dir": "runs/sft-config", "lora": True,
+              "lora_r": 4, "max_steps": 5, "per_device_train_batch_size": 2, "max_length": 64,
+              "learning_rate": 3.0e-4, "eos_filler": "longest", "loss_normalization": "elbo"}
+
+
+def sft_arguments(argv):
+    from diffusion_lm.cli.sft import resolve_arguments
+
+    return resolve_arguments(parse(["sft", *argv]))
+
+
+def test_sft_config_round_trip_and_flags_override(tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump(SFT_VALUES))
+    script, trainer = sft_arguments(["--config", str(config)])
+    parsed = {**dataclasses.asdict(script), **{name: getattr(trainer, name) for name in SFT_VALUES
+                                                if hasattr(trainer, name)}}
+    assert {name: parsed[name] for name in SFT_VALUES} == SFT_VALUES
+    assert trainer.per_device_eval_batch_size == 2 and trainer.save_strategy == "no"
+    for flags in (["--max-steps", "9", "--batch-size", "3"], ["--max_steps", "9", "--per_device_train_batch_size", "3"]):
+        script, trainer = sft_arguments(["--config", str(config), *flags, "--lora_r", "8"])
+        assert trainer.max_steps == 9 and trainer.per_device_train_batch_size == 3 and script.lora_r == 8
+        assert trainer.learning_rate == 3.0e-4 and script.model == "some/model"
+
+
+def test_sft_command_defaults_without_a_config():
+    script, trainer = sft_arguments(["--model", "m", "--dataset", "d.json", "--output-dir", "o", "--lora"])
+    assert trainer.learning_rate == 1e-4 and trainer.lr_scheduler_type == "cosine" and trainer.max_length == 512
+    assert trainer.seed == 0 and trainer.save_strategy == "no" and script.lora_r == 16
+
+
+def test_sft_unknown_config_key_is_a_short_error_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+    config = tmp_path / "typo.yaml"
+    config.write_text(yaml.safe_dump({**SFT_VALUES, "lora_rank": 4}))
+    with pytest.raises(ValueError, match="'lora_rank'"):
+        sft_arguments(["--config", str(config)])
+    assert main(["sft", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "lora_rank" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2

@@ -88,7 +88,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             module = importlib.import_module(f"diffusion_lm.cli.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text,
                                     dataclass_types=getattr(module, "CONFIG_CLASSES", None))
-        sub.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        if DEBUG_FLAG not in sub._option_string_actions:  # TrainingArguments (sft) has a `debug` field of its own
+            sub.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=debug_help)
         if module is not None:
             module.add_arguments(sub, name)
             sub.set_defaults(_run=module.run)

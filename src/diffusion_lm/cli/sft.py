@@ -1,6 +1,10 @@
 """``diffusion-lm sft``: instruction-tune a diffusion LM with TRL's SFTTrainer, optionally with LoRA.
 
     diffusion-lm sft --model DIR --dataset PATH_OR_HUB_ID --output-dir DIR [--lora] [--max-steps N]
+    diffusion-lm sft --config sft.yaml [--max-steps N]    # keys: the flags' field names; flags override the file
+
+The flags are the fields of ``SFTScriptArguments`` and ``DiffusionSFTConfig`` (TRL's SFTConfig plus the diffusion
+fields), parsed by ``transformers.HfArgumentParser``; ``--push_to_hub --hub_model_id REPO_ID`` uploads the result.
 
 Local datasets: .json / .jsonl in alpaca (instruction/input/output[/history]), ShareGPT (``conversations``),
 ``messages``, prompt/completion or ``text`` form. Multi-GPU: ``accelerate launch -m diffusion_lm.cli sft ...``.
@@ -9,120 +13,160 @@ Local datasets: .json / .jsonl in alpaca (instruction/input/output[/history]), S
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..sft import DiffusionSFTConfig
+
+
+@dataclass
+class SFTScriptArguments:
+    """What ``diffusion-lm sft`` trains and writes besides the trainer's settings (TRL's ``ScriptArguments`` /
+    ``ModelConfig`` pattern); parsed together with ``DiffusionSFTConfig``, whose fields are the other flags."""
+
+    model: str | None = field(default=None, metadata={"help": "diffusion checkpoint (directory or Hub id), e.g. the "
+                                                              "output of `adapt` (required)"})
+    dataset: str | None = field(default=None, metadata={"help": "local .json/.jsonl file or Hub dataset name "
+                                                                "(required)"})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
+    dataset_split: str = field(default="train", metadata={"help": "split to train on"})
+    eval_dataset: str | None = field(default=None, metadata={"help": "held-out file / Hub name: diffusion loss "
+                                                                     "evaluated before and after training"})
+    eval_split: str = field(default="test", metadata={"help": "split of a Hub --eval-dataset"})
+    limit: int | None = field(default=None, metadata={"help": "train on the first N rows only"})
+    format: Literal["auto", "chat", "plain"] = field(
+        default="auto", metadata={"help": "alpaca rows through the chat template (chat) or as plain text (plain); "
+                                          "auto: chat when the tokenizer has a chat template"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (all linear layers) instead of the "
+                                                        "full model"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default 2 x rank)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    train_embeddings: bool = field(default=False, metadata={"help": "with --lora, train the input embeddings and LM "
+                                                                    "head in full (modules_to_save)"})
+    merge: bool = field(default=False, metadata={"help": "with --lora, write the merged full model to OUTPUT_DIR and "
+                                                         "keep the adapter in OUTPUT_DIR/adapter"})
+
+
+CONFIG_CLASSES = (SFTScriptArguments, DiffusionSFTConfig)
+# this command's defaults where they differ from DiffusionSFTConfig's (a config file or a flag overrides them)
+COMMAND_DEFAULTS = {"lr_scheduler_type": "cosine", "max_length": 512, "seed": 0, "report_to": "none",
+                    "eval_strategy": "no", "bf16": False}
+# flag spellings kept from before the dataclass parser: --batch-size sets both per-device batch sizes
+ALIASES = {"batch_size": ("per_device_train_batch_size", "per_device_eval_batch_size"),
+           "epochs": ("num_train_epochs",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "sft") -> None:
-    add = parser.add_argument
-    add("--model", required=True, help="diffusion checkpoint (directory or Hub id), e.g. the output of `adapt`")
-    add("--dataset", required=True, help="local .json/.jsonl file or Hub dataset name")
-    add("--output-dir", required=True, help="where the model (or the LoRA adapter) and tokenizer are written")
-    add("--dataset-config", help="Hub dataset configuration name")
-    add("--dataset-split", default="train", help="split to train on (default train)")
-    add("--eval-dataset", help="held-out file / Hub name: diffusion loss evaluated before and after training")
-    add("--eval-split", default="test", help="split of a Hub --eval-dataset (default test)")
-    add("--limit", type=int, help="train on the first N rows only")
-    add("--format", choices=["auto", "chat", "plain"], default="auto",
-        help="alpaca rows through the chat template (chat) or as plain text (plain); auto: chat when the tokenizer "
-             "has a chat template")
-    add("--lora", action="store_true", help="train a LoRA adapter (all linear layers) instead of the full model")
-    add("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
-    add("--lora-alpha", type=int, help="LoRA alpha (default 2 x rank)")
-    add("--lora-dropout", type=float, default=0.05)
-    add("--train-embeddings", action="store_true",
-        help="with --lora, train the input embeddings and LM head in full (modules_to_save), as the reference did")
-    add("--merge", action="store_true",
-        help="with --lora, write the merged full model to OUTPUT_DIR and keep the adapter in OUTPUT_DIR/adapter")
-    add("--max-steps", type=int, default=-1, help="optimizer steps (default: --epochs over the data)")
-    add("--epochs", type=float, default=3.0, help="epochs when --max-steps is not given (default 3)")
-    add("--learning-rate", type=float, help="default 1e-4 with --lora, 2e-5 otherwise")
-    add("--lr-scheduler-type", default="cosine")
-    add("--warmup-steps", type=int, default=0)
-    add("--weight-decay", type=float, default=0.0)
-    add("--batch-size", type=int, default=8, help="sequences per device per step (default 8)")
-    add("--gradient-accumulation-steps", type=int, default=1)
-    add("--max-length", type=int, default=512, help="tokens per prompt + answer (longer ones are truncated)")
-    add("--loss-normalization", choices=["masked_tokens", "elbo"], default="masked_tokens")
-    add("--eos-filler", choices=["random", "max_length", "longest"], default="random",
-        help="EOS filler after answers: up to a random length <= --max-length (default), always --max-length, or "
-             "only the batch's longest sequence (cheapest)")
-    add("--seed", type=int, default=0)
-    add("--bf16", action="store_true", help="bf16 mixed precision")
-    add("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
-        help="recompute activations in backward (TRL's default; SmolLM2-135M with the README's flags peaks at 3.4 GB "
-             "RSS instead of 13.7 GB; --no-gradient-checkpointing trades that memory for ~30%% speed)")
-    add("--logging-steps", type=int, default=10)
-    add("--save-steps", type=int, help="checkpoint every N steps (default: only the final model)")
-    add("--report-to", default="none", help="none, tensorboard, wandb, ...")
-    add("--push-to-hub", metavar="REPO_ID", help="push the result (adapter or model, with its card) to this Hub repo")
+    from . import explicit_flags_only
+
+    explicit_flags_only(parser, CONFIG_CLASSES)
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML file of settings: keys are the field names of these flags (model, dataset, lora, "
+                             "max_steps, per_device_train_batch_size, ...); flags given here override it")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=argparse.SUPPRESS,
+                        help="per_device_train_batch_size and per_device_eval_batch_size together (default 8)")
+    parser.add_argument("--epochs", type=float, default=argparse.SUPPRESS, help="num_train_epochs")
 
 
-def _validate(args) -> None:
-    for flag in ("batch_size", "gradient_accumulation_steps", "max_length", "lora_r", "logging_steps"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.max_steps == 0 or args.max_steps < -1:
+def _load_config(path: str) -> dict:
+    import yaml
+
+    from ..paths import require_local_path
+
+    with open(require_local_path(path, "--config", kind="file"), encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config {path} must be a mapping of settings")
+    return values
+
+
+def resolve_arguments(args: argparse.Namespace) -> tuple[SFTScriptArguments, DiffusionSFTConfig]:
+    """Dataclass defaults < this command's defaults < ``--config`` file < flags given; the learning rate defaults to
+    1e-4 with LoRA, 2e-5 otherwise; without save_steps / save_strategy only the final model is saved."""
+    from . import given_fields
+
+    script_names = {f.name for f in dataclasses.fields(SFTScriptArguments)}
+    config_names = {f.name for f in dataclasses.fields(DiffusionSFTConfig) if f.init}
+    from_file = _load_config(args.config) if getattr(args, "config", None) else {}
+    given = {**given_fields(args, SFTScriptArguments), **given_fields(args, DiffusionSFTConfig)}
+    for alias, targets in ALIASES.items():
+        if hasattr(args, alias):
+            given.update({target: getattr(args, alias) for target in targets})
+    unknown = sorted(set(from_file) - script_names - config_names)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))} in config {args.config!r}; settings "
+                         "are the fields of SFTScriptArguments and DiffusionSFTConfig (`diffusion-lm sft --help`)")
+    values = {**COMMAND_DEFAULTS, **from_file, **given}
+    if "per_device_train_batch_size" in values:
+        values.setdefault("per_device_eval_batch_size", values["per_device_train_batch_size"])
+    script = SFTScriptArguments(**{k: v for k, v in values.items() if k in script_names})
+    for required in ("model", "dataset", "output_dir"):
+        if values.get(required) is None:
+            raise ValueError(f"--{required.replace('_', '-')} is required (a flag or the {required!r} key of --config)")
+    trainer = {k: v for k, v in values.items() if k in config_names}
+    _validate(script, trainer)
+    trainer.setdefault("learning_rate", 1e-4 if script.lora else 2e-5)
+    if "save_steps" not in trainer and "save_strategy" not in trainer:
+        trainer["save_strategy"] = "no"
+    # transformers 5 names it activation_checkpointing; --no-gradient-checkpointing turns both off
+    trainer.setdefault("activation_checkpointing", trainer.get("gradient_checkpointing", True))
+    if isinstance(trainer.get("report_to"), str):
+        trainer["report_to"] = [] if trainer["report_to"] == "none" else trainer["report_to"].split(",")
+    return script, DiffusionSFTConfig(**trainer)
+
+
+def _validate(script: SFTScriptArguments, trainer: dict) -> None:
+    for name, flag in (("per_device_train_batch_size", "--batch-size"),
+                       ("gradient_accumulation_steps", "--gradient-accumulation-steps"),
+                       ("max_length", "--max-length"), ("logging_steps", "--logging-steps")):
+        if name in trainer and trainer[name] is not None and trainer[name] < 1:
+            raise ValueError(f"{flag} must be >= 1")
+    if script.lora_r < 1:
+        raise ValueError("--lora-r must be >= 1")
+    max_steps = trainer.get("max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
         raise ValueError("--max-steps must be a positive number of steps")
-    if args.limit is not None and args.limit < 1:
+    if script.limit is not None and script.limit < 1:
         raise ValueError("--limit must be >= 1")
-    if (args.train_embeddings or args.merge) and not args.lora:
+    if (script.train_embeddings or script.merge) and not script.lora:
         raise ValueError("--train-embeddings and --merge only apply with --lora")
-    if not os.path.exists(args.model) and args.model.startswith((".", "/")):
-        raise ValueError(f"model directory not found: {args.model}")
+    if not os.path.exists(script.model) and script.model.startswith((".", "/")):
+        raise ValueError(f"model directory not found: {script.model}")
 
 
 def run(args: argparse.Namespace) -> int:
-    _validate(args)
-    from ..sft import DiffusionSFTConfig, DiffusionSFTTrainer, load_sft_dataset, lora_config_for
-
+    script, config = resolve_arguments(args)
     from ..checkpoint import load_checkpoint
+    from ..sft import DiffusionSFTTrainer, load_sft_dataset, lora_config_for
 
-    model, tokenizer = load_checkpoint(args.model, what="--model")
-    chat = args.format == "chat" or (args.format == "auto" and bool(tokenizer.chat_template))
-    if args.format == "chat" and not tokenizer.chat_template:
+    model, tokenizer = load_checkpoint(script.model, what="--model")
+    chat = script.format == "chat" or (script.format == "auto" and bool(tokenizer.chat_template))
+    if script.format == "chat" and not tokenizer.chat_template:
         raise ValueError("--format chat needs a tokenizer with a chat template")
-    train = load_sft_dataset(args.dataset, split=args.dataset_split, chat=chat, config_name=args.dataset_config)
-    if args.limit is not None:
-        train = train.select(range(min(args.limit, len(train))))
+    train = load_sft_dataset(script.dataset, split=script.dataset_split, chat=chat, config_name=script.dataset_config)
+    if script.limit is not None:
+        train = train.select(range(min(script.limit, len(train))))
     evaluation = None
-    if args.eval_dataset:
-        evaluation = load_sft_dataset(args.eval_dataset, split=args.eval_split, chat=chat,
-                                      config_name=args.dataset_config)
-    config = DiffusionSFTConfig(
-        output_dir=args.output_dir,
-        max_steps=args.max_steps,
-        num_train_epochs=args.epochs,
-        learning_rate=args.learning_rate or (1e-4 if args.lora else 2e-5),
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_length=args.max_length,
-        loss_normalization=args.loss_normalization,
-        eos_filler=args.eos_filler,
-        seed=args.seed,
-        bf16=args.bf16,
-        activation_checkpointing=args.gradient_checkpointing,
-        logging_steps=args.logging_steps,
-        save_strategy="steps" if args.save_steps else "no",
-        save_steps=args.save_steps or 500,
-        eval_strategy="no",
-        report_to=[] if args.report_to == "none" else args.report_to.split(","),
-        # a merged run pushes the merged model at the end (below); Trainer's push would upload the adapter
-        push_to_hub=bool(args.push_to_hub) and not args.merge,
-        hub_model_id=args.push_to_hub,
-    )
+    if script.eval_dataset:
+        evaluation = load_sft_dataset(script.eval_dataset, split=script.eval_split, chat=chat,
+                                      config_name=script.dataset_config)
+    # a merged run pushes the merged model at the end (below); Trainer's push would upload the adapter
+    push_repo = (config.hub_model_id or os.path.basename(os.path.abspath(config.output_dir))) \
+        if config.push_to_hub else None
+    if push_repo and script.merge:
+        config.push_to_hub = False
     peft_config = None
-    if args.lora:
-        peft_config = lora_config_for(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                                      train_embeddings=args.train_embeddings)
+    if script.lora:
+        peft_config = lora_config_for(model, r=script.lora_r, alpha=script.lora_alpha, dropout=script.lora_dropout,
+                                      train_embeddings=script.train_embeddings)
     trainer = DiffusionSFTTrainer(model, args=config, train_dataset=train, eval_dataset=evaluation,
                                   processing_class=tokenizer, peft_config=peft_config)
-    trainer.dataset_names.append(args.dataset)
-    summary = {"model": args.model, "dataset": args.dataset, "train_rows": len(train), "lora": args.lora}
+    trainer.dataset_names.append(script.dataset)
+    summary = {"model": script.model, "dataset": script.dataset, "train_rows": len(train), "lora": script.lora}
     if evaluation is not None:
         summary["eval_loss_before"] = trainer.evaluate()["eval_loss"]
     result = trainer.train()
@@ -132,21 +176,22 @@ def run(args: argparse.Namespace) -> int:
         summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
     # with --merge, OUTPUT_DIR is the full model that generate / chat / eval / push find there; the adapter is kept
     # in a sub-folder (push leaves it out)
-    adapter_dir = os.path.join(args.output_dir, "adapter") if args.merge else args.output_dir
+    output_dir = config.output_dir
+    adapter_dir = os.path.join(output_dir, "adapter") if script.merge else output_dir
     trainer.save_model(adapter_dir)
-    if args.merge and trainer.is_world_process_zero():
+    if script.merge and trainer.is_world_process_zero():
         from ..checkpoint import save_checkpoint
 
         record = trainer.training_record()  # read before merging: it describes the adapter
-        save_checkpoint(trainer.model.merge_and_unload(), tokenizer, args.output_dir, record)
+        save_checkpoint(trainer.model.merge_and_unload(), tokenizer, output_dir, record)
         summary["adapter_dir"] = adapter_dir
-    if args.push_to_hub and args.merge:
+    if push_repo and script.merge:
         if trainer.is_world_process_zero():
             from ..push import push_checkpoint
 
-            push_checkpoint(args.output_dir, args.push_to_hub)
-    elif args.push_to_hub:
-        trainer.push_to_hub(dataset_name=args.dataset)
-    summary["output_dir"] = args.output_dir
+            push_checkpoint(output_dir, push_repo)
+    elif push_repo:
+        trainer.push_to_hub(dataset_name=script.dataset)
+    summary["output_dir"] = output_dir
     print(json.dumps(summary, indent=2, default=str))
     return 0
