@@ -63,3 +63,41 @@ def test_objective_runs_the_lm_head_only_on_masked_positions_and_equals_the_full
         assert torch.allclose(new_grad, model.lm_head.weight.grad, atol=1e-5)
         handle = model.lm_head.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
     handle.remove()
+
+
+def test_cpu_training_memory_maps_large_buffers(tmp_path, monkeypatch):
+    """On CPU the trainers fix glibc's mmap threshold (freed activation buffers go back to the system instead of
+    piling up in a fragmented heap); 0 leaves the allocator alone; a negative value is refused."""
+    import pytest
+
+    import diffusion_lm.trainer as trainer_module
+    from diffusion_lm.data import DiffusionDataCollator
+    from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "set_cpu_mmap_threshold", lambda threshold: calls.append(threshold) or True)
+    model, tokenizer = tiny_diffusion_model("llama")
+    for threshold, expected in ((None, [1 << 20]), (0, [])):
+        calls.clear()
+        extra = {} if threshold is None else {"cpu_mmap_threshold": threshold}
+        args = DiffusionTrainingArguments(str(tmp_path), use_cpu=True, report_to=[], **extra)
+        DiffusionTrainer(model=model, args=args, data_collator=DiffusionDataCollator(tokenizer.pad_token_id))
+        assert calls == expected
+    with pytest.raises(ValueError, match="cpu_mmap_threshold"):
+        DiffusionTrainingArguments(str(tmp_path), use_cpu=True, cpu_mmap_threshold=-1)
+    # the diffusion fields follow transformers' own: output_dir stays the first positional argument
+    from diffusion_lm.sft import DiffusionSFTConfig
+
+    assert DiffusionTrainingArguments(str(tmp_path), use_cpu=True).output_dir == str(tmp_path)
+    assert DiffusionSFTConfig(str(tmp_path), use_cpu=True, bf16=False).output_dir == str(tmp_path)
+
+
+def test_set_cpu_mmap_threshold_reaches_glibc():
+    import platform
+
+    from diffusion_lm.trainer import set_cpu_mmap_threshold
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert set_cpu_mmap_threshold(1 << 20) is True
+    else:
+        assert set_cpu_mmap_threshold(1 << 20) in (True, False)

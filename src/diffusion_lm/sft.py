@@ -63,7 +63,7 @@ EOS_FILLERS = ("random", "max_length", "longest")
 
 
 @dataclass
-class DiffusionSFTConfig(SFTConfig, DiffusionArguments):
+class DiffusionSFTConfig(DiffusionArguments, SFTConfig):
     r"""
     [`~trl.SFTConfig`] plus the masked-diffusion fields.
 

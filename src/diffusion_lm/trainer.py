@@ -63,6 +63,22 @@ def check_attention_settings(
                          "(--attn-implementation): flash kernels take no attention pattern; use sdpa or eager")
 
 
+CPU_MMAP_THRESHOLD = 1 << 20  # bytes; see DiffusionArguments.cpu_mmap_threshold
+
+
+def set_cpu_mmap_threshold(threshold: int) -> bool:
+    """glibc's ``mallopt(M_MMAP_THRESHOLD, threshold)`` for this process (also stops the threshold from growing);
+    False where there is no glibc (macOS, musl) or it refuses."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_mmap_threshold = -3  # from malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+
+
 @dataclass
 class DiffusionArguments:
     """The masked-diffusion fields ``DiffusionTrainingArguments`` and ``DiffusionSFTConfig`` share."""
@@ -81,6 +97,13 @@ class DiffusionArguments:
     )
     mask_token_id: int | None = field(
         default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
+    )
+    cpu_mmap_threshold: int = field(
+        default=CPU_MMAP_THRESHOLD,
+        metadata={"help": "Training on CPU (Linux): allocations from this many bytes up get their own memory map, "
+                          "returned when freed. glibc's default threshold grows as buffers are freed and then keeps "
+                          "them in a fragmented heap: diffusion-lm sft on SmolLM2-135M peaks at 2.4 GB RSS with "
+                          "1 MiB instead of 7.1 GB, at ~1.4x the step time. 0 keeps glibc's default."},
     )
 
     def defer_checkpointing_to_fsdp(self) -> None:
@@ -103,10 +126,12 @@ class DiffusionArguments:
             raise ValueError(f"noise_eps must be in [0, 1), got {self.noise_eps}")
         if self.mask_token_id is not None and self.mask_token_id < 0:
             raise ValueError(f"mask_token_id must be >= 0, got {self.mask_token_id}")
+        if self.cpu_mmap_threshold < 0:
+            raise ValueError(f"cpu_mmap_threshold must be >= 0 bytes, got {self.cpu_mmap_threshold}")
 
 
 @dataclass
-class DiffusionTrainingArguments(TrainingArguments, DiffusionArguments):
+class DiffusionTrainingArguments(DiffusionArguments, TrainingArguments):
     """``TrainingArguments`` plus the masked-diffusion knobs."""
 
     anneal_steps: int = field(
@@ -198,6 +223,9 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         if not isinstance(getattr(self, "_metrics", None), dict):
             self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._eval_generator: torch.Generator | None = None
+        if self.args.device.type == "cpu" and self.args.cpu_mmap_threshold > 0:
+            if set_cpu_mmap_threshold(self.args.cpu_mmap_threshold):
+                logger.info(f"CPU training: allocations >= {self.args.cpu_mmap_threshold} bytes are memory-mapped")
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def diffusion_inputs(self, inputs: dict[str, torch.Tensor]):
