@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from diffusion_lm.evaluation.tasks import gsm8k_final_answer
+from diffusion_lm.evaluation.tasks import gsm8k_final_answer, gsm8k_prompt
 
 CALCULATION = re.compile(r"<<[^<>]*>>")
 STYLES = ("calc", "full")
@@ -60,8 +60,7 @@ def reference_target(answer: str, style: str = "calc") -> str:
     return " ".join([*CALCULATION.findall(answer), f"#### {final}"])
 
 
-def prompt_of(question: str, chat: bool):
-    return [{"role": "user", "content": question}] if chat else f"Question: {question}\nAnswer:"
+prompt_of = gsm8k_prompt  # the evaluation's prompt rule (diffusion_lm.evaluation.tasks)
 
 
 def sft_rows(records: list[dict], style: str = "calc", chat: bool = False) -> list[dict]:

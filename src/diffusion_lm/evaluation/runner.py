@@ -22,6 +22,7 @@ from .tasks import (
     MultipleChoiceExample,
     canonical_task_name,
     gsm8k_final_answer,
+    gsm8k_prompt,
 )
 
 # table columns: (title, task, metric); values are printed x100
@@ -133,11 +134,10 @@ def last_number(text: str) -> str | None:
 def gsm8k_prompt_ids(tokenizer, question: str) -> list[int]:
     """The question through the tokenizer's chat template when it has one, else "Question: ...\\nAnswer:"."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
+        text = tokenizer.apply_chat_template(gsm8k_prompt(question, chat=True), tokenize=False,
+                                             add_generation_prompt=True)
         return continuation_token_ids(tokenizer, text)  # the template already holds the special tokens
-    return context_token_ids(tokenizer, f"Question: {question}\nAnswer:")
+    return context_token_ids(tokenizer, gsm8k_prompt(question, chat=False))
 
 
 def run_gsm8k(

@@ -108,6 +108,12 @@ def task_spec_name(spec: str) -> str:
     return canonical_task_name(spec.partition("=")[0])
 
 
+def gsm8k_prompt(question: str, chat: bool) -> str | list[dict]:
+    """The GSM8K prompt, one rule for evaluation and the SFT recipe: a user turn for a chat template, else
+    "Question: ...\nAnswer:"."""
+    return [{"role": "user", "content": question}] if chat else f"Question: {question}\nAnswer:"
+
+
 def gsm8k_final_answer(text: str) -> str | None:
     """The text after the last "####" (first line of it), commas removed; None when there is no "####"."""
     if "####" not in text:
