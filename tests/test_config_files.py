@@ -137,3 +137,19 @@ def test_sft_unknown_config_key_is_a_short_error_naming_it(tmp_path, capsys, mon
     assert main(["sft", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "lora_rank" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize("command,key", [("adapt", "dataset"), ("adapt", "base"), ("sft", "model"), ("sft", "dataset")])
+def test_a_missing_path_in_a_config_file_is_a_short_error_naming_its_key(command, key, tmp_path, capsys, monkeypatch):
+    """Paths from a config file get the same early check as flags: one message naming the key, nothing loaded."""
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+    missing = str(tmp_path / "nowhere" / "data.jsonl")
+    values = {"max_steps": 1, "output_dir": str(tmp_path / "out")} if command == "adapt" else dict(SFT_VALUES)
+    values[key] = missing
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main([command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}' of the config file" in err and missing in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()

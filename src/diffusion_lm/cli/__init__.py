@@ -120,25 +120,32 @@ class HubUnreachableError(ConnectionError):
     """A Hub id was given, it is not in the local cache, and huggingface.co does not answer."""
 
 
-def check_references(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+def check_references(args: argparse.Namespace, settings=None) -> list[tuple[str, str, str]]:
     """Check every local path argument (FileNotFoundError naming it, no Hub lookup) and expand ``~`` in place.
-    Returns the (label, Hub id, category) of the arguments that are Hub ids."""
+    Returns the (label, Hub id, category) of the arguments that are Hub ids.
+
+    ``settings``: the command's resolved settings object, when a config file may have named them; its values are
+    checked the same way, and only the Hub ids that no flag gave (those were returned for the flags) come back."""
     from ..paths import looks_local, require_local_path, resolve_model_reference
 
+    source = args if settings is None else settings
     hub_ids = []
     for attribute, label, category in REFERENCE_ARGUMENTS.get(args.command, []):
-        value = getattr(args, attribute, None)
+        value = getattr(source, attribute, None)
         if value is None:
             continue
+        if settings is not None and getattr(args, attribute, None) is None:
+            label = f"{attribute!r} of the config file"
         if category in ("dir", "file"):
-            setattr(args, attribute, require_local_path(value, label, kind=category))
+            setattr(source, attribute, require_local_path(value, label, kind=category))
         elif not looks_local(value):
-            hub_ids.append((label, value, category))
+            if settings is None or getattr(args, attribute, None) is None:
+                hub_ids.append((label, value, category))
         elif category == "model":
             gguf = attribute in ("base", "ar_baseline")  # AR bases may be GGUF files
-            setattr(args, attribute, resolve_model_reference(value, label, gguf=gguf))
+            setattr(source, attribute, resolve_model_reference(value, label, gguf=gguf))
         else:
-            setattr(args, attribute, require_local_path(value, label))
+            setattr(source, attribute, require_local_path(value, label))
     return hub_ids
 
 

@@ -43,10 +43,12 @@ def settings_from_args(args: argparse.Namespace) -> AdaptSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import check_references, hub_access
     from ..adapt import run_adaptation
 
     settings = settings_from_args(args)
-    summary = run_adaptation(settings)
+    with hub_access(check_references(args, settings)):  # paths a config file named get the flags' early check
+        summary = run_adaptation(settings)
     sample = summary.pop("sample", None)
     print(json.dumps(summary, indent=2, default=str))
     if sample is not None:

@@ -134,12 +134,17 @@ def _validate(script: SFTScriptArguments, trainer: dict) -> None:
         raise ValueError("--limit must be >= 1")
     if (script.train_embeddings or script.merge) and not script.lora:
         raise ValueError("--train-embeddings and --merge only apply with --lora")
-    if not os.path.exists(script.model) and script.model.startswith((".", "/")):
-        raise ValueError(f"model directory not found: {script.model}")
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import check_references, hub_access
+
     script, config = resolve_arguments(args)
+    with hub_access(check_references(args, script)):  # paths a config file named get the flags' early check
+        return train(script, config)
+
+
+def train(script: SFTScriptArguments, config: DiffusionSFTConfig) -> int:
     from ..checkpoint import load_checkpoint
     from ..sft import DiffusionSFTTrainer, load_sft_dataset, lora_config_for
 
