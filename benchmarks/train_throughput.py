@@ -6,12 +6,14 @@ Phases, each measured in a fresh process so peak memory is its own:
   diffusion          diffusion objective after annealing (bidirectional, no L x L mask); the LM head runs only on
                      the masked positions, in chunks recomputed in backward (the library's training path)
   diffusion-full-logits  the same loss from logits at every position (the computation before that change)
-Prints tokens/s and memory, and their ratios against the baseline measured in the same run: the process's peak and
-the step's own peak (peak minus the memory held before the first step: weights, batches). The quality column is the
-loss of the first batch against the full-logits computation on the same corruption (they must agree).
+Prints tokens/s and memory, and their ratios against the baseline measured in the same run: the peak during the timed
+steps, and the step's own memory (that peak minus what stays held between steps once the warm-up has run: weights,
+optimizer state, batches - the same for every phase; what is left is activations, logits and gradients). The quality
+line is the loss of the first batch against the full-logits computation on the same corruption (they must agree).
 
     python benchmarks/train_throughput.py                       # tiny LLaMA-shaped model, CPU, ~1 min
     python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --steps 6
+    python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --gradient-checkpointing
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ PHASES = ("causal-lm", "diffusion-anneal", "diffusion", "diffusion-full-logits")
 def current_rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def reset_peak_rss() -> None:
+    """Linux: set the process's peak RSS (VmHWM) to its current RSS, so the peak that follows is the steps' own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024  # kB -> MiB
 
 
 def full_logits_loss(model, input_ids, maskable, noise_levels, draws):
@@ -79,6 +92,8 @@ def run_phase(phase: str, args, queue) -> None:
     ar, diffusion, tokenizer = build_models(args)
     model = (ar if phase == "causal-lm" else diffusion).to(device).train()
     del ar, diffusion  # only the measured model stays alive
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size - 1
@@ -115,12 +130,15 @@ def run_phase(phase: str, args, queue) -> None:
         with torch.no_grad(), autocast:
             agreement = abs(float(diffusion_loss(batches[0], 0).loss)
                             - float(diffusion_loss(batches[0], 0, full_logits=True).loss))
-    held_before = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else current_rss_mib()
+    for index, input_ids in enumerate(batches[: args.warmup]):
+        step(input_ids, index)  # allocates the optimizer state, which then stays held
     if device.type == "cuda":
         torch.cuda.synchronize()
+        held = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-    for index, input_ids in enumerate(batches[: args.warmup]):
-        step(input_ids, index)
+    else:
+        held = current_rss_mib()
+        reset_peak_rss()
     start = time.perf_counter()
     for index, input_ids in enumerate(batches[args.warmup :], start=args.warmup):
         step(input_ids, index)
@@ -128,10 +146,10 @@ def run_phase(phase: str, args, queue) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB, whole process
+        peak = peak_rss_mib()
     elapsed = time.perf_counter() - start
     queue.put({"phase": phase, "tokens_per_s": args.steps * args.batch_size * args.block_size / elapsed,
-               "peak_mib": peak, "step_mib": peak - held_before, "agreement": agreement})
+               "peak_mib": peak, "step_mib": peak - held, "agreement": agreement})
 
 
 def main() -> None:
@@ -140,13 +158,16 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps; at least 1 (allocates optimizer state)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (both phases)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3, help="phases alternate this many times; medians are shown")
     args = parser.parse_args()
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1: the first step allocates the optimizer state")
 
     context = mp.get_context("spawn")
 
@@ -186,10 +207,11 @@ def main() -> None:
             results[phase][key] = statistics.median(r[key] for r in memory_source)
 
     base = results["causal-lm"]
-    memory_kind = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS MiB (64 KiB mmap threshold)"
+    memory_kind = "peak CUDA MiB in steps" if args.device.startswith("cuda") else "peak RSS MiB in steps (64 KiB mmap threshold)"
     print(f"\nmedians of {args.rounds} rounds; model={args.base or 'tiny-llama(4x256)'} device={args.device} attn={args.attn} "
-          f"batch={args.batch_size}x{args.block_size} steps={args.steps} (after {args.warmup} warm-up)")
-    print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | ratio | step MiB (peak - held) | ratio |")
+          f"batch={args.batch_size}x{args.block_size} steps={args.steps} (after {args.warmup} warm-up) "
+          f"gradient checkpointing={'on' if args.gradient_checkpointing else 'off'}")
+    print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | ratio | step MiB (peak - held between steps) | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for phase in PHASES:
         r = results[phase]

@@ -101,3 +101,15 @@ def test_set_cpu_mmap_threshold_reaches_glibc():
         assert set_cpu_mmap_threshold(1 << 20) is True
     else:
         assert set_cpu_mmap_threshold(1 << 20) in (True, False)
+
+
+def test_the_default_chunk_holds_a_fixed_number_of_logits_whatever_the_vocabulary():
+    from diffusion_lm.modeling.modeling_diffusion_utils import LOSS_CHUNK_ELEMENTS
+
+    for vocab in (50, 1000):
+        head = torch.nn.Linear(4, vocab, bias=False)
+        rows = []
+        head.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+        hidden = torch.randn(1, 40_000, 4)
+        cross_entropy_at_targets(hidden, head, torch.randint(0, vocab, (1, 40_000)))
+        assert max(rows) == min(40_000, LOSS_CHUNK_ELEMENTS // vocab) and sum(rows) == 40_000

@@ -164,7 +164,13 @@ def prepare_decoder_inputs(
     return inputs_embeds, position_ids, layer_mask
 
 
-DEFAULT_LOSS_CHUNK_SIZE = 1024  # positions per LM-head chunk: (chunk, vocab) float32 logits alive at a time
+# logits elements per LM-head chunk (32 MiB in float32): a chunk's rows follow from the vocabulary, 170 at 49k
+# (SmolLM2), 256 at 32k (LLaMA-2); a few such tensors are alive at once in backward, far below the activations
+LOSS_CHUNK_ELEMENTS = 2**23
+
+
+def loss_chunk_rows(vocab_size: int) -> int:
+    return max(1, LOSS_CHUNK_ELEMENTS // vocab_size)
 
 
 def _chunk_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -175,17 +181,21 @@ def cross_entropy_at_targets(
     hidden_states: torch.Tensor,
     lm_head: torch.nn.Module,
     target_ids: torch.Tensor,
-    chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """(B, L) float32 cross-entropy of ``lm_head(hidden_states)`` against ``target_ids``, 0 where the target is
     ``IGNORE_INDEX``.
 
-    The LM head runs only on the scored positions, ``chunk_size`` at a time; under autograd each chunk's logits
-    are recomputed in backward instead of kept, so a (positions, vocabulary) tensor never exists: the memory of
-    the loss is one chunk's logits, whatever the sequence length.
+    The LM head runs only on the scored positions, ``chunk_size`` at a time (default: ``LOSS_CHUNK_ELEMENTS``
+    logits per chunk); under autograd each chunk's logits are recomputed in backward instead of kept, so a
+    (positions, vocabulary) tensor never exists: the memory of the loss is one chunk's logits, whatever the
+    sequence length.
     """
     if target_ids.shape != hidden_states.shape[:2]:
         raise ValueError(f"target_ids must have shape {tuple(hidden_states.shape[:2])}, got {tuple(target_ids.shape)}")
+    if chunk_size is None:
+        # out_features, not weight.shape: ZeRO-3 leaves partitioned weights empty outside their gather
+        chunk_size = loss_chunk_rows(getattr(lm_head, "out_features", None) or lm_head.weight.shape[0])
     if chunk_size < 1:
         raise ValueError(f"loss_chunk_size must be >= 1, got {chunk_size}")
     scored = target_ids != IGNORE_INDEX
@@ -217,7 +227,7 @@ class DiffusionLMHeadMixin:
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         target_ids: torch.LongTensor | None = None,
-        loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
+        loss_chunk_size: int | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
         """Logits for every position; ``logits[:, i]`` predicts token i + 1 when ``config.shift``.
@@ -229,7 +239,8 @@ class DiffusionLMHeadMixin:
         transformers: ``k > 0`` computes the LM head on the last k positions only, a 1D tensor on those indices.
         ``target_ids`` (B, L): the token each position's logit is scored against (``-100``: not scored); the output
         then carries ``token_losses`` (float32 cross-entropy per position) instead of logits, the LM head run only
-        where a target is scored, ``loss_chunk_size`` positions at a time (training's memory is one chunk's logits).
+        where a target is scored, ``loss_chunk_size`` positions at a time (default: 32 MiB of float32 logits per
+        chunk; training's memory is one chunk's logits).
         """
         outputs = getattr(self, self.base_model_prefix)(
             input_ids=input_ids,
