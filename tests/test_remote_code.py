@@ -2,7 +2,8 @@
 
 The round trip saves tiny checkpoints with the current code, then loads and generates with them in a fresh interpreter
 where ``import diffusion_lm`` fails: once on the installed (newest) transformers, once on the lowest declared version,
-installed into ``.ci/transformers-lowest`` by the README's test command (``.ci/run``).
+installed into the venv ``.ci/transformers-lowest`` by the README's test command (``.ci/run``), whose own interpreter
+runs that process, so nothing from the main environment (a newer ``kernels``, say) can reach transformers 5.0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tiny import run_clean_process, tiny_diffusion_model
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELING_DIR = os.path.join(REPO, "src", "diffusion_lm", "modeling")
 LOWEST_DIR = os.path.join(REPO, ".ci", "transformers-lowest")
+LOWEST_PYTHON = os.path.join(LOWEST_DIR, "bin", "python")
 FAMILIES = ("gpt2", "llama", "qwen2")
 MODULES = {"gpt2": "diffugpt", "llama": "diffullama", "qwen2": "diffuqwen2"}  # family -> its module suffix
 PROMPT = "the cat sat on"
@@ -62,15 +64,14 @@ class BlockDiffusionLM:
 
 
 sys.meta_path.insert(0, BlockDiffusionLM())
-side_dir, directories, prompt = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-if side_dir:
-    sys.path.insert(0, side_dir)
+directories, prompt = json.loads(sys.argv[1]), sys.argv[2]
 
 import torch
 import transformers
 from transformers import AutoModel, AutoTokenizer
 
-report = {"transformers": transformers.__version__, "transformers_file": transformers.__file__, "models": {}}
+report = {"transformers": transformers.__version__, "transformers_file": transformers.__file__, "models": {},
+          "prefix": sys.prefix}
 for name, directory in directories.items():
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
     model = AutoModel.from_pretrained(directory, trust_remote_code=True).eval()
@@ -127,10 +128,18 @@ def checkpoints(tmp_path_factory):
     return saved
 
 
-def run_round_trip(checkpoints, tmp_path, side_dir: str = "") -> tuple[dict, str]:
+def run_round_trip(checkpoints, tmp_path, python: str = sys.executable) -> tuple[dict, str]:
     """(report, everything the process printed) of the round trip in a fresh, isolated, non-interactive process."""
     directories = {family: directory for family, (directory, _, _) in checkpoints.items()}
-    return run_clean_process(ROUND_TRIP_SCRIPT, [side_dir, json.dumps(directories), PROMPT], str(tmp_path))
+    return run_clean_process(ROUND_TRIP_SCRIPT, [json.dumps(directories), PROMPT], str(tmp_path), python=python)
+
+
+def lowest_python() -> str:
+    """The interpreter of the lowest-version venv; skips (naming the command that creates it) when it is absent."""
+    if not os.path.isfile(LOWEST_PYTHON):
+        create = " && ".join(part for part in readme_test_command().split(" && ") if "transformers-lowest" in part)
+        pytest.skip(f".ci/transformers-lowest does not exist; the README's test command (.ci/run) creates it: {create}")
+    return LOWEST_PYTHON
 
 
 def check_round_trip(report: dict, printed: str, checkpoints) -> None:
@@ -159,11 +168,9 @@ def test_round_trip_on_installed_transformers(checkpoints, tmp_path):
 
 
 def test_round_trip_on_lowest_declared_transformers(checkpoints, tmp_path):
-    if not os.path.isdir(os.path.join(LOWEST_DIR, "transformers")):
-        create = next(part for part in readme_test_command().split(" && ") if "transformers-lowest" in part)
-        pytest.skip(f".ci/transformers-lowest does not exist; the README's test command (.ci/run) creates it: {create}")
-    report, printed = run_round_trip(checkpoints, tmp_path, side_dir=LOWEST_DIR)
+    report, printed = run_round_trip(checkpoints, tmp_path, python=lowest_python())
     assert report["transformers_file"].startswith(LOWEST_DIR), report["transformers_file"]
+    assert os.path.realpath(report["prefix"]) == os.path.realpath(LOWEST_DIR)  # its own venv, not the main one
     assert release(report["transformers"]) == release(declared_lowest_transformers())
     check_round_trip(report, printed, checkpoints)
 
@@ -175,7 +182,13 @@ def test_ci_prepares_the_declared_lowest_transformers():
     lowest = declared_lowest_transformers()
     assert release(lowest) == MIN_TRANSFORMERS_VERSION
     command = readme_test_command()
-    assert f'--target .ci/transformers-lowest "transformers=={lowest}"' in command
+    assert "python -m venv .ci/transformers-lowest && " in command
+    assert ".ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt" in command
+    with open(os.path.join(REPO, ".ci", "transformers-lowest.txt"), encoding="utf-8") as f:
+        pins = [line.split("#")[0].strip() for line in f]
+    pins = [pin for pin in pins if pin]
+    assert f"transformers=={lowest}" in pins
+    assert all(re.fullmatch(r"[\w.-]+==[\w.+-]+", pin) for pin in pins), pins  # every dependency pinned exactly
     assert command.rstrip().endswith("python -m pytest -q")
     with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
         assert f.read().rstrip().splitlines()[-1] == command
@@ -267,13 +280,10 @@ CONFIG_WITHOUT_TORCH_SCRIPT = r"""
 import json, sys
 for name in ("torch", "diffusion_lm"):
     sys.modules[name] = None  # `import torch` raises ImportError; importlib.util.find_spec("torch") is None
-side_dir = sys.argv[1]
-if side_dir:
-    sys.path.insert(0, side_dir)
 from transformers import AutoConfig
 
 report = {}
-for name, directory in json.loads(sys.argv[2]).items():
+for name, directory in json.loads(sys.argv[1]).items():
     config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
     report[name] = [type(config).__module__, config.mask_token_id]
 report["torch_loaded"] = sorted(k for k, v in sys.modules.items() if k.split(".")[0] == "torch" and v is not None)
@@ -284,11 +294,9 @@ print("REPORT" + json.dumps(report))
 @pytest.mark.parametrize("version", ["installed", "lowest"])
 def test_configuration_loads_with_torch_unimportable(checkpoints, tmp_path, version):
     """As transformers' own configuration files: a checkpoint's configuration needs neither torch nor modeling code."""
-    side_dir = LOWEST_DIR if version == "lowest" else ""
-    if side_dir and not os.path.isdir(os.path.join(LOWEST_DIR, "transformers")):
-        pytest.skip(".ci/transformers-lowest does not exist (the README's test command creates it)")
+    python = lowest_python() if version == "lowest" else sys.executable
     directories = {family: directory for family, (directory, _, _) in checkpoints.items()}
-    report, _ = run_clean_process(CONFIG_WITHOUT_TORCH_SCRIPT, [side_dir, json.dumps(directories)], str(tmp_path))
+    report, _ = run_clean_process(CONFIG_WITHOUT_TORCH_SCRIPT, [json.dumps(directories)], str(tmp_path), python=python)
     assert report.pop("torch_loaded") == []
     for family, (module, mask_token_id) in report.items():
         assert module.startswith("transformers_modules.") and module.endswith(f"configuration_{MODULES[family]}")

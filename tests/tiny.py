@@ -89,13 +89,13 @@ def save_tiny_ar_checkpoint(directory: str, family: str = "llama", seed: int = 0
     return directory
 
 
-def run_clean_process(script: str, args: list[str], cwd) -> tuple[dict, str]:
+def run_clean_process(script: str, args: list[str], cwd, python: str = sys.executable) -> tuple[dict, str]:
     """Run ``script`` in a fresh, isolated, offline, non-interactive interpreter in ``cwd`` (outside the repository)
     and return (the JSON object it printed after ``REPORT``, everything it printed)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HOME", "TRANSFORMERS_VERBOSITY")}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=os.path.join(cwd, "hf"), HF_MODULES_CACHE=os.path.join(cwd, "modules"))
     # -I: no PYTHONPATH, no user site, no current directory on sys.path; stdin closed, so a prompt could not block
-    result = subprocess.run([sys.executable, "-I", "-c", script, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+    result = subprocess.run([python, "-I", "-c", script, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=300)
     printed = result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]

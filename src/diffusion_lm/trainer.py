@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+try:  # a function since transformers 5.x; a Trainer method in 5.0
+    from transformers.trainer_utils import rotate_checkpoints
+except ImportError:
+    rotate_checkpoints = None
 
 from .modeling.attention_annealing import annealing_ratio
 from .modeling.block_diffusion import num_blocks, per_token_noise_levels
@@ -185,12 +190,15 @@ class AtomicCheckpointsMixin:
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)
             shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
+            if rotate_checkpoints is None:
+                self._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
+            else:
+                rotate_checkpoints(
+                    output_dir=run_dir,
+                    save_total_limit=self.args.save_total_limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,
+                    use_mtime=True,
+                )
         self.accelerator.wait_for_everyone()
 
 

@@ -113,7 +113,11 @@ def resolve_arguments(args: argparse.Namespace) -> tuple[SFTScriptArguments, Dif
     if "save_steps" not in trainer and "save_strategy" not in trainer:
         trainer["save_strategy"] = "no"
     # transformers 5 names it activation_checkpointing; --no-gradient-checkpointing turns both off
-    trainer.setdefault("activation_checkpointing", trainer.get("gradient_checkpointing", True))
+    checkpointing = trainer.get("gradient_checkpointing", True)
+    if "activation_checkpointing" in config_names:
+        trainer.setdefault("activation_checkpointing", checkpointing)
+    else:  # transformers 5.0 has only gradient_checkpointing
+        trainer["gradient_checkpointing"] = checkpointing
     if isinstance(trainer.get("report_to"), str):
         trainer["report_to"] = [] if trainer["report_to"] == "none" else trainer["report_to"].split(",")
     return script, DiffusionSFTConfig(**trainer)
