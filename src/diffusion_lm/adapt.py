@@ -31,7 +31,8 @@ from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedde
 from .paths import read_json
 from .presets import load_preset
 from .training_record import TRAINING_RECORD_NAME, TrainingInfo
-from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings
+from .distillation import is_peft_model
+from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings, check_block_curriculum
 
 EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 # the settings of the run in output_dir, written before training starts: `--resume` alone continues from it
@@ -111,6 +112,23 @@ class AdaptSettings:
                                    choices=["bidirectional", "block"])
     diffusion_block_size: int | None = _setting(16, "positions per block with --attention-mode block (divides "
                                                     "--block-size; dropped with bidirectional unless given)")
+    context_attention: str = _setting("block", "with --attention-mode block: how the context (prompt, committed "
+                                               "blocks) attends - block (block-causal, BD3-LM) or causal (token-"
+                                               "causal: the context stream is the AR model itself, which "
+                                               "--ar-loss-weight trains and causal verification decodes with)",
+                                      choices=["block", "causal"])
+    ar_loss_weight: float = _setting(0.0, "next-token (AR) loss on the clean stream beside the diffusion loss "
+                                          "(needs --context-attention causal; 0 = off)")
+    distill_weight: float = _setting(0.0, "distillation from the frozen AR base: each scored prediction is trained "
+                                          "against (1 - w) * the token + w * the base's next-token distribution "
+                                          "(0 = off, 1 = the teacher alone)")
+    distill_top_k: int = _setting(64, "teacher tokens kept per position (renormalised)")
+    block_curriculum: str | None = _setting(None, "block sizes and the steps where each starts, 'SIZE:STEP,...' "
+                                                  "(e.g. 1:0,4:20,16:40; size 1 is the AR model); ends at "
+                                                  "--diffusion-block-size")
+    lora_r: int = _setting(0, "0: train every weight; > 0: a PEFT LoRA adapter of this rank on every linear layer "
+                              "over the frozen base (plus the [MASK] embedding row), merged into the saved model")
+    lora_alpha: int | None = _setting(None, "LoRA alpha (default 2 x --lora-r)")
     # ablations of the method (METHOD.md): False reads position j's prediction at j instead of j - 1
     shift: bool = _setting(True, "read each position's prediction one to the left (the AR shift); --no-shift is the "
                                  "ablation")
@@ -173,6 +191,34 @@ class AdaptSettings:
             raise ValueError("--streaming needs --dataset (the embedded corpus is sampled, not streamed)")
         check_attention_settings(self.attention_mode, self.diffusion_block_size, self.block_size,
                                  self.attn_implementation)
+        self.validate_adaptation_recipe()
+
+    def validate_adaptation_recipe(self) -> None:
+        """The teacher, AR-loss, curriculum and LoRA settings (ValueError naming the flag)."""
+        for name in ("distill_weight", "ar_loss_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{_flag(name)} must be a number >= 0, got {value!r}")
+        if self.distill_weight > 1:
+            raise ValueError(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
+        for name, minimum in (("distill_top_k", 1), ("lora_r", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{_flag(name)} must be an integer >= {minimum}, got {value!r}")
+        if self.lora_alpha is not None and (not isinstance(self.lora_alpha, int) or self.lora_alpha < 1 or
+                                            not self.lora_r):
+            raise ValueError(f"--lora-alpha must be an integer >= 1 and needs --lora-r > 0, got {self.lora_alpha!r}")
+        if self.context_attention not in ("block", "causal"):
+            raise ValueError(f"--context-attention must be 'block' or 'causal', got {self.context_attention!r}")
+        block = self.attention_mode == "block"
+        if self.context_attention == "causal" and not block:
+            raise ValueError("--context-attention causal needs --attention-mode block")
+        if self.ar_loss_weight and (self.context_attention != "causal" or not self.shift):
+            raise ValueError("--ar-loss-weight needs --attention-mode block with --context-attention causal and the "
+                             "shift: under block-causal context the clean stream sees the tokens it would predict")
+        if self.block_curriculum is not None:
+            check_block_curriculum(self.block_curriculum, self.diffusion_block_size if block else None,
+                                   self.block_size)
 
     def run_record(self) -> dict:
         """The settings as saved in ``output_dir``: what `--resume` continues (JSON values only)."""
@@ -350,6 +396,10 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         anneal_steps=settings.anneal_steps,
         loss_normalization=settings.loss_normalization,
+        distill_weight=settings.distill_weight,
+        distill_top_k=settings.distill_top_k,
+        ar_loss_weight=settings.ar_loss_weight,
+        block_curriculum=settings.block_curriculum,
         seed=settings.seed,
         data_seed=settings.seed,
         logging_steps=settings.logging_steps,
@@ -497,25 +547,30 @@ def replace_final_model(staging: str, output_dir: str) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, info: dict) -> None:
+def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, info: dict):
     """Model, tokenizer, card, training record and trainer_state.json into output_dir, replacing an older final model
-    atomically (see ``replace_final_model``)."""
+    atomically (see ``replace_final_model``). Returns the saved model (a LoRA run's merged one)."""
     staging = os.path.join(settings.output_dir, FINAL_STAGING)
     if trainer.args.should_save:
         shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
     trainer.accelerator.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
+    merged = is_peft_model(model)
+    if merged:  # the adapter is folded into the weights: the saved model is a plain diffusion checkpoint
+        model = model.merge_and_unload()
     # the checkpoint's generation_config.json carries the measured fast-decoding defaults (README, "Fast decoding")
     model.generation_config.update(**fast_decoding_defaults(model.config))
-    trainer.save_model(staging)  # on every process: gathers sharded weights
+    if not merged:
+        trainer.save_model(staging)  # on every process: gathers sharded weights
     if trainer.args.should_save:
         # tokenizer, diffusion_lm_training.json and the README.md card, named after the output directory (not the
         # staging one)
         save_checkpoint(model, tokenizer, staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)),
-                        weights_saved=True)
+                        weights_saved=not merged)
         replace_final_model(staging, settings.output_dir)
         trainer.save_state()
     trainer.accelerator.wait_for_everyone()
+    return model
 
 
 def _finished_training_loss(settings: AdaptSettings, state) -> float | None:
@@ -564,6 +619,9 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         # block diffusion is a property of the model: its config carries the mode and block size for decoding
         model.config.attention_mode = settings.attention_mode
         model.config.diffusion_block_size = settings.diffusion_block_size
+        model.config.context_attention = settings.context_attention
+        if settings.lora_r:
+            model = with_lora_adapter(model, settings.lora_r, settings.lora_alpha)
     if settings.attn_implementation:
         model.set_attn_implementation(settings.attn_implementation)
     trainer = DiffusionTrainer(
@@ -598,6 +656,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         "mask_token_id": model.config.mask_token_id,
         "mask_token_reused": settings.reuse_mask_token_id is not None,
         "loss_normalization": settings.loss_normalization,
+        **adaptation_recipe(settings),
         "learning_rate": settings.learning_rate,
         "lr_scheduler_type": settings.lr_scheduler_type,
         "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * trainer.accelerator.num_processes,
@@ -605,7 +664,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     }
     if settings.base is None:
         info["license"] = EMBEDDED_BASE_LICENSE
-    save_final(trainer, tokenizer, settings, info)
+    saved = save_final(trainer, tokenizer, settings, info)
     summary = {**info, "output_dir": settings.output_dir, "wall_time_s": round(time.time() - started, 1)}
     if checkpoint is not None:
         summary["resumed_from"] = checkpoint
@@ -614,8 +673,44 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         summary["eval_loss_elbo_first"] = evaluations[0]["eval_loss"]
         summary["eval_loss_elbo_final"] = evaluations[-1]["eval_loss"]
     if settings.sample_prompt and trainer.args.should_save:
-        summary["sample"] = sample_text(trainer.model, tokenizer, settings.sample_prompt, settings.seed)
+        summary["sample"] = sample_text(saved, tokenizer, settings.sample_prompt, settings.seed)
     return summary
+
+
+def adaptation_recipe(settings: AdaptSettings) -> dict:
+    """The recipe's settings that differ from plain diffusion training, for the run record and the card."""
+    recipe = {}
+    if settings.attention_mode == "block":
+        recipe["context_attention"] = settings.context_attention
+    if settings.ar_loss_weight:
+        recipe["ar_loss_weight"] = settings.ar_loss_weight
+    if settings.distill_weight:
+        recipe.update(distill_weight=settings.distill_weight, distill_top_k=settings.distill_top_k,
+                      distill_teacher="the AR base (" + ("LoRA adapter disabled" if settings.lora_r else
+                                                         "frozen copy") + ")")
+    if settings.block_curriculum:
+        recipe["block_curriculum"] = settings.block_curriculum
+    if settings.lora_r:
+        recipe.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha or 2 * settings.lora_r,
+                      lora_merged=True)
+    return recipe
+
+
+def with_lora_adapter(model, r: int, alpha: int | None = None):
+    """``model`` under a PEFT LoRA adapter of rank ``r`` on every linear layer; the base weights stay frozen except
+    the [MASK] row of the embedding (a new token has no trained embedding), kept tied to the LM head."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha if alpha is not None else 2 * r,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        trainable_token_indices=[model.config.mask_token_id],
+        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
 
 
 def reinitialized(model, seed: int):

@@ -22,7 +22,7 @@ from .modeling.block_diffusion import (
     two_stream_position_ids,
 )
 from .modeling.corruption import mask_tokens
-from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy
+from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy, mix_distillation
 from .modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
 from .modeling.shift import IGNORE_INDEX, per_token, predicted_only, targets_at_logits
 
@@ -58,6 +58,14 @@ def block_diffusion_settings(config) -> int | None:
     return block_size
 
 
+def soft_targets_at_logits(soft_targets: tuple[torch.Tensor, torch.Tensor], shift: bool):
+    """Token-aligned (B, L, K) teacher distributions (entry j: the distribution of token j) -> aligned with the
+    logits that predict each token (entry i: token i + 1 with the shift)."""
+    if not shift:
+        return soft_targets
+    return tuple(torch.cat([t[:, 1:], torch.zeros_like(t[:, :1])], dim=1) for t in soft_targets)
+
+
 def check_right_padded(attention_mask: torch.Tensor | None) -> None:
     """ValueError for a left-padded batch: under the shift its first real token would be predicted from a padding
     position's logit, and position 0 (the one token never masked) would be padding."""
@@ -84,6 +92,11 @@ def diffusion_objective(
     normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
+    block_size: int | None = None,
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distill_weight: float = 0.0,
+    ar_weight: float = 0.0,
+    ar_normalizer: torch.Tensor | float | None = None,
 ) -> DiffusionLossOutput:
     """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L); ``maskable`` marks what may be noised.
 
@@ -96,16 +109,28 @@ def diffusion_objective(
     positions whose prediction is scored, in chunks (``target_ids`` of the model forward).
 
     Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
-    is then one level per block, (B, number of blocks), instead of one per sequence (B,).
+    is then one level per block, (B, number of blocks), instead of one per sequence (B,); ``block_size`` overrides
+    the configured one (a block-size curriculum).
+
+    Distillation: ``soft_targets`` = (ids, probs), each (B, L, K), the teacher's distribution of each token
+    (``diffusion_lm.distillation.ARTeacher``); every scored prediction is trained against
+    ``(1 - distill_weight) * one-hot(token) + distill_weight * teacher``. ``ar_weight`` (block models): see
+    :func:`block_diffusion_objective`.
     """
-    block_size = block_diffusion_settings(model_config(model))
-    if block_size is not None:  # it checks the padding itself
+    config = model_config(model)
+    configured = block_diffusion_settings(config)
+    if configured is not None:  # it checks the padding itself
         return block_diffusion_objective(
-            model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size,
+            model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size or configured,
             attention_mask=attention_mask, normalization=normalization, shift=shift, eps=eps, stratified=stratified,
             anneal_ratio=anneal_ratio, noise_levels=noise_levels, mask_draws=mask_draws, normalizer=normalizer,
-            generator=generator, anneal_seed=anneal_seed,
+            generator=generator, anneal_seed=anneal_seed, soft_targets=soft_targets, distill_weight=distill_weight,
+            ar_weight=ar_weight, ar_normalizer=ar_normalizer,
+            context_attention=getattr(config, "context_attention", "block"),
         )
+    if ar_weight:
+        raise ValueError("ar_weight needs a block-diffusion model (attention_mode 'block'): full-attention diffusion "
+                         "has no clean stream to put a next-token loss on")
     check_right_padded(attention_mask)
     maskable = predicted_only(maskable, shift)
     if noise_levels is None:
@@ -119,11 +144,13 @@ def diffusion_objective(
         dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
         attention_mask = build_attention_mask(attention_mask, batch_size, seq_len, dtype, input_ids.device,
                                               anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
-    token_losses = model(
-        input_ids=noisy_ids, attention_mask=attention_mask, target_ids=targets_at_logits(input_ids, is_masked, shift)
-    ).token_losses
-    return diffusion_loss_from_cross_entropy(per_token(token_losses, shift), is_masked, noise_levels, maskable,
-                                             normalization=normalization, normalizer=normalizer)
+    soft = {} if soft_targets is None else dict(zip(("soft_target_ids", "soft_target_probs"),
+                                                    soft_targets_at_logits(soft_targets, shift)))
+    outputs = model(input_ids=noisy_ids, attention_mask=attention_mask,
+                    target_ids=targets_at_logits(input_ids, is_masked, shift), **soft)
+    soft_losses = None if soft_targets is None else per_token(outputs.token_soft_losses, shift)
+    return mix_distillation(per_token(outputs.token_losses, shift), soft_losses, soft_targets, distill_weight,
+                            is_masked, noise_levels, maskable, normalization=normalization, normalizer=normalizer)
 
 
 def block_diffusion_objective(
@@ -144,6 +171,11 @@ def block_diffusion_objective(
     normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distill_weight: float = 0.0,
+    ar_weight: float = 0.0,
+    ar_normalizer: torch.Tensor | float | None = None,
+    context_attention: str = "block",
 ) -> DiffusionLossOutput:
     """Block-diffusion loss (METHOD.md section 9) in one forward pass over ``[noisy ; clean]``.
 
@@ -151,9 +183,19 @@ def block_diffusion_objective(
     maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
     attend to itself causally OR Bernoulli(ratio) (annealing from causal to block attention). With the "elbo"
     normalisation the loss is the block-diffusion bound on the NLL per predicted token. ``attention_mask`` (B, L)
-    may mark right padding only: blocks are counted from position 0. ``mask_draws`` and ``normalizer`` as in
-    :func:`diffusion_objective`.
+    may mark right padding only: blocks are counted from position 0. ``mask_draws``, ``normalizer``,
+    ``soft_targets`` and ``distill_weight`` as in :func:`diffusion_objective`.
+
+    ``context_attention="causal"`` makes the clean stream token-causal: its logit at i is the model's own AR
+    prediction of token i + 1. ``ar_weight`` > 0 then adds ``ar_weight`` x the mean next-token cross-entropy of the
+    clean stream over the modelled tokens (divided by ``ar_normalizer`` when given: the step's count) - the AR loss
+    of TiDAR, at no extra forward (those logits are computed anyway for the blocks' first tokens).
     """
+    if ar_weight and context_attention != "causal":
+        raise ValueError("ar_weight needs context_attention='causal': under block-causal context attention the clean "
+                         "stream sees the tokens it would predict")
+    if ar_weight and not shift:
+        raise ValueError("ar_weight needs the AR shift (shift=True): the clean stream's logit at i predicts i + 1")
     batch_size, seq_len = input_ids.shape
     check_block_size(block_size)
     if attention_mask is not None:
@@ -173,7 +215,7 @@ def block_diffusion_objective(
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
     pattern = two_stream_attention_pattern(batch_size, seq_len, block_size, key_is_token,
                                            anneal_ratio=anneal_ratio, device=device, generator=generator,
-                                           anneal_seed=anneal_seed)
+                                           anneal_seed=anneal_seed, context_attention=context_attention)
     dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
     # entry i of ``keep`` is the index (of 2L) whose logit predicts token i + 1 (with the shift) or token i: the LM
     # head runs only there, and only where that token is masked
@@ -181,13 +223,39 @@ def block_diffusion_objective(
     predicted = slice(1, None) if shift else slice(None)
     target_ids = torch.full((batch_size, 2 * seq_len), IGNORE_INDEX, dtype=input_ids.dtype, device=device)
     target_ids[:, keep] = targets_at_logits(input_ids[:, predicted], is_masked[:, predicted], shift=False)
-    token_losses = model(
+    # the clean stream's logit at i predicts token i + 1 (the AR loss); at a block's last position it is also the
+    # prediction of the next block's first token, scored against the same target
+    clean = slice(seq_len, 2 * seq_len - 1)
+    if ar_weight:
+        target_ids[:, clean] = targets_at_logits(input_ids, maskable, shift=True)[:, :-1]
+    soft = {}
+    if soft_targets is not None:
+        soft_ids, soft_probs = (torch.zeros((batch_size, 2 * seq_len, t.shape[-1]), dtype=t.dtype, device=device)
+                                for t in soft_targets)
+        for placed, teacher in ((soft_ids, soft_targets[0]), (soft_probs, soft_targets[1])):
+            placed[:, keep] = teacher[:, predicted]
+            placed[:, clean] = teacher[:, 1:]
+        soft = {"soft_target_ids": soft_ids, "soft_target_probs": soft_probs}
+    outputs = model(
         input_ids=torch.cat([noisy_ids, input_ids], dim=1),
         attention_mask=allowed_to_additive(pattern, dtype).expand(batch_size, -1, -1, -1),
         position_ids=two_stream_position_ids(batch_size, seq_len, device),
         target_ids=target_ids,
-    ).token_losses
-    token_cross_entropy = torch.zeros_like(token_levels, dtype=torch.float32)
-    token_cross_entropy[:, predicted] = token_losses[:, keep]
-    return diffusion_loss_from_cross_entropy(token_cross_entropy, is_masked, token_levels, maskable,
-                                             normalization=normalization, normalizer=normalizer)
+        **soft,
+    )
+
+    def per_token_of(losses, indices):  # the loss of each token's prediction read at ``indices``
+        values = torch.zeros_like(token_levels, dtype=torch.float32)
+        if losses is not None:
+            values[:, predicted] = losses[:, indices]
+        return values if losses is not None else None
+
+    clean_indices = torch.arange(seq_len, 2 * seq_len - 1, device=device)
+    output = mix_distillation(per_token_of(outputs.token_losses, keep), per_token_of(outputs.token_soft_losses, keep),
+                              soft_targets, distill_weight, is_masked, token_levels, maskable,
+                              normalization=normalization, normalizer=normalizer)
+    if ar_weight:
+        output = output.with_ar_loss(per_token_of(outputs.token_losses, clean_indices),
+                                     per_token_of(outputs.token_soft_losses, clean_indices), distill_weight,
+                                     maskable, ar_weight, ar_normalizer)
+    return output

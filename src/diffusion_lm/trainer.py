@@ -29,6 +29,7 @@ from .modeling.corruption import maskable_positions, masked_positions
 from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
 from .modeling.shift import IGNORE_INDEX, predicted_only
+from .distillation import ARTeacher
 from .objective import block_diffusion_settings, diffusion_objective
 from .training_noise import derived_seed, sample_keys, sample_noise
 
@@ -68,6 +69,57 @@ def check_attention_settings(
                          "(--attn-implementation): flash kernels take no attention pattern; use sdpa or eager")
 
 
+def parse_block_curriculum(curriculum) -> list[tuple[int, int]]:
+    """``'1:0,4:100,16:300'`` (or a list of [size, step] pairs) -> [(1, 0), (4, 100), (16, 300)]: block sizes and
+    the optimizer steps where each starts. ValueError naming ``block_curriculum`` for anything else."""
+    def refuse(why: str):
+        raise ValueError(f"block_curriculum {curriculum!r}: {why}; expected 'SIZE:STEP,...' starting at step 0, "
+                         "e.g. '1:0,4:100,16:300'")
+
+    if isinstance(curriculum, str):
+        pairs = [item.split(":") for item in curriculum.replace(" ", "").split(",") if item]
+    else:
+        pairs = list(curriculum or [])
+    stages = []
+    for pair in pairs:
+        if len(pair) != 2:
+            refuse(f"{pair!r} is not SIZE:STEP")
+        try:
+            size, start = int(pair[0]), int(pair[1])
+        except (TypeError, ValueError):
+            refuse(f"{pair!r} is not two integers")
+        if size < 1 or start < 0:
+            refuse("block sizes must be >= 1 and steps >= 0")
+        stages.append((size, start))
+    if not stages:
+        refuse("no stage")
+    if stages[0][1] != 0:
+        refuse("the first stage must start at step 0")
+    if any(b[1] <= a[1] for a, b in zip(stages, stages[1:])):
+        refuse("the start steps must increase")
+    return stages
+
+
+def check_block_curriculum(curriculum, diffusion_block_size: int | None, sequence_length: int | None = None) -> None:
+    """ValueError naming the setting unless the curriculum ends at the model's block size and every size divides
+    the packed sequence length."""
+    stages = parse_block_curriculum(curriculum)
+    if diffusion_block_size is None:
+        raise ValueError("block_curriculum needs a block-diffusion model (attention_mode 'block')")
+    if stages[-1][0] != diffusion_block_size:
+        raise ValueError(f"block_curriculum {curriculum!r} must end at diffusion_block_size {diffusion_block_size} "
+                         f"(the model's block size), ends at {stages[-1][0]}")
+    for size, _ in stages:
+        if sequence_length is not None and sequence_length % size:
+            raise ValueError(f"block_curriculum: block size {size} does not divide the packed sequence length "
+                             f"(block_size) {sequence_length}")
+
+
+def curriculum_block_size(curriculum, step: int) -> int:
+    """The block size the curriculum gives at optimizer step ``step``."""
+    return [size for size, start in parse_block_curriculum(curriculum) if start <= step][-1]
+
+
 CPU_MMAP_THRESHOLD = 1 << 20  # bytes; see DiffusionArguments.cpu_mmap_threshold
 
 
@@ -103,6 +155,26 @@ class DiffusionArguments:
     mask_token_id: int | None = field(
         default=None, metadata={"help": "Override the [MASK] id (default: the model config's mask_token_id)."}
     )
+    distill_weight: float = field(
+        default=0.0,
+        metadata={"help": "Distillation from the frozen AR base (0 = off): every scored prediction is trained against "
+                          "(1 - w) * the token + w * the teacher's next-token distribution (its top distill_top_k, "
+                          "from the clean context). The teacher is the model as it is before the first step: with "
+                          "LoRA the base with the adapter disabled, otherwise a frozen copy."},
+    )
+    distill_top_k: int = field(default=64, metadata={"help": "Teacher tokens kept per position (renormalised)."})
+    ar_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Block models with context_attention 'causal': weight of the next-token (AR) loss on the "
+                          "clean stream, which keeps the model's causal mode sharp at no extra forward (TiDAR). "
+                          "0 = off."},
+    )
+    block_curriculum: str | None = field(
+        default=None,
+        metadata={"help": "Block models: block sizes and the optimizer steps where each starts, 'SIZE:STEP,...' "
+                          "(e.g. '1:0,4:100,16:300'; block size 1 is the AR model). Starts at step 0 and ends at the "
+                          "model's diffusion_block_size; every size divides the packed length."},
+    )
     cpu_mmap_threshold: int = field(
         default=CPU_MMAP_THRESHOLD,
         metadata={"help": "Training on CPU (Linux): allocations from this many bytes up get their own memory map, "
@@ -133,6 +205,14 @@ class DiffusionArguments:
             raise ValueError(f"mask_token_id must be >= 0, got {self.mask_token_id}")
         if self.cpu_mmap_threshold < 0:
             raise ValueError(f"cpu_mmap_threshold must be >= 0 bytes, got {self.cpu_mmap_threshold}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if isinstance(self.distill_top_k, bool) or not isinstance(self.distill_top_k, int) or self.distill_top_k < 1:
+            raise ValueError(f"distill_top_k must be an integer >= 1, got {self.distill_top_k!r}")
+        if not self.ar_loss_weight >= 0.0:
+            raise ValueError(f"ar_loss_weight must be >= 0, got {self.ar_loss_weight}")
+        if self.block_curriculum is not None:
+            parse_block_curriculum(self.block_curriculum)
 
 
 @dataclass
@@ -231,6 +311,17 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         if not isinstance(getattr(self, "_metrics", None), dict):
             self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._eval_generator: torch.Generator | None = None
+        self._step_modelled: torch.Tensor | None = None
+        config = self.model.config
+        self.configured_block_size = self.diffusion_block_size
+        if self.args.block_curriculum is not None:
+            check_block_curriculum(self.args.block_curriculum, self.diffusion_block_size)
+        if self.args.ar_loss_weight and getattr(config, "context_attention", "block") != "causal":
+            raise ValueError("ar_loss_weight needs a block model with context_attention 'causal' (adapt "
+                             "--context-attention causal): under block-causal context the clean stream sees the "
+                             "tokens it would predict")
+        # the teacher is the model as it is now, before the first step: the AR base (or, for SFT, the adapted model)
+        self.teacher = ARTeacher.of(self.model, self.args.distill_top_k) if self.args.distill_weight > 0 else None
         if self.args.device.type == "cpu" and self.args.cpu_mmap_threshold > 0:
             if set_cpu_mmap_threshold(self.args.cpu_mmap_threshold):
                 logger.info(f"CPU training: allocations >= {self.args.cpu_mmap_threshold} bytes are memory-mapped")
@@ -267,6 +358,8 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
                 break
         if not batches:
             return batches, None
+        if self.args.block_curriculum is not None:  # this step's block size decides its noise: set it first
+            self.diffusion_block_size = curriculum_block_size(self.args.block_curriculum, self.state.global_step)
         step_kwargs = self.begin_step(batches)
         # slot of each row in the step's global batch: micro-batch-major, then process, then row - the order in
         # which accelerate hands consecutive batches of one sampler to the processes
@@ -277,6 +370,7 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         num_slots = int(all_sizes.sum())
         epoch = math.floor((self.state.epoch or 0.0) + 1e-9)
         count = torch.zeros((), dtype=torch.long)
+        modelled_count = torch.zeros((), dtype=torch.long)
         for index, batch in enumerate(batches):
             input_ids, maskable, attention_mask = self.diffusion_inputs(batch, **step_kwargs)
             first = int(all_sizes[:, :index].sum() + all_sizes[:process, index].sum())
@@ -289,6 +383,7 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
                 num_slots=num_slots, step_seed=(self.args.seed, "strata", self.state.global_step),
             )
             modelled = predicted_only(maskable.cpu(), self.shift)
+            modelled_count += modelled.sum()
             if self.args.loss_normalization == "elbo":
                 count += modelled.sum()
             else:
@@ -297,7 +392,9 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
                 count += (masked_positions(modelled, levels, noise.mask_draws)).sum()
             batch["diffusion"] = {"input_ids": input_ids, "maskable": maskable, "attention_mask": attention_mask,
                                   "noise_levels": noise.noise_levels, "mask_draws": noise.mask_draws}
-        return batches, self.accelerator.gather(count.to(device)[None]).sum()
+        counts = self.accelerator.gather(torch.stack([count, modelled_count]).to(device)[None]).sum(0)
+        self._step_modelled = counts[1]  # the AR loss's divisor for this step
+        return batches, counts[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training
@@ -317,6 +414,18 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         normalization = self.args.loss_normalization
         if not training and self.eval_loss_normalization is not None:
             normalization = self.eval_loss_normalization
+        # training adds the teacher and the AR loss; evaluation reports the model's own bound at its own block size
+        extra = {}
+        if training:
+            extra = {"block_size": self.diffusion_block_size, "ar_weight": self.args.ar_loss_weight}
+            if self.teacher is not None:
+                extra.update(soft_targets=self.teacher.next_token_distributions(prepared["input_ids"],
+                                                                                prepared["attention_mask"]),
+                             distill_weight=self.args.distill_weight)
+            if step_wide and self.args.ar_loss_weight and self._step_modelled is not None:
+                extra["ar_normalizer"] = self._step_modelled.clamp(min=1) / self.accelerator.num_processes
+        else:
+            extra = {"block_size": self.configured_block_size}
         output = diffusion_objective(
             model,
             prepared["input_ids"],
@@ -335,6 +444,7 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
             generator=generator,
             # the annealing links of an optimizer step: a function of (seed, step) and the two positions
             anneal_seed=derived_seed(self.args.seed, "anneal", self.state.global_step) if step_wide else None,
+            **extra,
         )
         self.record_metrics(output, inputs, "train" if training else "eval")
         return (output.loss, output) if return_outputs else output.loss
@@ -368,6 +478,14 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         ratio = self.current_anneal_ratio()
         if mode == "train" and ratio is not None:
             metrics["anneal_ratio"].append(ratio)
+        if output.distill_kl_sum is not None:  # KL(teacher || model) per masked position
+            metrics["distill_kl"].append(float(gather(output.distill_kl_sum.detach().float()[None]).sum()) /
+                                         max(masked, 1.0))
+        if output.ar_sum is not None:  # next-token cross-entropy of the clean stream (the causal mode)
+            ar = gather(torch.stack([output.ar_sum.detach().float(), output.ar_count.float()])[None]).sum(0)
+            metrics["ar_loss"].append(float(ar[0]) / max(float(ar[1]), 1.0))
+        if mode == "train" and self.args.block_curriculum is not None:
+            metrics["diffusion_block_size"].append(self.diffusion_block_size)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

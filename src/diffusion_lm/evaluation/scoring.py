@@ -186,6 +186,18 @@ def logits_at_positions(model, input_ids, attention_mask, positions: Sequence[to
     return [logits[b, pos] for b, pos in enumerate(positions)]
 
 
+def causal_context_mask(model, attention_mask: torch.Tensor, block_size: int, block_starts: torch.Tensor):
+    """The 4D additive mask of a causal-context block model scoring the block that starts at ``block_starts`` (one
+    per row): everything before it attends token-causally, the block itself as a block (right padding only)."""
+    from ..modeling.attention_annealing import allowed_to_additive, attention_pattern
+
+    batch_size, length = attention_mask.shape
+    positions = torch.arange(length, device=attention_mask.device).expand(batch_size, -1)
+    pattern = attention_pattern("block", positions, positions, attention_mask.bool(), block_size=block_size,
+                                causal_before=block_starts)
+    return allowed_to_additive(pattern, model.get_input_embeddings().weight.dtype)
+
+
 def predictor_positions(scored: torch.Tensor, shift: bool) -> torch.Tensor:
     """Where the prediction of each scored token is read: position j - 1 under the AR shift (see ``shift.py``)."""
     positions = scored.nonzero().squeeze(-1)
@@ -233,6 +245,7 @@ def diffusion_span_scores(
     mask_token_id, shift = diffusion_config_values(model, mask_token_id, shift)
     device = _model_device(model)
     block_size = scoring_block_size(model)
+    causal_context = block_size is not None and getattr(model.config, "context_attention", "block") == "causal"
 
     # Draw every request's corruptions first, each from its own generator (independent of batching).
     rows = []  # (request index, sample, noisy ids, clean ids, is_masked, scored, noise level)
@@ -254,7 +267,11 @@ def diffusion_span_scores(
     for batch in progress_bar(batches, description, progress):
         noisy, attention_mask = _pad_right([row[2] for row in batch], mask_token_id)
         positions = [predictor_positions(row[5], shift).to(device) for row in batch]
-        logits = logits_at_positions(model, noisy.to(device), attention_mask.to(device), positions)
+        attention_mask = attention_mask.to(device)
+        if causal_context:  # the blocks before the scored one are context: token-causal, as in training
+            block_starts = torch.tensor([(len(row[3]) - 1) // block_size * block_size for row in batch], device=device)
+            attention_mask = causal_context_mask(model, attention_mask, block_size, block_starts)
+        logits = logits_at_positions(model, noisy.to(device), attention_mask, positions)
         for row_logits, (index, k, _, clean, is_masked, scored, level) in zip(logits, batch):
             # the scored tokens only, each lined up with its prediction (so no further shift below)
             loss = masked_diffusion_loss(

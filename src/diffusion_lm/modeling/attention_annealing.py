@@ -55,6 +55,7 @@ def attention_pattern(
     anneal_ratio: float | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
+    causal_before: int | torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Boolean (B, 1, Q, K) "query may attend key" pattern from token positions, or None for "attend everything".
 
@@ -64,6 +65,8 @@ def attention_pattern(
     - ``causal``: keys at positions <= the query's;
     - ``block``: keys in the query's block or an earlier one, block = position // block_size (annealed: causal
       across and inside blocks, OR Bernoulli(ratio) inside the query's block).
+    ``causal_before`` (block mode; an int or one per row): queries at positions before it are context and attend
+    token-causally (a block model with ``context_attention="causal"``; the block being denoised starts there).
     ``key_is_token`` (B, K) marks real keys; padding is never attended. The annealing links are one draw shared by
     the batch, from ``generator``, or with ``anneal_seed`` a hash of (seed, query position, key position)
     (``position_uniforms``: training's links of an optimizer step, the same for every micro-batch and process).
@@ -101,6 +104,9 @@ def attention_pattern(
             allowed = earlier_or_causal | (same_block & (uniforms < anneal_ratio))
         else:
             allowed = earlier_or_causal | same_block
+        if mode == "block" and causal_before is not None:
+            before = torch.as_tensor(causal_before, device=q.device).reshape(-1, 1, 1, 1)
+            allowed = torch.where(q < before, causal, allowed)
     else:
         raise ValueError(f"unknown attention mode {mode!r}")
     if key_is_token is not None:

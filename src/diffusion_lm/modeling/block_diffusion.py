@@ -7,7 +7,8 @@ every block at once under this attention pattern:
 
 - noisy block k -> itself, bidirectionally (while annealing: causal OR Bernoulli(ratio)), and the clean blocks < k;
 - clean block k -> the clean blocks <= k (block-causal): exactly what a committed block in the KV cache saw when it
-  was written during decoding;
+  was written during decoding; with ``context_attention="causal"`` the clean stream is token-causal instead (the AR
+  model itself: its logits are next-token predictions, trained by an AR loss at no extra forward);
 - nothing attends a noisy block from outside it, and padding is never attended.
 
 With the AR shift the token at position j is predicted by the logit at j - 1. Inside a block that is the noisy
@@ -91,6 +92,7 @@ def two_stream_attention_pattern(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
+    context_attention: str = "block",
 ) -> torch.Tensor:
     """Boolean (B, 1, 2L, 2L) "query may attend key" pattern over ``[noisy ; clean]`` (module docstring).
 
@@ -109,8 +111,9 @@ def two_stream_attention_pattern(
     noisy_to_noisy = noisy_to_noisy & same_block
     # noisy -> clean: strictly earlier blocks only (the query's own clean block would give its answers away)
     noisy_to_clean = (blocks[:, None, :] < blocks[:, :, None])[:, None].expand(rows, -1, -1, -1)
-    # clean -> clean: block-causal, never annealed (committed blocks are always written with block attention)
-    clean_to_clean = attention_pattern("block", positions, positions, block_size=block_size).expand(
+    # clean -> clean: block-causal (or token-causal), never annealed (committed blocks are always written so)
+    clean_mode = "causal" if context_attention == "causal" else "block"
+    clean_to_clean = attention_pattern(clean_mode, positions, positions, block_size=block_size).expand(
         rows, -1, -1, -1)
     clean_to_noisy = torch.zeros_like(clean_to_clean)
     pattern = torch.cat(

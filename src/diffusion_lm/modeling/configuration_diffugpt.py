@@ -18,6 +18,7 @@ class DiffuGPTConfig(GPT2Config):
     shift: bool = True
     attention_mode: str = "bidirectional"
     diffusion_block_size: int | None = None
+    context_attention: str = "block"
 
     def validate_architecture(self):  # transformers versions with dataclass configurations
         super().validate_architecture()

@@ -37,10 +37,15 @@ DATACLASS_CONFIGS = dataclasses.is_dataclass(PretrainedConfig)
 # "bidirectional": full attention (an adapted model); "causal": exactly the AR base; "block": bidirectional inside
 # each block of ``diffusion_block_size`` positions (counted from position 0), causal across blocks.
 ATTENTION_MODES = ("bidirectional", "causal", "block")
+# how a block model's context (the prompt and committed blocks) attends: "block" (block-causal, BD3-LM) or "causal"
+# (token-causal: the context stream is the AR model itself, so the causal mode, an AR loss on it and a causal
+# verifier share its keys / values)
+CONTEXT_ATTENTIONS = ("block", "causal")
 
 # name -> default; the configuration classes declare the same defaults as annotated class attributes
 DIFFUSION_FIELDS = {"mask_token_id": None, "mask_token_reused": False, "shift": True,
-                    "attention_mode": "bidirectional", "diffusion_block_size": None}
+                    "attention_mode": "bidirectional", "diffusion_block_size": None,
+                    "context_attention": "block"}
 
 DIFFUSION_FIELDS_DOC = r"""
     mask_token_id (`int`, *optional*):
@@ -56,6 +61,11 @@ DIFFUSION_FIELDS_DOC = r"""
         across blocks.
     diffusion_block_size (`int`, *optional*):
         Block length of `attention_mode="block"` (required there, unused otherwise).
+    context_attention (`str`, defaults to `"block"`):
+        With `attention_mode="block"`: how the context (prompt and committed blocks) attends during training and
+        decoding. `"block"`: bidirectionally inside its blocks (BD3-LM); `"causal"`: token-causally, exactly as the AR
+        base, so the context stream is the model's causal mode (trained by an AR loss, usable as a verifier). The
+        block being denoised attends its own block bidirectionally either way.
 """
 
 
@@ -68,6 +78,9 @@ def validate_diffusion_fields(config) -> None:
     block = getattr(config, "diffusion_block_size", None)
     if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise ValueError(f"diffusion_block_size must be an integer >= 1, got {block!r}")
+    context = getattr(config, "context_attention", "block")
+    if context not in CONTEXT_ATTENTIONS:
+        raise ValueError(f"context_attention must be one of {CONTEXT_ATTENTIONS}, got {context!r}")
     if config.attention_mode == "block" and block is None:
         raise ValueError("attention_mode='block' needs diffusion_block_size (the number of positions per block)")
 
@@ -94,5 +107,5 @@ def diffusion_config(config_class):
     return config_class
 
 
-__all__ = ["ATTENTION_MODES", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC",
+__all__ = ["ATTENTION_MODES", "CONTEXT_ATTENTIONS", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC",
            "MIN_TRANSFORMERS_VERSION", "diffusion_config", "validate_diffusion_fields"]

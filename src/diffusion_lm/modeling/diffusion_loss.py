@@ -7,7 +7,7 @@ ELBO estimate of the NLL per token, paper Eq. 7; use it for any reported likelih
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,26 @@ class DiffusionLossOutput:
     unweighted_sum: torch.Tensor  # sum of CE over masked positions
     num_masked: torch.Tensor  # number of masked (predicted) positions
     num_modelled: torch.Tensor  # number of maskable positions (the ELBO's token count)
+    # distillation: sum over masked positions of KL(teacher || model), without the 1/t weight
+    distill_kl_sum: torch.Tensor | None = None
+    # the AR loss of a block model's clean stream: sum of its next-token cross-entropy, and the positions scored
+    ar_sum: torch.Tensor | None = None
+    ar_count: torch.Tensor | None = None
+
+    def with_ar_loss(self, ar_cross_entropy: torch.Tensor, ar_soft_cross_entropy: torch.Tensor | None,
+                     distill_weight: float, modelled: torch.Tensor, ar_weight: float,
+                     normalizer: torch.Tensor | float | None = None) -> "DiffusionLossOutput":
+        """This loss plus ``ar_weight`` x the mean next-token cross-entropy (B, L, token-aligned) over the
+        ``modelled`` tokens (divided by ``normalizer`` instead of their count when given), each mixed with the
+        teacher's as the diffusion term is."""
+        modelled = modelled.bool()
+        zero = torch.zeros((), device=ar_cross_entropy.device)
+        hard = torch.where(modelled, ar_cross_entropy, zero)
+        mixed = hard if ar_soft_cross_entropy is None else torch.where(
+            modelled, (1.0 - distill_weight) * ar_cross_entropy + distill_weight * ar_soft_cross_entropy, zero)
+        count = modelled.sum()
+        normalizer = count.clamp(min=1) if normalizer is None else normalizer
+        return replace(self, loss=self.loss + ar_weight * mixed.sum() / normalizer, ar_sum=hard.sum(), ar_count=count)
 
     @property
     def unweighted_loss(self) -> torch.Tensor:
@@ -101,3 +121,38 @@ def masked_diffusion_loss(
     at_logits[keep] = F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
     return diffusion_loss_from_cross_entropy(per_token(at_logits, shift), is_masked, noise_levels, maskable,
                                              normalization=normalization)
+
+
+def teacher_entropy(soft_targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(B, L) entropy of each teacher distribution (ids, probs), so that soft cross-entropy - entropy = KL."""
+    probs = soft_targets[1].float()
+    return -(probs * torch.log(probs.clamp(min=1e-30))).sum(dim=-1)
+
+
+def mix_distillation(
+    token_cross_entropy: torch.Tensor,
+    token_soft_cross_entropy: torch.Tensor | None,
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None,
+    distill_weight: float,
+    is_masked: torch.Tensor,
+    noise_levels: torch.Tensor,
+    maskable: torch.Tensor | None = None,
+    *,
+    normalization: str = "masked_tokens",
+    normalizer: torch.Tensor | float | None = None,
+) -> DiffusionLossOutput:
+    """The diffusion loss whose per-token term is ``(1 - w) * CE(token) + w * CE(teacher)`` (w = ``distill_weight``):
+    the cross-entropy against the mixture of the one-hot token and the teacher's distribution, so the 1/t weight
+    and the normalisation apply to both. Metrics (weighted / unweighted sums, ELBO) stay those of the token alone;
+    ``distill_kl_sum`` adds KL(teacher || model) summed over the masked positions."""
+    output = diffusion_loss_from_cross_entropy(token_cross_entropy, is_masked, noise_levels, maskable,
+                                               normalization=normalization, normalizer=normalizer)
+    if token_soft_cross_entropy is None:
+        return output
+    mixed = (1.0 - distill_weight) * token_cross_entropy + distill_weight * token_soft_cross_entropy
+    loss = diffusion_loss_from_cross_entropy(mixed, is_masked, noise_levels, maskable, normalization=normalization,
+                                             normalizer=normalizer).loss
+    masked = is_masked.bool() if maskable is None else is_masked.bool() & maskable.bool()
+    kl = torch.where(masked, token_soft_cross_entropy - teacher_entropy(soft_targets).to(mixed.device),
+                     torch.zeros((), device=mixed.device))
+    return replace(output, loss=loss, distill_kl_sum=kl.sum())

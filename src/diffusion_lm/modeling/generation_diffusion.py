@@ -605,9 +605,13 @@ class DiffusionGenerationMixin(GenerationMixin):
                                               first_step, settled if settled is not None else 0)
                     first_step = False
                     wanted = to_propose.any(dim=0).nonzero().flatten()  # columns whose prediction is read
+                    # a causal-context block model: everything before the block being denoised is context and
+                    # attends token-causally, as the clean stream it was trained on
+                    causal_before = positions[:, settled] if exact_blocks and getattr(
+                        self.config, "context_attention", "block") == "causal" else None
                     for window in windows:
                         logits = self._window_logits(x, model_attention_mask, positions, key_is_token, window, store,
-                                                     wanted, shift, attention_mode)
+                                                     wanted, shift, attention_mode, causal_before)
                         forward_passes += active.long()
                     predictions = StepPredictions(positions=wanted, logits=logits)
                     column_index = torch.full((length,), -1, dtype=torch.long, device=device)
@@ -667,12 +671,21 @@ class DiffusionGenerationMixin(GenerationMixin):
                              _tokens_per_forward(sequences, generated, eos_ids, forward_passes), forward_passes)
 
     def _window_logits(self, x, model_attention_mask, positions, key_is_token, window, store: CanvasKVStore,
-                       wanted: torch.Tensor, shift: bool, attention_mode: str) -> torch.Tensor:
+                       wanted: torch.Tensor, shift: bool, attention_mode: str,
+                       causal_before: torch.Tensor | None = None) -> torch.Tensor:
         """(B, len(wanted), V): predictions for canvas positions ``wanted`` from one forward pass over the window,
-        with the LM head run only on the rows read (one to the left of each wanted position under the shift)."""
+        with the LM head run only on the rows read (one to the left of each wanted position under the shift).
+        ``causal_before`` (B,): positions before it attend token-causally (a causal-context block model)."""
         rows = wanted - 1 if shift else wanted
+        block_size = getattr(self.config, "diffusion_block_size", None)
         if window.cached is None:  # no cache: the whole canvas, as the model sees it without any decoding machinery
-            outputs = self(input_ids=x, attention_mask=model_attention_mask, logits_to_keep=rows)
+            if causal_before is None:
+                outputs = self(input_ids=x, attention_mask=model_attention_mask, logits_to_keep=rows)
+            else:
+                pattern = attention_pattern(attention_mode, positions, positions, key_is_token, block_size=block_size,
+                                            causal_before=causal_before)
+                outputs = self(input_ids=x, attention_mask=allowed_to_additive(pattern, self.dtype),
+                               position_ids=positions, logits_to_keep=rows)
             return outputs.logits if hasattr(outputs, "logits") else outputs[0]
         cache = store.cache_for(window.cached)
         query_positions = positions[:, window.start:window.end]
@@ -680,8 +693,8 @@ class DiffusionGenerationMixin(GenerationMixin):
         key_mask = None
         if key_is_token is not None:
             key_mask = torch.cat([key_is_token[:, window.cached], key_is_token[:, window.start:window.end]], dim=1)
-        pattern = attention_pattern(attention_mode, query_positions, key_positions, key_mask,
-                                    block_size=getattr(self.config, "diffusion_block_size", None))
+        pattern = attention_pattern(attention_mode, query_positions, key_positions, key_mask, block_size=block_size,
+                                    causal_before=causal_before)
         layer_mask = None if pattern is None else allowed_to_additive(pattern, self.dtype)
         outputs = self(input_ids=x[:, window.start:window.end], attention_mask=layer_mask,
                        position_ids=query_positions, cache=cache, logits_to_keep=rows - window.start)

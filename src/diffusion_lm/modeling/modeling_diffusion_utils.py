@@ -24,6 +24,9 @@ class MaskedDiffusionLMOutput(ModelOutput):
     logits: torch.Tensor | None = None
     # with ``target_ids``: float32 cross-entropy of each scored position's logit (0 elsewhere), logits not kept
     token_losses: torch.Tensor | None = None
+    # with ``soft_target_ids`` / ``soft_target_probs`` too: each scored position's cross-entropy against that
+    # distribution, -sum_k p_k log q(id_k) (a teacher's top-k for distillation)
+    token_soft_losses: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     # named as in transformers >= 5.24 (``past_key_values`` before); the property below serves the old name
     cache: Cache | None = None
@@ -177,14 +180,25 @@ def _chunk_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets
     return torch.nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
 
 
+def _chunk_hard_and_soft_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                                       soft_ids: torch.Tensor, soft_probs: torch.Tensor) -> torch.Tensor:
+    """(2, rows): the cross-entropy against the targets and against the soft distributions, from one log-softmax."""
+    log_q = torch.log_softmax(lm_head(hidden).float(), dim=-1)
+    hard = -log_q.gather(1, targets[:, None]).squeeze(1)
+    soft = -(soft_probs.float() * log_q.gather(1, soft_ids)).sum(dim=1)
+    return torch.stack([hard, soft])
+
+
 def cross_entropy_at_targets(
     hidden_states: torch.Tensor,
     lm_head: torch.nn.Module,
     target_ids: torch.Tensor,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+):
     """(B, L) float32 cross-entropy of ``lm_head(hidden_states)`` against ``target_ids``, 0 where the target is
-    ``IGNORE_INDEX``.
+    ``IGNORE_INDEX``. With ``soft_targets`` = (ids, probs), each (B, L, K): a pair of such tensors, the second the
+    cross-entropy against those distributions at the same positions (the same log-softmax serves both).
 
     The LM head runs only on the scored positions, ``chunk_size`` at a time (default: ``LOSS_CHUNK_ELEMENTS``
     logits per chunk); under autograd each chunk's logits are recomputed in backward instead of kept, so a
@@ -199,17 +213,29 @@ def cross_entropy_at_targets(
     if chunk_size < 1:
         raise ValueError(f"loss_chunk_size must be >= 1, got {chunk_size}")
     scored = target_ids != IGNORE_INDEX
-    hidden, targets = hidden_states[scored], target_ids[scored]
-    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    columns = [hidden_states[scored], target_ids[scored]]
+    function = _chunk_cross_entropy
+    if soft_targets is not None:
+        soft_ids, soft_probs = soft_targets
+        if soft_ids.shape[:2] != target_ids.shape or soft_probs.shape != soft_ids.shape:
+            raise ValueError(f"soft_target_ids / soft_target_probs must have shape {tuple(target_ids.shape)} + (K,), "
+                             f"got {tuple(soft_ids.shape)} and {tuple(soft_probs.shape)}")
+        columns += [soft_ids[scored], soft_probs[scored]]
+        function = _chunk_hard_and_soft_cross_entropy
+    recompute = torch.is_grad_enabled() and columns[0].requires_grad
     pieces = []
-    for start in range(0, hidden.shape[0], chunk_size):
-        chunk = (lm_head, hidden[start : start + chunk_size], targets[start : start + chunk_size])
-        pieces.append(torch.utils.checkpoint.checkpoint(_chunk_cross_entropy, *chunk, use_reentrant=False)
-                      if recompute else _chunk_cross_entropy(*chunk))
+    for start in range(0, columns[0].shape[0], chunk_size):
+        chunk = (lm_head, *(column[start : start + chunk_size] for column in columns))
+        pieces.append(torch.utils.checkpoint.checkpoint(function, *chunk, use_reentrant=False)
+                      if recompute else function(*chunk))
     losses = torch.zeros(target_ids.shape, dtype=torch.float32, device=hidden_states.device)
     if not pieces:  # nothing scored: still touch the LM head, so data-parallel ranks reduce the same gradients
-        return losses + 0.0 * lm_head(hidden_states[:, :1]).float().sum()
-    return losses.masked_scatter(scored, torch.cat(pieces))
+        losses = losses + 0.0 * lm_head(hidden_states[:, :1]).float().sum()
+        return losses if soft_targets is None else (losses, losses.clone())
+    if soft_targets is None:
+        return losses.masked_scatter(scored, torch.cat(pieces))
+    hard, soft = torch.cat(pieces, dim=1)
+    return losses.masked_scatter(scored, hard), losses.masked_scatter(scored, soft)
 
 
 class DiffusionLMHeadMixin:
@@ -228,6 +254,8 @@ class DiffusionLMHeadMixin:
         logits_to_keep: int | torch.Tensor = 0,
         target_ids: torch.LongTensor | None = None,
         loss_chunk_size: int | None = None,
+        soft_target_ids: torch.LongTensor | None = None,
+        soft_target_probs: torch.Tensor | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
         """Logits for every position; ``logits[:, i]`` predicts token i + 1 when ``config.shift``.
@@ -240,8 +268,12 @@ class DiffusionLMHeadMixin:
         ``target_ids`` (B, L): the token each position's logit is scored against (``-100``: not scored); the output
         then carries ``token_losses`` (float32 cross-entropy per position) instead of logits, the LM head run only
         where a target is scored, ``loss_chunk_size`` positions at a time (default: 32 MiB of float32 logits per
-        chunk; training's memory is one chunk's logits).
+        chunk; training's memory is one chunk's logits). ``soft_target_ids`` / ``soft_target_probs`` (B, L, K), with
+        ``target_ids``: a distribution per scored position (a teacher's top-k); the output adds ``token_soft_losses``.
         """
+        if (soft_target_ids is None) != (soft_target_probs is None) or (soft_target_ids is not None
+                                                                          and target_ids is None):
+            raise ValueError("soft_target_ids and soft_target_probs go together, and need target_ids")
         outputs = getattr(self, self.base_model_prefix)(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -255,8 +287,12 @@ class DiffusionLMHeadMixin:
         )
         hidden_states = outputs.last_hidden_state
         if target_ids is not None:
+            soft = None if soft_target_ids is None else (soft_target_ids, soft_target_probs)
+            losses = cross_entropy_at_targets(hidden_states, self.lm_head, target_ids, loss_chunk_size, soft)
+            hard, soft_losses = (losses, None) if soft is None else losses
             return MaskedDiffusionLMOutput(
-                token_losses=cross_entropy_at_targets(hidden_states, self.lm_head, target_ids, loss_chunk_size),
+                token_losses=hard,
+                token_soft_losses=soft_losses,
                 last_hidden_state=hidden_states,
                 cache=outputs.cache,
             )
