@@ -302,3 +302,22 @@ def test_lora_adaptation_saves_a_merged_checkpoint_that_loads_as_remote_code(tmp
     shared = [k for k in base_weights if k in merged and base_weights[k].shape == merged[k].shape]
     assert len(shared) >= len(base_weights) - 3
     assert any(not torch.equal(base_weights[k], merged[k]) for k in shared if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sft_distils_from_its_own_causal_mode_with_and_without_lora(tmp_path, lora):
+    """DiffusionSFTTrainer takes the same fields: its teacher is the model before SFT (adapter disabled with LoRA)."""
+    from test_sft import config, prompt_completion_dataset
+
+    from diffusion_lm.sft import DiffusionSFTTrainer, lora_config_for
+
+    model, tokenizer = model_of("block", context="causal")
+    extra = {"peft_config": lora_config_for(model, r=4, train_embeddings=False)} if lora else {}
+    trainer = DiffusionSFTTrainer(model, args=config(tmp_path, distill_weight=0.5, distill_top_k=8,
+                                                     ar_loss_weight=1.0, block_curriculum="1:0,4:2"),
+                                  train_dataset=prompt_completion_dataset(), processing_class=tokenizer, **extra)
+    assert trainer.teacher.share_weights is lora
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "distill_kl" in entry]
+    assert len(logged) == 3 and all(entry["ar_loss"] > 0 for entry in logged)
+    assert [entry["diffusion_block_size"] for entry in logged] == [1, 1, 4]

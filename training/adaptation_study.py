@@ -9,6 +9,12 @@ in OUT/<variant>/ (log in OUT/<variant>/train.log; resumable: rerun with --resum
   no-anneal  the paper's ablations (issue 12, docs/ablation.md): full attention from the first step,
   no-shift   position j predicted at j instead of j - 1,
   scratch    the same architecture randomly initialised instead of the AR weights
+  block4-causal    block 4 with token-causal context (the clean stream is the AR model itself; issue 21)
+  block4-ar        ... plus the next-token (AR) loss on the clean stream (--ar-loss-weight 1)
+  block4-teacher   ... plus distillation from the frozen AR base (--distill-weight 0.5)
+  block4-lora      block4-teacher as a LoRA adapter (rank 32, lr 5x) over the frozen base, merged at the end
+  block4-curriculum  block4-teacher with the block size grown 1 -> 2 -> 4 (a quarter, half of the steps)
+  block16-teacher  block 16, causal context, AR loss, distillation, blocks grown 1 -> 4 -> 16 (thirds)
 Then it evaluates every model and the AR base and prints a markdown table (also OUT/study.md, OUT/study.json):
 
   held-out ELBO   nats/token on enwiki_validation blocks (the training packing length), fixed noise seed (the same
@@ -17,9 +23,13 @@ Then it evaluates every model and the AR base and prints a markdown table (also 
                   "gap closed" = (full - block) / (full - AR); "vs full" = model - full with the paired standard error
   LAMBADA, ROCStories   `diffusion-lm eval --tasks lambada,rocstories` (subprocess), with binomial / per-story
                   standard errors
+  causal NLL      the model's causal mode (every position attends the earlier ones) scored as an AR model on the
+                  held-out blocks: exact nats/token; what a causal verifier decodes with (issue 22)
   gen. PPL        perplexity under the AR base of --gen-samples continuations (--gen-new-tokens each) of held-out
                   prompts, greedy, each model's shipped decoding defaults at --threshold (block models: their own
-                  blocks over the exact prefix cache; full attention: dual cache, blocks of 32)
+                  blocks over the exact prefix cache; full attention: dual cache, blocks of 32); the AR base's row:
+                  its own greedy continuations of the same prompts; with distinct-2 (unique bigrams / bigrams of
+                  each continuation, averaged) and the mean tokens committed per forward pass
   decode tok/s    the same decoding, batch 1, prompt --speed-prompt + --speed-new tokens (tokens after an EOS are
                   not counted); AR base greedy with its KV cache as the reference
 
@@ -51,9 +61,23 @@ VARIANTS = {
     "no-anneal": ["--attention-mode", "bidirectional", "--anneal-steps", "0"],
     "no-shift": ["--attention-mode", "bidirectional", "--no-shift"],
     "scratch": ["--attention-mode", "bidirectional", "--from-scratch"],
+    # issue 21: keep the AR model. {quarter}, {half}, {third}, {two_thirds}: that fraction of --max-steps
+    "block4-causal": ["--attention-mode", "block", "--diffusion-block-size", "4", "--context-attention", "causal"],
+    "block4-ar": ["--attention-mode", "block", "--diffusion-block-size", "4", "--context-attention", "causal",
+                  "--ar-loss-weight", "1"],
+    "block4-teacher": ["--attention-mode", "block", "--diffusion-block-size", "4", "--context-attention", "causal",
+                       "--ar-loss-weight", "1", "--distill-weight", "0.5"],
+    "block4-lora": ["--attention-mode", "block", "--diffusion-block-size", "4", "--context-attention", "causal",
+                    "--ar-loss-weight", "1", "--distill-weight", "0.5", "--lora-r", "32", "--learning-rate", "5e-4"],
+    "block4-curriculum": ["--attention-mode", "block", "--diffusion-block-size", "4", "--context-attention", "causal",
+                          "--ar-loss-weight", "1", "--distill-weight", "0.5",
+                          "--block-curriculum", "1:0,2:{quarter},4:{half}"],
+    "block16-teacher": ["--attention-mode", "block", "--diffusion-block-size", "16", "--context-attention", "causal",
+                        "--ar-loss-weight", "1", "--distill-weight", "0.5",
+                        "--block-curriculum", "1:0,4:{third},16:{two_thirds}"],
 }
 DEFAULT_VARIANTS = ("full", "block4", "block16")
-COLUMNS = ("elbo", "lambada", "rocstories", "genppl", "speed")
+COLUMNS = ("elbo", "causal", "lambada", "rocstories", "genppl", "speed")
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
@@ -79,7 +103,7 @@ def parse_args(argv=None):
     add("--skip-eval", action="store_true", help="only train (evaluate later with --skip-train)")
     add("--eval-blocks", type=int, default=64, help="held-out blocks for the ELBO / NLL")
     add("--mc-samples", type=int, default=8, help="noise draws per held-out block for the ELBO")
-    add("--eval-limit", type=int, default=200, help="examples per task for LAMBADA / ROCStories")
+    add("--eval-limit", type=int, default=200, help="examples per task for LAMBADA / ROCStories (0: every one)")
     add("--eval-mc-samples", type=int, default=8, help="Monte-Carlo samples of `diffusion-lm eval`")
     add("--gen-samples", type=int, default=64)
     add("--gen-new-tokens", type=int, default=64)
@@ -128,7 +152,14 @@ def adapt_command(args, variant: str, output_dir: str) -> list[str]:
                "--attn-implementation", "sdpa", "--seed", str(args.seed), "--no-sample"]
     if args.base:
         command += ["--base", args.base]
-    return command + VARIANTS[variant]  # later flags win: a variant's --anneal-steps replaces the shared one
+    return command + variant_flags(variant, args.max_steps)  # later flags win (a variant's --anneal-steps)
+
+
+def variant_flags(variant: str, max_steps: int) -> list[str]:
+    """The variant's flags, with curriculum steps as fractions of the run."""
+    fractions = {"quarter": max_steps // 4, "half": max_steps // 2, "third": max_steps // 3,
+                 "two_thirds": 2 * max_steps // 3}
+    return [flag.format(**fractions) for flag in VARIANTS[variant]]
 
 
 def finished_steps(output_dir: str) -> int | None:
@@ -215,10 +246,12 @@ def likelihood_entry(estimate, blocks) -> dict:
 
 
 def run_eval_cli(args, directory: str, output: str, ar_baseline: bool) -> dict | None:
-    command = [sys.executable, "-m", "diffusion_lm.cli", "eval", "--model", directory, "--tasks", "lambada,rocstories",
-               "--data-dir", os.path.join(args.data, "eval"), "--limit", str(args.eval_limit),
-               "--mc-samples", str(args.eval_mc_samples), "--seed", str(args.seed), "--output", output,
-               "--no-progress"]
+    tasks = ",".join(task for task in ("lambada", "rocstories") if task in args.columns)
+    command = [sys.executable, "-m", "diffusion_lm.cli", "eval", "--model", directory, "--tasks", tasks,
+               "--data-dir", os.path.join(args.data, "eval"), "--mc-samples", str(args.eval_mc_samples),
+               "--seed", str(args.seed), "--output", output, "--no-progress"]
+    if args.eval_limit:
+        command += ["--limit", str(args.eval_limit)]
     if ar_baseline:
         from diffusion_lm.embedded import require_embedded_gguf
 
@@ -244,29 +277,68 @@ def prompts_from(blocks, prompt_tokens: int, count: int):
     return [rows[i % len(rows)] for i in range(count)]
 
 
-def generative_perplexity(model, ar_model, prompts, new_tokens: int, threshold: float, seed: int) -> float:
-    """exp(mean NLL per generated token) of the continuations under the AR base (greedy decoding of each model)."""
+def generative_perplexity(model, ar_model, prompts, new_tokens: int, threshold: float, seed: int,
+                          ar: bool = False) -> dict:
+    """exp(mean NLL per generated token) of the continuations under the AR base (greedy decoding of each model; with
+    ``ar`` the AR base's own greedy continuations), their distinct-2 and the tokens committed per forward pass."""
     import torch
 
     from diffusion_lm.evaluation.scoring import ScoringRequest, ar_span_scores
 
-    requests = []
+    requests, distinct, per_forward = [], [], []
     with torch.no_grad():
         for i, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])
-            generator = torch.Generator().manual_seed(seed + i)
-            output = model.generate(ids, max_new_tokens=new_tokens, generator=generator,
-                                    **decode_settings(threshold))
-            sequence = (output.sequences if hasattr(output, "sequences") else output)[0]
+            if ar:
+                sequence = ar_generate(model, ids, new_tokens)[0]
+                pad = None
+            else:
+                generator = torch.Generator().manual_seed(seed + i)
+                output = model.generate(ids, max_new_tokens=new_tokens, generator=generator,
+                                        return_dict_in_generate=True, **decode_settings(threshold))
+                sequence = output.sequences[0]
+                if getattr(output, "tokens_per_forward", None) is not None:
+                    per_forward.append(float(output.tokens_per_forward[0]))
+                pad = model.generation_config.pad_token_id
             scored = torch.zeros(len(sequence), dtype=torch.bool)
             scored[len(prompt):] = True
-            pad = model.generation_config.pad_token_id
             if pad is not None:  # positions after an EOS are padding, not text
                 scored &= sequence != pad
             if scored.any():
                 requests.append(ScoringRequest(sequence, scored))
+                distinct.append(distinct_2(sequence[scored].tolist()))
     scores = ar_span_scores(ar_model, requests)
-    return math.exp(sum(s.total for s in scores) / sum(s.num_tokens for s in scores))
+    return {"gen_ppl": math.exp(sum(s.total for s in scores) / sum(s.num_tokens for s in scores)),
+            "distinct_2": sum(distinct) / max(len(distinct), 1),
+            "tokens_per_forward": sum(per_forward) / len(per_forward) if per_forward else None}
+
+
+def distinct_2(tokens: list[int]) -> float:
+    """Unique bigrams / bigrams of one continuation (1.0 for fewer than two tokens)."""
+    bigrams = list(zip(tokens, tokens[1:]))
+    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+
+
+def causal_mode_nll(model, blocks) -> dict:
+    """The diffusion model's causal mode scored as an AR model on ``blocks``: exact nats per predicted token."""
+    import torch
+
+    from diffusion_lm.evaluation.likelihood import ar_likelihood
+    from diffusion_lm.modeling.attention_annealing import allowed_to_additive, attention_pattern
+
+    class CausalMode(torch.nn.Module):  # the same weights, every position attending the ones before it
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, attention_mask=None, **kwargs):
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+            keys = None if attention_mask is None else attention_mask.bool()
+            pattern = attention_pattern("causal", positions, positions, keys)
+            additive = allowed_to_additive(pattern, self.inner.get_input_embeddings().weight.dtype)
+            return self.inner(input_ids=input_ids, attention_mask=additive, **kwargs)
+
+    return likelihood_entry(ar_likelihood(CausalMode(model).eval(), blocks), blocks)
 
 
 def decode_speed(model, prompt, new_tokens: int, threshold: float | None = None, ar: bool = False) -> float:
@@ -318,6 +390,13 @@ def evaluate(args) -> dict:
             results[variant]["heldout"] = heldout_elbo(model, blocks, args.mc_samples, args.seed)
             results[variant]["heldout_nats"] = results[variant]["heldout"]["nats_per_token"]
             note(f"{variant}: held-out ELBO {results[variant]['heldout_nats']:.3f} nats/token")
+    if "causal" in args.columns:
+        for variant, (model, _, _) in models.items():
+            try:
+                results[variant]["causal_nats"] = causal_mode_nll(model, blocks)["nats_per_token"]
+                note(f"{variant}: causal-mode NLL {results[variant]['causal_nats']:.3f} nats/token")
+            except Exception as error:
+                note(f"{variant}: causal-mode NLL skipped ({type(error).__name__}: {error})")
     if "lambada" in args.columns or "rocstories" in args.columns:
         for index, (variant, (_, _, directory)) in enumerate(models.items()):
             entries = run_eval_cli(args, directory, os.path.join(args.out, variant, "eval.json"), ar_baseline=index == 0)
@@ -330,10 +409,14 @@ def evaluate(args) -> dict:
                 results[target]["rocstories_rougeL_stderr"] = tasks.get("rocstories", {}).get("rougeL_stderr")
     if "genppl" in args.columns:
         prompts = prompts_from(blocks, args.gen_prompt_tokens, args.gen_samples)
+        results["AR base"].update(generative_perplexity(ar_model, ar_model, prompts, args.gen_new_tokens,
+                                                        args.threshold, args.seed, ar=True))
         for variant, (model, _, _) in models.items():
             try:
-                results[variant]["gen_ppl"] = generative_perplexity(model, ar_model, prompts, args.gen_new_tokens,
-                                                                    args.threshold, args.seed)
+                results[variant].update(generative_perplexity(model, ar_model, prompts, args.gen_new_tokens,
+                                                              args.threshold, args.seed))
+                note(f"{variant}: gen. PPL {results[variant]['gen_ppl']:.2f}, distinct-2 "
+                     f"{results[variant]['distinct_2']:.3f}, tokens/forward {results[variant]['tokens_per_forward']}")
             except Exception as error:  # a decoding mode this checkout lacks: report, keep the other columns
                 note(f"{variant}: generative perplexity skipped ({type(error).__name__}: {error})")
     if "speed" in args.columns:
@@ -388,18 +471,29 @@ def table(results: dict, args) -> str:
             return None
         return f"{(full - nats) / (full - ar):.0%}"
 
+    def gap_to_ar(label, row):
+        nats = row.get("heldout_nats")
+        return None if label == "AR base" or None in (ar, nats) else f"{nats - ar:+.3f}"
+
+    def number(key, fmt):
+        return lambda label, row: None if row.get(key) is None else fmt.format(row[key])
+
     def speed_ratio(label, row):
         speed = row.get("tokens_per_s")
         return f"{speed / ar_speed:.2f}x" if speed and ar_speed else None
 
     columns = [
         ("held-out nats/token", heldout),
+        ("gap to AR", gap_to_ar),
         ("vs full (paired)", versus_full),
         ("gap closed", gap),
+        ("causal-mode NLL", number("causal_nats", "{:.3f}")),
         ("LAMBADA %", lambda label, row: with_error(row.get("lambada"), row.get("lambada_stderr"), "{:.1f}", 100)),
         ("ROCStories R-L %", lambda label, row: with_error(row.get("rocstories_rougeL"),
                                                           row.get("rocstories_rougeL_stderr"), "{:.1f}", 100)),
-        ("gen. PPL", lambda label, row: None if row.get("gen_ppl") is None else f"{row['gen_ppl']:.1f}"),
+        ("gen. PPL", number("gen_ppl", "{:.2f}")),
+        ("distinct-2", number("distinct_2", "{:.3f}")),
+        ("tokens/forward", number("tokens_per_forward", "{:.2f}")),
         ("decode tok/s", lambda label, row: None if not row.get("tokens_per_s") else f"{row['tokens_per_s']:.1f}"),
         ("vs AR", speed_ratio),
     ]

@@ -244,11 +244,12 @@ def block_diffusion_objective(
         **soft,
     )
 
-    def per_token_of(losses, indices):  # the loss of each token's prediction read at ``indices``
+    def per_token_of(losses, indices):  # (B, L): the loss of each token's prediction, read at ``indices``
+        if losses is None:
+            return None
         values = torch.zeros_like(token_levels, dtype=torch.float32)
-        if losses is not None:
-            values[:, predicted] = losses[:, indices]
-        return values if losses is not None else None
+        values[:, predicted] = losses[:, indices]
+        return values
 
     clean_indices = torch.arange(seq_len, 2 * seq_len - 1, device=device)
     output = mix_distillation(per_token_of(outputs.token_losses, keep), per_token_of(outputs.token_soft_losses, keep),
