@@ -51,10 +51,13 @@ def test_cli_adapts_a_tiny_checkpoint_that_loads_through_automodel(tmp_path, cor
     assert info["steps"] == 4 and info["block_size"] == 16 and info["anneal_steps"] == 2
     # the fast-decoding defaults of the model's objective ship in generation_config.json (block diffusion by
     # default: its exact prefix cache) and are what a bare generate() uses
-    assert model.config.attention_mode == "block" and model.config.diffusion_block_size == 16
+    assert model.config.attention_mode == "block" and model.config.diffusion_block_size == 4
+    assert model.config.context_attention == "causal"  # the default recipe: the context is the AR model
+    assert info["ar_loss_weight"] == 1.0 and info["distill_weight"] == 0.5
     saved = json.load(open(os.path.join(out, "generation_config.json")))
     expected = fast_decoding_defaults(model.config)
-    assert expected["kv_cache"] == "prefix" and {key: saved[key] for key in expected} == expected
+    assert expected["kv_cache"] == "prefix" and expected["alg"] == "left_to_right"
+    assert {key: saved[key] for key in expected} == expected
     out_ids = model.generate(torch.tensor([[1, 10, 11, 12]]), max_new_tokens=8, return_dict_in_generate=True)
     assert out_ids.tokens_per_forward.item() >= 1.0 and (out_ids.sequences != 90).all()
 

@@ -270,7 +270,7 @@ def test_adapt_settings_accept_block_diffusion():
 
 def test_block_diffusion_is_the_default_objective_and_the_paper_presets_keep_full_attention():
     default = resolve_settings(None, {})
-    assert (default.attention_mode, default.diffusion_block_size, default.max_steps) == ("block", 16, 30)
+    assert (default.attention_mode, default.diffusion_block_size, default.max_steps) == ("block", 4, 30)
     # asking for the paper's objective drops the default block size instead of refusing it
     full = resolve_settings(None, {"attention_mode": "bidirectional"})
     assert (full.attention_mode, full.diffusion_block_size) == ("bidirectional", None)

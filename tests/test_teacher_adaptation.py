@@ -220,12 +220,16 @@ def test_curriculum_gives_the_configured_block_size_at_the_configured_steps(tmp_
     ({"distill_weight": -0.5}, "--distill-weight must be a number >= 0"),
     ({"distill_weight": 1.5}, r"--distill-weight must be in \[0, 1\]"),
     ({"ar_loss_weight": -1.0}, "--ar-loss-weight must be a number >= 0"),
-    ({"ar_loss_weight": 1.0}, "--ar-loss-weight needs --attention-mode block with --context-attention causal"),
+    ({"ar_loss_weight": 1.0, "context_attention": "block"},
+     "--ar-loss-weight needs --attention-mode block with --context-attention causal"),
+    ({"ar_loss_weight": 1.0, "attention_mode": "bidirectional", "diffusion_block_size": None},
+     "--ar-loss-weight needs --attention-mode block with --context-attention causal"),
     ({"lora_r": -1}, "--lora-r must be an integer >= 0"),
-    ({"block_curriculum": "1:0,4:10"}, "must end at diffusion_block_size 16"),
-    ({"block_curriculum": "1:0,3:5,16:10"}, "block size 3 does not divide the packed sequence length"),
-    ({"block_curriculum": "4:5,16:10"}, "the first stage must start at step 0"),
-    ({"block_curriculum": "1:0,16:0"}, "the start steps must increase"),
+    ({"block_curriculum": "1:0,2:10"}, "must end at diffusion_block_size 4"),
+    ({"block_curriculum": "1:0,3:5,16:10", "diffusion_block_size": 16},
+     "block size 3 does not divide the packed sequence length"),
+    ({"block_curriculum": "2:5,4:10"}, "the first stage must start at step 0"),
+    ({"block_curriculum": "1:0,4:0"}, "the start steps must increase"),
     ({"block_curriculum": "one"}, "block_curriculum 'one'"),
     ({"context_attention": "causal", "attention_mode": "bidirectional", "diffusion_block_size": None},
      "--context-attention causal needs --attention-mode block"),
@@ -282,7 +286,7 @@ def test_lora_adaptation_saves_a_merged_checkpoint_that_loads_as_remote_code(tmp
     names = set(os.listdir(out))
     assert "model.safetensors" in names and not {"adapter_model.safetensors", "adapter_config.json"} & names
     record = json.loads((out / "diffusion_lm_training.json").read_text())
-    extra = {**record, **record.get("extra", {})}
+    extra = record  # the recipe's settings sit at the top level of the record
     assert extra["lora_r"] == 4 and extra["distill_weight"] == 0.5 and extra["block_curriculum"] == "1:0,4:2"
     card = (out / "README.md").read_text()
     assert "distill_weight" in card.replace(" ", "_").lower() or "Distill" in card
@@ -321,3 +325,16 @@ def test_sft_distils_from_its_own_causal_mode_with_and_without_lora(tmp_path, lo
     logged = [entry for entry in trainer.state.log_history if "distill_kl" in entry]
     assert len(logged) == 3 and all(entry["ar_loss"] > 0 for entry in logged)
     assert [entry["diffusion_block_size"] for entry in logged] == [1, 1, 4]
+
+
+def test_the_default_recipe_is_causal_context_with_ar_loss_and_teacher_only_for_block_models():
+    block = AdaptSettings()
+    block.validate()
+    assert (block.attention_mode, block.diffusion_block_size, block.effective_context_attention) == ("block", 4, "causal")
+    assert block.effective_ar_loss_weight == 1.0 and block.effective_distill_weight == 0.5
+    paper = AdaptSettings(attention_mode="bidirectional", diffusion_block_size=None)
+    paper.validate()
+    assert paper.effective_ar_loss_weight == 0.0 and paper.effective_distill_weight == 0.0
+    bd3 = AdaptSettings(context_attention="block")
+    bd3.validate()
+    assert bd3.effective_ar_loss_weight == 0.0 and bd3.effective_distill_weight == 0.0

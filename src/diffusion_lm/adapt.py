@@ -110,18 +110,20 @@ class AdaptSettings:
                                             "--diffusion-block-size positions and causal across them; bidirectional: "
                                             "full-attention diffusion (the paper's objective)",
                                    choices=["bidirectional", "block"])
-    diffusion_block_size: int | None = _setting(16, "positions per block with --attention-mode block (divides "
+    diffusion_block_size: int | None = _setting(4, "positions per block with --attention-mode block (divides "
                                                     "--block-size; dropped with bidirectional unless given)")
-    context_attention: str = _setting("block", "with --attention-mode block: how the context (prompt, committed "
-                                               "blocks) attends - block (block-causal, BD3-LM) or causal (token-"
-                                               "causal: the context stream is the AR model itself, which "
-                                               "--ar-loss-weight trains and causal verification decodes with)",
-                                      choices=["block", "causal"])
-    ar_loss_weight: float = _setting(0.0, "next-token (AR) loss on the clean stream beside the diffusion loss "
-                                          "(needs --context-attention causal; 0 = off)")
-    distill_weight: float = _setting(0.0, "distillation from the frozen AR base: each scored prediction is trained "
-                                          "against (1 - w) * the token + w * the base's next-token distribution "
-                                          "(0 = off, 1 = the teacher alone)")
+    context_attention: str | None = _setting(None, "with --attention-mode block: how the context (prompt, "
+                                                    "committed blocks) attends - causal (token-causal: the context "
+                                                    "stream is the AR model itself, which --ar-loss-weight trains and "
+                                                    "causal verification decodes with; the default) or block "
+                                                    "(block-causal, BD3-LM)",
+                                             choices=["block", "causal"])
+    ar_loss_weight: float | None = _setting(None, "next-token (AR) loss on the clean stream beside the diffusion "
+                                                  "loss (needs causal context; default: 1 with causal context, else 0)")
+    distill_weight: float | None = _setting(None, "distillation from the frozen AR base: each scored prediction is "
+                                                  "trained against (1 - w) * the token + w * the base's next-token "
+                                                  "distribution (default: 0.5 for causal-context block models, else "
+                                                  "0 = off)")
     distill_top_k: int = _setting(64, "teacher tokens kept per position (renormalised)")
     block_curriculum: str | None = _setting(None, "block sizes and the steps where each starts, 'SIZE:STEP,...' "
                                                   "(e.g. 1:0,4:20,16:40; size 1 is the AR model); ends at "
@@ -193,13 +195,34 @@ class AdaptSettings:
                                  self.attn_implementation)
         self.validate_adaptation_recipe()
 
+    @property
+    def effective_context_attention(self) -> str:
+        """``context_attention`` with its default: causal for block models."""
+        return self.context_attention or "causal"
+
+    @property
+    def causal_context(self) -> bool:
+        return self.attention_mode == "block" and self.effective_context_attention == "causal"
+
+    @property
+    def effective_ar_loss_weight(self) -> float:
+        """``ar_loss_weight`` with its default: 1 where the clean stream is causal, else 0."""
+        return self.ar_loss_weight if self.ar_loss_weight is not None else float(self.causal_context and self.shift)
+
+    @property
+    def effective_distill_weight(self) -> float:
+        """``distill_weight`` with its default: 0.5 for causal-context block models, else 0."""
+        return self.distill_weight if self.distill_weight is not None else (0.5 if self.causal_context else 0.0)
+
     def validate_adaptation_recipe(self) -> None:
         """The teacher, AR-loss, curriculum and LoRA settings (ValueError naming the flag)."""
         for name in ("distill_weight", "ar_loss_weight"):
             value = getattr(self, name)
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{_flag(name)} must be a number >= 0, got {value!r}")
-        if self.distill_weight > 1:
+        if self.effective_distill_weight > 1:
             raise ValueError(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
         for name, minimum in (("distill_top_k", 1), ("lora_r", 0)):
             value = getattr(self, name)
@@ -208,12 +231,12 @@ class AdaptSettings:
         if self.lora_alpha is not None and (not isinstance(self.lora_alpha, int) or self.lora_alpha < 1 or
                                             not self.lora_r):
             raise ValueError(f"--lora-alpha must be an integer >= 1 and needs --lora-r > 0, got {self.lora_alpha!r}")
-        if self.context_attention not in ("block", "causal"):
+        if self.context_attention not in (None, "block", "causal"):
             raise ValueError(f"--context-attention must be 'block' or 'causal', got {self.context_attention!r}")
         block = self.attention_mode == "block"
         if self.context_attention == "causal" and not block:
             raise ValueError("--context-attention causal needs --attention-mode block")
-        if self.ar_loss_weight and (self.context_attention != "causal" or not self.shift):
+        if self.effective_ar_loss_weight and (not self.causal_context or not self.shift):
             raise ValueError("--ar-loss-weight needs --attention-mode block with --context-attention causal and the "
                              "shift: under block-causal context the clean stream sees the tokens it would predict")
         if self.block_curriculum is not None:
@@ -396,9 +419,9 @@ def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrai
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         anneal_steps=settings.anneal_steps,
         loss_normalization=settings.loss_normalization,
-        distill_weight=settings.distill_weight,
+        distill_weight=settings.effective_distill_weight,
         distill_top_k=settings.distill_top_k,
-        ar_loss_weight=settings.ar_loss_weight,
+        ar_loss_weight=settings.effective_ar_loss_weight,
         block_curriculum=settings.block_curriculum,
         seed=settings.seed,
         data_seed=settings.seed,
@@ -619,7 +642,8 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         # block diffusion is a property of the model: its config carries the mode and block size for decoding
         model.config.attention_mode = settings.attention_mode
         model.config.diffusion_block_size = settings.diffusion_block_size
-        model.config.context_attention = settings.context_attention
+        model.config.context_attention = settings.effective_context_attention if settings.attention_mode == "block" \
+            else "block"
         if settings.lora_r:
             model = with_lora_adapter(model, settings.lora_r, settings.lora_alpha)
     if settings.attn_implementation:
@@ -681,11 +705,11 @@ def adaptation_recipe(settings: AdaptSettings) -> dict:
     """The recipe's settings that differ from plain diffusion training, for the run record and the card."""
     recipe = {}
     if settings.attention_mode == "block":
-        recipe["context_attention"] = settings.context_attention
-    if settings.ar_loss_weight:
-        recipe["ar_loss_weight"] = settings.ar_loss_weight
-    if settings.distill_weight:
-        recipe.update(distill_weight=settings.distill_weight, distill_top_k=settings.distill_top_k,
+        recipe["context_attention"] = settings.effective_context_attention
+    if settings.effective_ar_loss_weight:
+        recipe["ar_loss_weight"] = settings.effective_ar_loss_weight
+    if settings.effective_distill_weight:
+        recipe.update(distill_weight=settings.effective_distill_weight, distill_top_k=settings.distill_top_k,
                       distill_teacher="the AR base (" + ("LoRA adapter disabled" if settings.lora_r else
                                                          "frozen copy") + ")")
     if settings.block_curriculum:

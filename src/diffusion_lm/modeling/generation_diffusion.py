@@ -50,11 +50,17 @@ FAST_DECODING_DEFAULTS = {"kv_cache": "dual", "kv_cache_refresh": "incremental",
                           "block_length": 32, "steps": None}
 # block-diffusion models decode their own blocks with an exact prefix cache
 FAST_BLOCK_DECODING_DEFAULTS = {"kv_cache": "prefix", "threshold": 0.9, "block_length": None, "steps": None}
+# causal-context block models commit left to right (plus whatever passes the threshold): the first position of a
+# block is then the causal mode's own prediction and each next one reads a clean prefix, not a gap (SmolLM2-135M,
+# docs/adaptation_recipe.md: generative perplexity 2.91 against 6.27 in confidence order, the AR base's 2.53)
+CAUSAL_CONTEXT_DECODING_DEFAULTS = {**FAST_BLOCK_DECODING_DEFAULTS, "alg": "left_to_right"}
 
 
 def fast_decoding_defaults(model_config) -> dict:
     """The generation-config fields a newly adapted checkpoint of this configuration ships with."""
     if getattr(model_config, "attention_mode", None) == "block":
+        if getattr(model_config, "context_attention", "block") == "causal":
+            return dict(CAUSAL_CONTEXT_DECODING_DEFAULTS)
         return dict(FAST_BLOCK_DECODING_DEFAULTS)
     return dict(FAST_DECODING_DEFAULTS)
 
