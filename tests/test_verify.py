@@ -1,0 +1,254 @@
+"""Self-verified decoding (verify="causal"), the entropy-bound commit rule and block sub-blocks with a dual cache."""
+
+import pytest
+import torch
+from tiny import run_clean_process, tiny_diffusion_model
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from diffusion_lm.modeling.attention_annealing import allowed_to_additive, attention_pattern
+from diffusion_lm.modeling.self_verification import greedy_acceptance, speculative_acceptance
+from diffusion_lm.modeling.unmasking import entropy_bound_commit
+
+BOS, EOS, PAD = 1, 2, 0
+FAMILIES = ["gpt2", "llama", "qwen2"]
+
+
+def tiny(family="llama", mode="bidirectional", block=None, seed=0, attn="sdpa"):
+    model, _ = tiny_diffusion_model(family, seed=seed)
+    model.set_attn_implementation(attn)
+    model.config.attention_mode = mode
+    model.config.diffusion_block_size = block
+    return model
+
+
+def left_padded_batch():
+    prompts = [[BOS, 10, 11, 12, 13, 14, 15], [BOS, 20, 21], [BOS, 30, 31, 32, 33]]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+@torch.no_grad()
+def causal_greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
+    """The model's causal mode decoded greedily by hand: the whole sequence recomputed for every token, no cache, the
+    causal pattern built from positions, the [MASK] token never chosen."""
+    ids = list(prompt)
+    for _ in range(new_tokens):
+        x = torch.tensor([ids])
+        positions = torch.arange(len(ids))[None]
+        mask = allowed_to_additive(attention_pattern("causal", positions, positions), model.dtype)
+        logits = model(input_ids=x, attention_mask=mask, position_ids=positions).logits[0, -1].float()
+        logits[model.config.mask_token_id] = float("-inf")
+        ids.append(int(logits.argmax()))
+    return ids
+
+
+def verify(model, ids, mask=None, **kwargs):
+    settings = dict(max_new_tokens=12, verify="causal", return_dict_in_generate=True, eos_token_id=None)
+    settings.update(kwargs)
+    return model.generate(ids, attention_mask=mask, **settings)
+
+
+# --- greedy: token for token the causal greedy decode --------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["bidirectional", "block"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_verify_equals_the_causal_greedy_loop(family, mode):
+    model = tiny(family, mode, block=4 if mode == "block" else None)
+    ids, mask = left_padded_batch()
+    out = verify(model, ids, mask, draft_length=3)
+    for row in range(ids.shape[0]):
+        prompt = ids[row][mask[row].bool()].tolist()
+        expected = causal_greedy(model, prompt, 12)
+        assert out.sequences[row, ids.shape[1]:].tolist() == expected[len(prompt):], row
+    assert (out.accepted_per_verification >= 1).all()
+    assert out.verifications.tolist() == [round(12 / float(a)) for a in out.accepted_per_verification]
+
+
+@pytest.mark.parametrize("kv_cache", [None, "dual"])
+def test_verify_batch_rows_equal_their_single_decodes_and_drafts_agree_somewhere(kv_cache):
+    """Rows accept different counts; each row's text is its own single-sequence decode. A model whose diffusion mode
+    is its causal mode (attention_mode 'causal') drafts its own greedy tokens: every draft is accepted."""
+    model = tiny("llama")
+    ids, mask = left_padded_batch()
+    batch = verify(model, ids, mask, kv_cache=kv_cache, draft_length=4)
+    for row in range(3):
+        single = verify(model, ids[row:row + 1, (1 - mask[row]).sum():], kv_cache=kv_cache, draft_length=4)
+        assert single.sequences[0, -12:].tolist() == batch.sequences[row, -12:].tolist()
+
+
+def test_a_draft_that_is_always_right_commits_draft_length_plus_one_per_verification():
+    model = tiny("llama")
+    with torch.no_grad():  # every logit 0 in both modes: the draft (argmax, token 0) is always the causal choice
+        model.model.norm.weight.zero_()
+    ids = torch.tensor([[BOS, 10, 11]])
+    out = verify(model, ids, max_new_tokens=15, draft_length=4)
+    assert out.sequences[0, 3:].tolist() == causal_greedy(model, [BOS, 10, 11], 15)[3:]
+    # 15 tokens = 3 rounds of 4 accepted + 1: 3 verifications and 3 drafts
+    assert out.verifications.tolist() == [3] and out.accepted_per_verification.tolist() == [5.0]
+    assert out.forward_passes.tolist() == [6] and out.tokens_per_forward.tolist() == [2.5]
+
+
+def test_verify_stops_at_eos_and_at_stopping_criteria_like_the_token_loop():
+    model = tiny("llama")
+    ids = torch.tensor([[BOS, 10, 11]])
+    free = causal_greedy(model, [BOS, 10, 11], 12)[3:]
+    eos = free[5]
+    out = verify(model, ids, eos_token_id=eos, pad_token_id=PAD, draft_length=4)
+    first = free.index(eos)
+    assert out.sequences[0, 3:3 + first + 1].tolist() == free[:first + 1]
+    assert (out.sequences[0, 3 + first + 1:] == PAD).all()
+
+    class StopAfter(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= 3 + 7, dtype=torch.bool)
+
+    stopped = verify(model, ids, stopping_criteria=StoppingCriteriaList([StopAfter()]), pad_token_id=PAD,
+                     draft_length=4)
+    assert stopped.sequences[0, 3:10].tolist() == free[:7] and (stopped.sequences[0, 10:] == PAD).all()
+
+
+def test_verify_streams_committed_tokens_in_order():
+    model = tiny("llama")
+    ids = torch.tensor([[BOS, 10, 11]])
+
+    class Collect:
+        def __init__(self):
+            self.puts, self.ended = [], False
+
+        def put(self, value):
+            self.puts.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.ended = True
+
+    streamer = Collect()
+    out = verify(model, ids, streamer=streamer, draft_length=4)
+    assert streamer.puts[0] == [BOS, 10, 11] and streamer.ended
+    assert sum(streamer.puts[1:], []) == out.sequences[0, 3:].tolist()
+
+
+# --- acceptance accounting on scripted logits ------------------------------------------------------------------------
+def scripted_logits(choices, vocab=6):
+    logits = torch.full((len(choices), vocab), -5.0)
+    logits[torch.arange(len(choices)), torch.tensor(choices)] = 5.0
+    return logits
+
+
+@pytest.mark.parametrize("agree", [0, 1, 2, 3, 4])
+def test_greedy_acceptance_a_draft_that_agrees_for_k_tokens_accepts_k_plus_one(agree):
+    causal = [3, 1, 4, 1, 5]  # the causal argmax at the 4 draft positions and the one after
+    draft = causal[:4]
+    if agree < 4:
+        draft = causal[:agree] + [(causal[agree] + 1) % 6] + causal[agree + 1:4]
+    accepted, next_token = greedy_acceptance(torch.tensor([draft]), torch.tensor([4]),
+                                             scripted_logits(causal)[None])
+    assert accepted.tolist() == [agree]
+    assert next_token.tolist() == [causal[agree]]  # the causal model's own token: agree + 1 committed
+
+
+def test_greedy_acceptance_respects_each_rows_draft_length():
+    causal = scripted_logits([3, 1, 4, 1, 5])[None].expand(2, -1, -1)
+    draft = torch.tensor([[3, 1, 4, 1], [3, 1, 4, 1]])
+    accepted, next_token = greedy_acceptance(draft, torch.tensor([4, 2]), causal)
+    assert accepted.tolist() == [4, 2] and next_token.tolist() == [5, 4]
+
+
+def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    expected = probs * counts.sum()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_speculative_acceptance_keeps_the_causal_distribution():
+    """A Markov target p(x1) p(x2 | x1) on 3 tokens, a poor context-free drafter q: decoding two tokens with the rule
+    (rounds as verify runs them) gives the target's joint law (chi-square, 8 degrees of freedom)."""
+    generator = torch.Generator().manual_seed(0)
+    p1 = torch.tensor([0.6, 0.3, 0.1])
+    p2 = torch.tensor([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25], [0.3, 0.6, 0.1]])  # p(x2 | x1)
+    q = torch.tensor([[0.2, 0.2, 0.6], [0.7, 0.2, 0.1]])  # draft laws of the two positions
+    n = 40_000
+    draft = torch.stack([torch.multinomial(q[i], n, replacement=True, generator=generator) for i in range(2)], 1)
+    target = torch.stack([p1.expand(n, 3), p2[draft[:, 0]], torch.full((n, 3), 1 / 3)], dim=1)  # p at x1, x2, x3
+    accepted, next_token = speculative_acceptance(draft, torch.full((n,), 2), q.expand(n, 2, 3), target, generator)
+    first = torch.where(accepted >= 1, draft[:, 0], next_token)
+    second = torch.where(accepted >= 2, draft[:, 1], torch.where(accepted == 1, next_token, -1))
+    # rows whose first round committed one token draw x2 in a second round: a one-token draft from q[0]'s law
+    redo = second < 0
+    draft2 = torch.multinomial(q[0], int(redo.sum()), replacement=True, generator=generator)[:, None]
+    target2 = torch.stack([p2[first[redo]], torch.full((int(redo.sum()), 3), 1 / 3)], dim=1)
+    accepted2, next2 = speculative_acceptance(draft2, torch.ones(int(redo.sum()), dtype=torch.long),
+                                              q[:1].expand(int(redo.sum()), 1, 3), target2, generator)
+    second[redo] = torch.where(accepted2 >= 1, draft2[:, 0], next2)
+    counts = torch.bincount(first * 3 + second, minlength=9).float()
+    joint = (p1[:, None] * p2).flatten()
+    assert chi_square(counts, joint) < 26.1  # the 0.001 critical value of chi-square with 8 degrees of freedom
+    # and the drafter's own law is far from it (the test can fail)
+    draft_joint = (q[0][:, None] * q[1][None]).flatten()
+    assert chi_square(counts, draft_joint) > 1000
+
+
+def test_sampled_verify_runs_and_is_reproducible():
+    model = tiny("llama")
+    ids, mask = left_padded_batch()
+    a = verify(model, ids, mask, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(1))
+    b = verify(model, ids, mask, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.sequences, b.sequences)
+    assert (a.sequences[:, -12:] != model.config.mask_token_id).all()
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+def test_bad_verify_settings_fail_before_any_forward():
+    model = tiny("llama")
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    ids = torch.tensor([[BOS, 10]])
+    with pytest.raises(ValueError, match="verify must be None or one of"):
+        verify(model, ids, verify="bidirectional")
+    with pytest.raises(ValueError, match="draft_length"):
+        verify(model, ids, draft_length=0)
+    from transformers import LogitsProcessorList, TopKLogitsWarper
+    with pytest.raises(ValueError, match="logits_processor"):
+        verify(model, ids, logits_processor=LogitsProcessorList([TopKLogitsWarper(3)]))
+    holes = torch.tensor([[False, True]])
+    with pytest.raises(ValueError, match="infill_mask"):
+        verify(model, ids, infill_mask=holes)
+    with pytest.raises(ValueError, match="streamer"):
+        verify(model, torch.tensor([[BOS, 10], [BOS, 11]]), streamer=object())
+    model.config.shift = False
+    with pytest.raises(ValueError, match="verify='causal' needs a model with the AR shift"):
+        verify(model, ids)
+    model.config.shift = True
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="verify='causal' needs attention patterns"):
+        verify(model, ids)
+    assert calls == []
+
+
+# --- remote code ----------------------------------------------------------------------------------------------------
+REMOTE_SCRIPT = r"""
+import json, sys
+import torch
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+ids = torch.tensor([[0, 0, 1, 10, 20], [1, 30, 31, 32, 33]])
+mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+out = model.generate(ids, attention_mask=mask, max_new_tokens=10, verify="causal", draft_length=3,
+                     eos_token_id=None, return_dict_in_generate=True)
+print("REPORT" + json.dumps({
+    "sequences": out.sequences.tolist(),
+    "accepted": out.accepted_per_verification.tolist(),
+    "diffusion_lm_imported": any(name.startswith("diffusion_lm") for name in sys.modules),
+}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["bidirectional", "block"])
+def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode):
+    model = tiny("qwen2", mode, block=4 if mode == "block" else None)
+    model.save_pretrained(tmp_path / "ckpt")
+    report, _ = run_clean_process(REMOTE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path))
+    assert report["diffusion_lm_imported"] is False
+    for row, prompt in enumerate([[1, 10, 20], [1, 30, 31, 32, 33]]):
+        assert report["sequences"][row][5:] == causal_greedy(model, prompt, 10)[len(prompt):]
+    assert all(a >= 1 for a in report["accepted"])
