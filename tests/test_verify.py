@@ -252,3 +252,79 @@ def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode):
     for row, prompt in enumerate([[1, 10, 20], [1, 30, 31, 32, 33]]):
         assert report["sequences"][row][5:] == causal_greedy(model, prompt, 10)[len(prompt):]
     assert all(a >= 1 for a in report["accepted"])
+
+
+# --- entropy-bound commit rule ----------------------------------------------------------------------------------------
+def test_entropy_bound_commits_the_most_confident_positions_while_their_entropy_fits():
+    confidence = torch.tensor([[0.9, 0.5, 0.95, 0.7, 0.99]])
+    entropy = torch.tensor([[0.3, 1.0, 0.2, 0.6, 0.1]])
+    eligible = torch.tensor([[True, True, True, True, False]])
+    # eligible in confidence order: 2 (0.2), 0 (0.3 -> 0.5), 3 (0.6 -> 1.1), 1 (1.0 -> 2.1)
+    assert entropy_bound_commit(confidence, entropy, eligible, 0.5).tolist() == [[True, False, True, False, False]]
+    assert entropy_bound_commit(confidence, entropy, eligible, 1.2).tolist() == [[True, False, True, True, False]]
+    # a bound below every entropy still commits the most confident position
+    assert entropy_bound_commit(confidence, entropy, eligible, 0.01).tolist() == [[False, False, True, False, False]]
+
+
+@pytest.mark.parametrize("mode", ["bidirectional", "block"])
+def test_entropy_bound_decodes_in_fewer_forwards_as_the_bound_grows(mode):
+    model = tiny("llama", mode, block=4 if mode == "block" else None)
+    ids = torch.tensor([[BOS, 10, 11]])
+    settings = dict(max_new_tokens=12, steps=12, return_dict_in_generate=True, eos_token_id=None,
+                    kv_cache="prefix", block_length=None if mode == "block" else 4)
+    plain = model.generate(ids, **settings)
+    tiny_bound = model.generate(ids, entropy_bound=1e-9, **settings)
+    huge_bound = model.generate(ids, entropy_bound=1e9, **settings)
+    # a bound below every entropy commits one position a step beyond the schedule's: here the schedule itself
+    assert torch.equal(tiny_bound.sequences, plain.sequences)
+    assert torch.equal(tiny_bound.forward_passes, plain.forward_passes)
+    assert plain.forward_passes.item() >= 10
+    assert huge_bound.forward_passes.item() == 3 + (mode == "block")  # every block in one forward
+    assert (huge_bound.sequences != model.config.mask_token_id).all()
+
+
+def test_bad_entropy_bound_and_sub_block_settings_fail_before_any_forward():
+    model = tiny("llama")
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    ids = torch.tensor([[BOS, 10]])
+    with pytest.raises(ValueError, match="entropy_bound"):
+        model.generate(ids, entropy_bound=0)
+    with pytest.raises(ValueError, match="sub_block_length is for block-diffusion models"):
+        model.generate(ids, sub_block_length=2)
+    with pytest.raises(ValueError, match="sub_block_length must be"):
+        model.generate(ids, sub_block_length=0)
+    assert calls == []
+
+
+# --- sub-blocks with a dual cache inside a block (Fast-dLLM v2) ------------------------------------------------------
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sub_block_dual_cache_refreshed_every_step_equals_the_uncached_decode(family, attn):
+    model = tiny(family, "block", block=8, attn=attn)
+    ids, mask = left_padded_batch()
+    settings = dict(max_new_tokens=14, steps=14, sub_block_length=4, return_dict_in_generate=True,
+                    eos_token_id=None)
+    for extra in (dict(), dict(threshold=0.05), dict(alg="random", temperature=1.0)):
+        exact = model.generate(ids, attention_mask=mask, generator=torch.Generator().manual_seed(0), **settings,
+                               **extra)
+        cached = model.generate(ids, attention_mask=mask, kv_cache="dual", kv_cache_refresh="step",
+                                generator=torch.Generator().manual_seed(0), **settings, **extra)
+        assert torch.equal(cached.sequences, exact.sequences), extra
+        assert (exact.sequences != model.config.mask_token_id).all()
+
+
+def test_sub_blocks_commit_left_to_right_inside_a_block_and_the_dual_cache_runs_the_sub_block_only():
+    model = tiny("llama", "block", block=8)
+    seen = []
+    model.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    order = []
+    ids = torch.tensor([[BOS, 10, 11, 12, 13, 14, 15, 16]])  # 8 tokens: the new positions start a block
+    model.generate(ids, max_new_tokens=16, steps=16, sub_block_length=4, kv_cache="dual", eos_token_id=None,
+                   step_callback=lambda step, x, p: order.append(p.positions.tolist()))
+    # each sub-block's positions are decoded before the next sub-block's
+    firsts = [positions[0] for positions in order]
+    assert firsts == sorted(firsts)
+    # per block: the whole block once (block 1 with the prompt: 16; block 2 with block 1 re-run final: 16), then
+    # the sub-block and the position left of it (5), once the finished sub-block too (9)
+    assert seen == [16, 5, 5, 5, 9, 5, 5, 5, 16, 5, 5, 5, 9, 5, 5, 5]
