@@ -328,3 +328,24 @@ def test_sub_blocks_commit_left_to_right_inside_a_block_and_the_dual_cache_runs_
     # per block: the whole block once (block 1 with the prompt: 16; block 2 with block 1 re-run final: 16), then
     # the sub-block and the position left of it (5), once the finished sub-block too (9)
     assert seen == [16, 5, 5, 5, 9, 5, 5, 5, 16, 5, 5, 5, 9, 5, 5, 5]
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+def test_cli_generate_takes_verify_and_entropy_bound(tmp_path, capsys):
+    from diffusion_lm.cli import main
+
+    model, tokenizer = tiny_diffusion_model("gpt2")
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    common = ["generate", str(tmp_path / "ckpt"), "--prompt", "the cat sat", "--max-new-tokens", "8",
+              "--block-length", "4", "--device", "cpu"]
+    assert main(common + ["--verify", "causal", "--draft-length", "3"]) == 0
+    text = capsys.readouterr().out.strip().splitlines()[-1]
+    prompt = tokenizer("the cat sat")["input_ids"]
+    expected = causal_greedy(model, prompt, 8)
+    from diffusion_lm.infilling import decode_text
+    assert text == decode_text(tokenizer, expected, model.config)
+    assert main(common + ["--entropy-bound", "0.5", "--kv-cache", "dual"]) == 0
+    assert capsys.readouterr().out.strip().startswith("the cat sat")
+    assert main(common + ["--entropy-bound", "0"]) != 0
+    assert "--entropy-bound" in capsys.readouterr().err
