@@ -349,3 +349,24 @@ def test_cli_generate_takes_verify_and_entropy_bound(tmp_path, capsys):
     assert capsys.readouterr().out.strip().startswith("the cat sat")
     assert main(common + ["--entropy-bound", "0"]) != 0
     assert "--entropy-bound" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["bidirectional", "block"])
+def test_verify_batch_compacts_its_caches_and_stays_exact(mode, monkeypatch):
+    """Rows at different block phases and acceptance counts leave dead columns; the caches compact them away (here
+    whenever there is one) and the text stays the causal greedy decode."""
+    import diffusion_lm.modeling.self_verification as self_verification
+
+    monkeypatch.setattr(self_verification, "COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(self_verification, "COMPACT_DEAD_SHARE", 0.0)
+    compactions = []
+    gather = self_verification.gather_dynamic_cache
+    monkeypatch.setattr(self_verification, "gather_dynamic_cache",
+                        lambda cache, index: (compactions.append(index.shape), gather(cache, index)))
+    model = tiny("llama", mode, block=4 if mode == "block" else None)
+    ids, mask = left_padded_batch()
+    out = verify(model, ids, mask, max_new_tokens=40, draft_length=4)
+    for row in range(3):
+        prompt = ids[row][mask[row].bool()].tolist()
+        assert out.sequences[row, ids.shape[1]:].tolist() == causal_greedy(model, prompt, 40)[len(prompt):], row
+    assert len(compactions) > 5

@@ -93,5 +93,16 @@ def crop_dynamic_cache(cache, length: int) -> None:
         layer.values = layer.values[..., :length, :]
 
 
-__all__ = ["DiffusionAutoMapMixin", "crop_dynamic_cache", "generation_defaults", "open_causal_buffer",
+def gather_dynamic_cache(cache, index) -> None:
+    """Replace every layer's keys / values (B, H, C, D) by the columns ``index`` (B, W) names, per row."""
+    for layer in getattr(cache, "layers", []):
+        keys = getattr(layer, "keys", None)
+        if keys is None or not hasattr(keys, "gather") or keys.dim() < 3:
+            continue
+        expanded = index[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
+        layer.keys = keys.gather(2, expanded)
+        layer.values = layer.values.gather(2, expanded)
+
+
+__all__ = ["DiffusionAutoMapMixin", "crop_dynamic_cache", "gather_dynamic_cache", "generation_defaults", "open_causal_buffer",
            "same_head_layout"]

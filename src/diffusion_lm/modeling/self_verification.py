@@ -31,10 +31,14 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .attention_annealing import allowed_to_additive, attention_pattern
-from .modeling_diffusion_compat import crop_dynamic_cache
+from .modeling_diffusion_compat import crop_dynamic_cache, gather_dynamic_cache
 from .unmasking import top_k_filter, top_p_filter
 
 VERIFY_MODES = ("causal",)
+# a cache is compacted when it holds more than this many columns dead in some row, and they are more than this share
+# of its columns
+COMPACT_MIN_DEAD = 16
+COMPACT_DEAD_SHARE = 0.5
 
 
 # --- the acceptance rules (pure functions of logits / probabilities) -----------------------------------------------
@@ -129,9 +133,17 @@ class ColumnCache:
             self.valid, self.positions = self.valid[:, :width], self.positions[:, :width]
 
     def trim(self) -> None:
-        """Drop trailing columns dead in every row (batch 1 never holds a dead column for long)."""
+        """Drop trailing columns dead in every row (batch 1 never holds a dead column for long); when most columns
+        are dead (rows of a batch accept different counts), move each row's live columns to the right end and drop
+        the columns dead in every row. Attention is decided by positions and validity, not by column order."""
         alive = self.valid.any(dim=0).nonzero()
         self.crop(int(alive[-1]) + 1 if len(alive) else 0)
+        live = int(self.valid.sum(dim=1).max()) if self.width else 0
+        dead = self.width - live
+        if dead > COMPACT_MIN_DEAD and dead > COMPACT_DEAD_SHARE * self.width:
+            order = torch.argsort(self.valid.long(), dim=1, stable=True)[:, self.width - live:]
+            gather_dynamic_cache(self.cache, order)
+            self.valid, self.positions = self.valid.gather(1, order), self.positions.gather(1, order)
 
 
 @dataclass
