@@ -370,3 +370,15 @@ def test_verify_batch_compacts_its_caches_and_stays_exact(mode, monkeypatch):
         prompt = ids[row][mask[row].bool()].tolist()
         assert out.sequences[row, ids.shape[1]:].tolist() == causal_greedy(model, prompt, 40)[len(prompt):], row
     assert len(compactions) > 5
+
+
+def test_verify_stays_exact_when_the_block_context_is_token_causal():
+    """A block model whose committed context attends token-causally (config.context_attention 'causal'): the drafter
+    reads the committed text causally; the verified text is the causal greedy decode either way."""
+    model = tiny("llama", "block", block=4)
+    model.config.context_attention = "causal"
+    ids, mask = left_padded_batch()
+    out = verify(model, ids, mask, draft_length=4)
+    for row in range(3):
+        prompt = ids[row][mask[row].bool()].tolist()
+        assert out.sequences[row, ids.shape[1]:].tolist() == causal_greedy(model, prompt, 12)[len(prompt):], row

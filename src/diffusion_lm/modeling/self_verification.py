@@ -110,16 +110,21 @@ class ColumnCache:
     def width(self) -> int:
         return self.valid.shape[1]
 
-    def forward(self, model, input_ids, positions, valid, mode: str, read_columns) -> torch.Tensor:
+    def forward(self, model, input_ids, positions, valid, mode: str, read_columns,
+                causal_queries: torch.Tensor | None = None) -> torch.Tensor:
         """Run ``model`` on new columns (``input_ids`` / ``positions`` / ``valid``: (B, W)) over the cache under the
         attention ``mode`` (``causal``, ``bidirectional`` or ``block``); their keys / values are appended. Returns
-        the logits (B, len(read_columns), V) at the new columns ``read_columns``."""
+        the logits (B, len(read_columns), V) at the new columns ``read_columns``. ``causal_queries`` (B, W): columns
+        that attend causally whatever ``mode`` says (committed text of a model with token-causal context)."""
         key_positions = torch.cat([self.positions, positions], dim=1)
         key_valid = torch.cat([self.valid, valid], dim=1)
         pattern = attention_pattern(mode, positions, key_positions, key_valid,
                                     block_size=getattr(model.config, "diffusion_block_size", None))
         if pattern is None:  # bidirectional over real keys only: attention_pattern gave "attend everything"
             pattern = torch.ones((1, 1, 1, key_valid.shape[1]), dtype=torch.bool, device=key_valid.device)
+        if causal_queries is not None and bool(causal_queries.any()):
+            causal = attention_pattern("causal", positions, key_positions, key_valid)
+            pattern = torch.where(causal_queries[:, None, :, None], causal, pattern)
         layer_mask = allowed_to_additive(pattern, model.dtype)
         outputs = model(input_ids=input_ids, attention_mask=layer_mask, position_ids=positions, cache=self.cache,
                         logits_to_keep=read_columns)
@@ -175,6 +180,9 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
     block_model = getattr(model.config, "attention_mode", None) == "block"
     block_size = getattr(model.config, "diffusion_block_size", None)
     draft_mode = getattr(model.config, "attention_mode", "bidirectional")  # the model's own diffusion mode
+    # a block model whose committed context is token-causal (config.context_attention "causal") drafts over causal
+    # keys / values of the committed text, as it decodes; verification never depends on this
+    causal_context = block_model and getattr(model.config, "context_attention", "block") == "causal"
     k = config.draft_length if config.draft_length is not None else default_draft_length(model.config, config)
     temperature = config.sampling_temperature()
     exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
@@ -227,7 +235,10 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
             valid = torch.cat([pending_valid, mask_valid], dim=1)
             shift = pending_ids.shape[1] - 1  # the last pending column is the last committed token
             read = torch.arange(shift, shift + width, device=device)
-            logits = drafter.forward(model, ids, pos, valid, draft_mode, read).float()
+            committed_queries = None
+            if causal_context:
+                committed_queries = torch.cat([pending_valid, torch.zeros_like(mask_valid)], dim=1)
+            logits = drafter.forward(model, ids, pos, valid, draft_mode, read, committed_queries).float()
             forward_passes += active.long()
             drafter.crop(drafter.width - width)  # the masks never stay
             logits[..., mask_id] = float("-inf")
