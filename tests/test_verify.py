@@ -243,11 +243,18 @@ print("REPORT" + json.dumps({
 """
 
 
+@pytest.mark.parametrize("transformers_release", ["installed", "lowest"])
 @pytest.mark.parametrize("mode", ["bidirectional", "block"])
-def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode):
+def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode, transformers_release):
+    """The newest transformers and the lowest supported one (the .ci/transformers-lowest venv; skipped without it)."""
+    import sys
+
+    from test_remote_code import lowest_python
+
+    python = sys.executable if transformers_release == "installed" else lowest_python()
     model = tiny("qwen2", mode, block=4 if mode == "block" else None)
     model.save_pretrained(tmp_path / "ckpt")
-    report, _ = run_clean_process(REMOTE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path))
+    report, _ = run_clean_process(REMOTE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path), python=python)
     assert report["diffusion_lm_imported"] is False
     for row, prompt in enumerate([[1, 10, 20], [1, 30, 31, 32, 33]]):
         assert report["sequences"][row][5:] == causal_greedy(model, prompt, 10)[len(prompt):]

@@ -354,7 +354,9 @@ class DiffusionGenerationMixin(GenerationMixin):
                 decodes no later block (its remaining positions become padding), as after an EOS.
             streamer (*optional*):
                 transformers streamer: ``put(prompt)`` first, ``put_draft(tokens)`` after each step when it has that
-                method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``.
+                method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``. With
+                ``verify``: ``put(prompt)``, then ``put(tokens)`` with each verification's committed tokens, as an AR
+                model streams (batch 1).
             attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
                 1 for tokens, 0 for left padding (right padding is refused). No sequence sees another's.
             infill_mask (`torch.BoolTensor` of shape `(batch_size, length)`, *optional*):
@@ -366,11 +368,12 @@ class DiffusionGenerationMixin(GenerationMixin):
             step_callback (`Callable[[int, torch.LongTensor, StepPredictions | None], Any]`, *optional*):
                 Called after every step as ``step_callback(step, sequences, predictions)``: ``sequences`` is the
                 state after the step, ``predictions`` the step's [`StepPredictions`] (None when the step committed
-                nothing and ran no forward pass). Do not modify the tensors.
+                nothing and ran no forward pass). Do not modify the tensors. With ``verify``: called after every
+                verification with the prompt and the tokens committed so far (masks after them) and ``None``.
             kwargs:
                 Fields of [`DiffusionGenerationConfig`] (``max_new_tokens``, ``steps``, ``alg``, ``temperature``,
                 ``top_k``, ``top_p``, ``block_length``, ``kv_cache``, ``kv_cache_refresh``, ``threshold``,
-                ``alg_temperature``, ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``num_return_sequences``,
+                ``entropy_bound``, ``sub_block_length``, ``verify``, ``draft_length``, ``alg_temperature``, ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``num_return_sequences``,
                 ``return_dict_in_generate``, ``output_history``). Anything else raises a ValueError.
 
         Returns:
