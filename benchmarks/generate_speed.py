@@ -324,8 +324,9 @@ def main(argv=None) -> None:
                         help="comma list of settings for the quality table: exact, default, all")
     parser.add_argument("--default", default="dual,0.9", help="the default fast setting: CACHE,THRESHOLD")
     parser.add_argument("--quality-extra", default="",
-                        help="more quality rows separated by ';': 'CACHE,TOKENS_PER_STEP' or 'CACHE,thr=T[,block=N]' "
-                             "(e.g. 'dual,4;dual,thr=0.9,block=8')")
+                        help="more quality rows separated by ';': 'CACHE,TOKENS_PER_STEP' or 'CACHE,thr=T[,block=N]', "
+                             "with ent=B (entropy bound), sub=N (sub-blocks), verify=K (draft length) "
+                             "(e.g. 'dual,4;dual,thr=0.9,block=8;dual,verify=8;prefix,thr=0.9,sub=4')")
     parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
     parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
     parser.add_argument("--lambada-start", type=int, default=0,
@@ -416,10 +417,15 @@ def main(argv=None) -> None:
               f"default ({default_setting['kv_cache']}, thr {default_setting['threshold']})":
                   dict(default_setting, steps=new_tokens)}
     for extra in filter(None, args.quality_extra.split(";")):
-        chosen.update(parse_extra_setting(extra, new_tokens))
+        for name, setting in parse_extra_setting(extra, new_tokens).items():
+            if block_model and setting["kv_cache"] == "dual" and not setting.get("sub_block_length"):
+                # a block model sees nothing after its block: its fast cache is the exact prefix cache
+                setting["kv_cache"] = "prefix"
+                name = label(setting, new_tokens).strip()
+            chosen[name] = setting
     if "all" in names:
         chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
-                       for s in settings_grid(args.new_tokens, args.grid, block_model)})
+                       for s in settings_grid(args.new_tokens, args.grid, block_model) + extra_rows})
     if args.quality_samples > 0:
         quality_table(args, ar, diffusion, tokenizer, pad_id, chosen, prompt_length, new_tokens, results)
 

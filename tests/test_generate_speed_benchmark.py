@@ -31,7 +31,7 @@ def test_generate_speed_smallest_grid_runs_on_block_and_full_models(tmp_path, mo
     load_benchmark().main([
         "--model", str(tmp_path / "model"), "--ar-base", str(tmp_path / "ar"), "--grid", "smallest",
         "--prompt-length", "8", "--new-tokens", "8", "--block-length", "4", "--batch-sizes", "1", "2",
-        "--quality-samples", "0", "--output", str(output),
+        "--quality-samples", "2", "--quality-extra", "dual,verify=4;dual,ent=1.0", "--output", str(output),
     ])
     results = json.loads(output.read_text())
     for batch in ("1", "2"):
@@ -43,4 +43,9 @@ def test_generate_speed_smallest_grid_runs_on_block_and_full_models(tmp_path, mo
         assert any("entropy bound" in name for name in rows)
         assert any("sub-block" in name for name in rows) == (mode == "block")
         assert rows["1 tok/step"][4] == 1.0  # the exact decode is its own reference
-    assert "identical to the causal greedy decode" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "identical to the causal greedy decode" in printed
+    quality = {row[0]: row for row in results["quality"]["rows"]}  # name, perplexity, distinct-2, agreement, tpf
+    cache = "prefix" if mode == "block" else "dual  "  # a block model's fast cache
+    assert set(quality) >= {f"{cache} verify causal, draft 4", f"{cache} entropy bound 1.0"}
+    assert all(row[1] > 0 for row in quality.values())

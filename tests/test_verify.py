@@ -235,9 +235,22 @@ ids = torch.tensor([[0, 0, 1, 10, 20], [1, 30, 31, 32, 33]])
 mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
 out = model.generate(ids, attention_mask=mask, max_new_tokens=10, verify="causal", draft_length=3,
                      eos_token_id=None, return_dict_in_generate=True)
+settings = dict(max_new_tokens=8, steps=8, eos_token_id=None)
+if model.config.attention_mode == "block":  # sub-blocks: the dual cache refreshed every step is the uncached decode
+    exact = model.generate(ids, attention_mask=mask, sub_block_length=2, **settings)
+    cached = model.generate(ids, attention_mask=mask, sub_block_length=2, kv_cache="dual", kv_cache_refresh="step",
+                            **settings)
+else:
+    exact = model.generate(ids, attention_mask=mask, block_length=4, **settings)
+    cached = model.generate(ids, attention_mask=mask, block_length=4, kv_cache="dual", kv_cache_refresh="step",
+                            **settings)
+bounded = model.generate(ids, attention_mask=mask, entropy_bound=1e9, kv_cache="prefix", return_dict_in_generate=True,
+                         **settings)
 print("REPORT" + json.dumps({
     "sequences": out.sequences.tolist(),
     "accepted": out.accepted_per_verification.tolist(),
+    "cached_equal": bool(torch.equal(exact, cached)),
+    "bounded_passes": bounded.forward_passes.tolist(),
     "diffusion_lm_imported": any(name.startswith("diffusion_lm") for name in sys.modules),
 }))
 """
@@ -259,6 +272,8 @@ def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode, tr
     for row, prompt in enumerate([[1, 10, 20], [1, 30, 31, 32, 33]]):
         assert report["sequences"][row][5:] == causal_greedy(model, prompt, 10)[len(prompt):]
     assert all(a >= 1 for a in report["accepted"])
+    assert report["cached_equal"] is True
+    assert max(report["bounded_passes"]) <= 3  # a huge entropy bound finishes each block in one forward
 
 
 # --- entropy-bound commit rule ----------------------------------------------------------------------------------------
