@@ -1,5 +1,9 @@
 """Decoding speed and quality: the AR base's ``generate`` vs diffusion decoding {no cache, prefix, dual} x
-{1, 2, 4 tokens per step; confidence threshold 0.9 and 0.7}, all measured in one run, printed as tables of ratios.
+{1, 2, 4 tokens per step; confidence threshold 0.9 and 0.7}, the entropy-bound rule, sub-blocks with a dual cache
+(block-diffusion models), self-verified decoding (``verify="causal"``) and the model's own causal mode run as an AR
+loop, all measured in one run, printed as tables of ratios. Every row runs on full-attention and block-diffusion
+models (the grid is the model's: a block model decodes its own blocks, so its cache rows are none / prefix and its
+"dual" rows use sub-blocks; a full-attention model's analogue of sub-blocks is a smaller ``block_length``).
 
 Speed (per batch size): new tokens/s, ratio to the AR model's own ``generate`` (KV cache, greedy, same weights),
 tokens per forward pass, and token agreement with the exact decode (no cache, one token per step) of the same prompts.
@@ -25,12 +29,28 @@ import torch
 THRESHOLDS = (0.9, 0.7)
 TOKENS_PER_STEP = (1, 2, 4)
 CACHES = (None, "prefix", "dual")
+ENTROPY_BOUNDS = (0.5, 2.0)
+DRAFT_LENGTHS = (4, 8)
+SUB_BLOCKS = (4, 8)
 
 
-def settings_grid(new_tokens: int, grid: str) -> list[dict]:
+def is_block_model(model) -> bool:
+    return getattr(model.config, "attention_mode", None) == "block"
+
+
+def model_caches(block_model: bool) -> tuple:
+    """The cache modes of the speed grid: a block model sees nothing after its block ('dual' needs sub-blocks)."""
+    return CACHES[:2] if block_model else CACHES
+
+
+def fast_cache(block_model: bool) -> str:
+    return "prefix" if block_model else "dual"
+
+
+def settings_grid(new_tokens: int, grid: str, block_model: bool = False) -> list[dict]:
     """Diffusion settings: every cache mode with 1/2/4 tokens per step and each threshold (steps = an upper bound)."""
     rows = []
-    for cache in CACHES:
+    for cache in model_caches(block_model):
         for tps in TOKENS_PER_STEP:
             rows.append(dict(kv_cache=cache, steps=new_tokens // tps, threshold=None))
         for threshold in THRESHOLDS:
@@ -41,17 +61,41 @@ def settings_grid(new_tokens: int, grid: str) -> list[dict]:
     return rows
 
 
-def refresh_and_block_rows(new_tokens: int, block_length: int) -> list[dict]:
+def refresh_and_block_rows(new_tokens: int, block_length: int, block_model: bool = False,
+                           model_block: int | None = None) -> list[dict]:
     """Batch-1 rows that pick the defaults: whole-sequence refresh per block (Fast-dLLM) against the incremental one,
-    and smaller blocks, all at threshold 0.9."""
+    and smaller blocks, all at threshold 0.9. A block model's cache is exact (no refresh to choose) and its blocks are
+    its own: its rows are sub-blocks with the dual cache instead."""
+    if block_model:
+        return [dict(kv_cache="dual", steps=new_tokens, threshold=0.9, sub_block_length=size)
+                for size in SUB_BLOCKS if size < (model_block or 0)]
     rows = [dict(kv_cache=cache, steps=new_tokens, threshold=0.9, kv_cache_refresh="block") for cache in CACHES[1:]]
     rows += [dict(kv_cache="dual", steps=new_tokens, threshold=0.9, block_length=size)
              for size in (8, 16) if size < block_length]
     return rows
 
 
+def new_rule_rows(new_tokens: int, block_model: bool, model_block: int | None = None) -> list[dict]:
+    """The entropy-bound rule, sub-blocks (block models) and self-verified decoding, on the model's fast cache."""
+    cache = fast_cache(block_model)
+    rows = [dict(kv_cache=cache, steps=new_tokens, threshold=None, entropy_bound=bound) for bound in ENTROPY_BOUNDS]
+    if block_model:
+        rows += [dict(kv_cache="dual", steps=new_tokens, threshold=0.9, sub_block_length=size)
+                 for size in SUB_BLOCKS if size < (model_block or 0)]
+    lengths = [model_block] if block_model else DRAFT_LENGTHS
+    rows += [dict(kv_cache=cache, steps=new_tokens, threshold=None, verify="causal", draft_length=k)
+             for k in lengths]
+    return rows
+
+
 def label(setting: dict, new_tokens: int) -> str:
     cache = setting["kv_cache"] or "none"
+    if setting.get("verify"):
+        return f"{cache:<6} verify causal, draft {setting['draft_length']}"
+    if setting.get("entropy_bound") is not None:
+        return f"{cache:<6} entropy bound {setting['entropy_bound']}"
+    if setting.get("sub_block_length") is not None:
+        return f"{cache:<6} thr {setting['threshold']} sub-block {setting['sub_block_length']}"
     if "kv_cache_refresh" in setting or "block_length" in setting:
         extra = f"refresh {setting['kv_cache_refresh']}" if "kv_cache_refresh" in setting else \
             f"block {setting['block_length']}"
@@ -62,7 +106,8 @@ def label(setting: dict, new_tokens: int) -> str:
 
 
 def parse_extra_setting(spec: str, new_tokens: int) -> dict:
-    """``CACHE,TOKENS_PER_STEP`` or ``CACHE,thr=T[,block=N]`` -> {row name: generate kwargs}."""
+    """``CACHE,TOKENS_PER_STEP`` or ``CACHE,thr=T[,block=N]`` (also ``ent=B``, ``sub=N``, ``verify=K``) -> {row name:
+    generate kwargs}."""
     cache, *fields = spec.split(",")
     setting = dict(kv_cache=None if cache == "none" else cache, steps=new_tokens, threshold=None)
     for field in fields:
@@ -73,8 +118,15 @@ def parse_extra_setting(spec: str, new_tokens: int) -> dict:
             setting["threshold"] = float(value)
         elif key == "block":
             setting["block_length"] = int(value)
+        elif key == "ent":
+            setting["entropy_bound"] = float(value)
+        elif key == "sub":
+            setting["sub_block_length"] = int(value)
+        elif key == "verify":
+            setting.update(verify="causal", draft_length=int(value))
         else:
-            raise ValueError(f"--quality-extra {spec!r}: unknown field {key!r} (TOKENS_PER_STEP, thr=T, block=N)")
+            raise ValueError(f"--quality-extra {spec!r}: unknown field {key!r} (TOKENS_PER_STEP, thr=T, block=N, "
+                             "ent=B, sub=N, verify=K)")
     return {label(setting, new_tokens).strip(): setting}
 
 
@@ -106,7 +158,12 @@ def load_models(args):
                          bos_token_id=2, eos_token_id=1, pad_token_id=0)
     ar = LlamaForCausalLM(config)
     diffusion, tokenizer = convert_ar_model(ar, tokenizer)
-    return ar.eval(), diffusion.eval(), tokenizer, "tiny random LLaMA 4 x 256, vocab 8192 (speed only)"
+    description = "tiny random LLaMA 4 x 256, vocab 8192 (speed only)"
+    if args.random_block_size:
+        diffusion.config.attention_mode = "block"
+        diffusion.config.diffusion_block_size = args.random_block_size
+        description += f", block diffusion in blocks of {args.random_block_size}"
+    return ar.eval(), diffusion.eval(), tokenizer, description
 
 
 def text_prompts(path: str | None, tokenizer, count: int, length: int, vocab_size: int, seed: int) -> torch.Tensor:
@@ -138,11 +195,46 @@ def ar_generate(ar, prompts, new_tokens, pad_id):
 
 
 @torch.no_grad()
-def diffusion_generate(model, prompts, new_tokens, block_length, setting):
-    setting = {"block_length": block_length, **setting}
+def diffusion_generate(model, prompts, new_tokens, block_length, setting, details: dict | None = None):
+    """(sequences, mean tokens per forward). A block-diffusion model decodes its own blocks: ``block_length`` is
+    dropped for it. ``details`` receives the mean accepted tokens per verification of a ``verify`` row."""
+    setting = dict(setting)
+    if is_block_model(model):
+        setting.pop("block_length", None)
+    else:
+        setting.setdefault("block_length", block_length)
     out = model.generate(prompts, max_new_tokens=new_tokens, alg="confidence", temperature=0.0, eos_token_id=None,
                          return_dict_in_generate=True, **setting)
+    if details is not None and out.accepted_per_verification is not None:
+        details["accepted_per_verification"] = float(out.accepted_per_verification.mean())
     return out.sequences, float(out.tokens_per_forward.mean())
+
+
+@torch.no_grad()
+def causal_mode_generate(model, prompts, new_tokens):
+    """The diffusion model's own causal mode (``attention_mode="causal"`` as a pattern) decoded greedily as an AR loop
+    over a KV cache, one token per forward, [MASK] never chosen: what ``verify="causal"`` must reproduce."""
+    from transformers import DynamicCache
+
+    from diffusion_lm.modeling.attention_annealing import allowed_to_additive, attention_pattern
+
+    batch, length = prompts.shape
+    cache = DynamicCache()
+    positions = torch.arange(length)[None].expand(batch, -1)
+    mask = allowed_to_additive(attention_pattern("causal", positions, positions), model.dtype)
+    logits = model(input_ids=prompts, attention_mask=mask, position_ids=positions, cache=cache,
+                   logits_to_keep=1).logits[:, -1].float()
+    tokens = [prompts]
+    for i in range(new_tokens):
+        logits[:, model.config.mask_token_id] = float("-inf")
+        token = logits.argmax(dim=-1, keepdim=True)
+        tokens.append(token)
+        if i == new_tokens - 1:
+            break
+        position = torch.full((batch, 1), length + i)
+        logits = model(input_ids=token, position_ids=position, cache=cache,
+                       attention_mask=torch.zeros((1, 1, 1, length + i + 1), dtype=model.dtype)).logits[:, -1].float()
+    return torch.cat(tokens, dim=1)
 
 
 def timed(fn):
@@ -210,13 +302,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="adapted diffusion checkpoint directory (default: a tiny random model)")
     parser.add_argument("--ar-base", default="embedded", help="its AR base: 'embedded', a directory or a .gguf")
+    parser.add_argument("--random-block-size", type=int, default=None,
+                        help="without --model: make the tiny random model a block-diffusion model of these blocks")
     parser.add_argument("--prompt-length", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8],
                         help="speed tables to measure (none: only the quality tables)")
     parser.add_argument("--block-length", type=int, default=32)
-    parser.add_argument("--grid", choices=["full", "small"], default="full",
-                        help="small: skip the slow uncached multi-token rows")
+    parser.add_argument("--grid", choices=["full", "small", "smallest"], default="full",
+                        help="small: skip the slow uncached multi-token rows; smallest: the exact decode, the fast "
+                             "default and one row of each new rule (verify, entropy bound, sub-blocks)")
     parser.add_argument("--batched-caches", default="none,prefix,dual",
                         help="cache modes timed at batch sizes > 1 (uncached batches of 8 x 512 positions take hours "
                              "on a CPU); agreement needs 'none' (the exact decode)")
@@ -229,8 +324,9 @@ def main(argv=None) -> None:
                         help="comma list of settings for the quality table: exact, default, all")
     parser.add_argument("--default", default="dual,0.9", help="the default fast setting: CACHE,THRESHOLD")
     parser.add_argument("--quality-extra", default="",
-                        help="more quality rows separated by ';': 'CACHE,TOKENS_PER_STEP' or 'CACHE,thr=T[,block=N]' "
-                             "(e.g. 'dual,4;dual,thr=0.9,block=8')")
+                        help="more quality rows separated by ';': 'CACHE,TOKENS_PER_STEP' or 'CACHE,thr=T[,block=N]', "
+                             "with ent=B (entropy bound), sub=N (sub-blocks), verify=K (draft length) "
+                             "(e.g. 'dual,4;dual,thr=0.9,block=8;dual,verify=8;prefix,thr=0.9,sub=4')")
     parser.add_argument("--lambada", help="LAMBADA test file (one passage a line) for the exact and default setting")
     parser.add_argument("--lambada-limit", type=int, default=None, help="first N items (default: all 5,153)")
     parser.add_argument("--lambada-start", type=int, default=0,
@@ -239,7 +335,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.new_tokens % 4 or args.new_tokens % args.block_length:
+    if args.new_tokens % 4 or args.new_tokens % min(args.block_length, args.new_tokens):
         parser.error("--new-tokens must be a multiple of 4 and of --block-length")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -249,41 +345,62 @@ def main(argv=None) -> None:
 
     ar, diffusion, tokenizer, description = load_models(args)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    grid = settings_grid(args.new_tokens, args.grid)
+    block_model = is_block_model(diffusion)
+    model_block = getattr(diffusion.config, "diffusion_block_size", None) if block_model else None
+    if block_model and default_setting["kv_cache"] == "dual":  # a block model's fast cache is its exact prefix cache
+        default_setting["kv_cache"] = "prefix"
+    grid = settings_grid(args.new_tokens, args.grid, block_model)
+    extra_rows = new_rule_rows(args.new_tokens, block_model, model_block)
+    if args.grid == "smallest":
+        grid = [grid[0], dict(default_setting)]
+        extra_rows = [extra_rows[0], extra_rows[-1]] + [r for r in extra_rows if r.get("sub_block_length")][:1]
     results = {"model": description, "threads": torch.get_num_threads(), "speed": {}, "quality": {}}
+    blocks = f"its blocks of {model_block}" if block_model else f"block_length {args.block_length}"
     print(f"model: {description} | threads {torch.get_num_threads()} | prompt {args.prompt_length} + "
-          f"{args.new_tokens} new | block_length {args.block_length} | greedy, confidence order", flush=True)
+          f"{args.new_tokens} new | {blocks} | greedy, confidence order", flush=True)
 
     # --- speed --------------------------------------------------------------------------------------------------
     for batch_size in args.batch_sizes:
         prompts = text_prompts(args.speed_data or args.quality_data, tokenizer, batch_size, args.prompt_length,
                                ar.config.vocab_size, seed=batch_size)
-        ar_generate(ar, prompts[:, :8], 2, pad_id)  # warm-up
+        ar_generate(ar, prompts[:, :8], 2, pad_id)  # warm-up (both model types: no block_length for block models)
         diffusion_generate(diffusion, prompts[:, :8], 4, 4, dict(steps=4))
         _, ar_seconds = timed(lambda: ar_generate(ar, prompts, args.new_tokens, pad_id))
         ar_rate = batch_size * args.new_tokens / ar_seconds
+        # the diffusion model's own causal mode as an AR loop: the decode verify="causal" must reproduce
+        causal_reference, causal_seconds = timed(lambda: causal_mode_generate(diffusion, prompts, args.new_tokens))
+        causal_rate = batch_size * args.new_tokens / causal_seconds
         rows, reference = [], None
         allowed = {None if c == "none" else c for c in args.batched_caches.split(",")}
-        batch_grid = grid + refresh_and_block_rows(args.new_tokens, args.block_length) if batch_size == 1 else \
-            [s for s in grid if s["kv_cache"] in allowed]
+        batch_grid = [s for s in grid if s["kv_cache"] in allowed] if batch_size > 1 else list(grid)
+        if batch_size == 1 and args.grid != "smallest":
+            batch_grid += refresh_and_block_rows(args.new_tokens, args.block_length, block_model, model_block)
+        batch_grid += [s for s in extra_rows if s not in batch_grid]
         exact_first = batch_grid[0]["kv_cache"] is None and batch_grid[0]["threshold"] is None \
             and batch_grid[0]["steps"] == args.new_tokens
         for setting in batch_grid:
+            details = {}
             (sequences, tpf), seconds = timed(lambda: diffusion_generate(diffusion, prompts, args.new_tokens,
-                                                                         args.block_length, setting))
+                                                                         args.block_length, setting, details))
             if reference is None and exact_first:  # the first row is the exact decode
                 reference = sequences
             rate = batch_size * args.new_tokens / seconds
+            identical = ("yes" if torch.equal(sequences, causal_reference) else "no") if setting.get("verify") else "-"
             rows.append((label(setting, args.new_tokens), rate, rate / ar_rate, tpf,
                          agreement(sequences, reference, args.prompt_length) if reference is not None
-                         else float("nan")))
+                         else float("nan"), identical, details.get("accepted_per_verification", float("nan"))))
             print(f"  measured batch {batch_size} {rows[-1][0]}: {seconds:.1f} s", flush=True)
-        results["speed"][batch_size] = {"ar_tokens_per_s": ar_rate, "rows": rows}
-        print(f"\nSpeed, batch {batch_size} (AR generate: {ar_rate:.1f} new tokens/s)")
-        print(f"| {'diffusion setting':<22} | tokens/s | vs AR | tokens/forward | agreement with exact |")
-        print("|---|---:|---:|---:|---:|")
-        for name, rate, ratio, tpf, agree in rows:
-            print(f"| {name:<22} | {rate:8.1f} | {ratio:5.2f}x | {tpf:14.2f} | {agree:20.3f} |")
+        results["speed"][batch_size] = {"ar_tokens_per_s": ar_rate, "causal_mode_tokens_per_s": causal_rate,
+                                        "rows": rows}
+        print(f"\nSpeed, batch {batch_size} (AR generate: {ar_rate:.1f} new tokens/s; the diffusion model's causal mode "
+              f"as an AR loop: {causal_rate:.1f} new tokens/s, {causal_rate / ar_rate:.2f}x)")
+        print(f"| {'diffusion setting':<34} | tokens/s | vs AR | tokens/forward | agreement with exact | "
+              "identical to the causal greedy decode | accepted / verification |")
+        print("|---|---:|---:|---:|---:|:---:|---:|")
+        for name, rate, ratio, tpf, agree, identical, accepted in rows:
+            accepted_text = "-" if math.isnan(accepted) else f"{accepted:.2f}"
+            print(f"| {name:<34} | {rate:8.1f} | {ratio:5.2f}x | {tpf:14.2f} | {agree:20.3f} | {identical} | "
+                  f"{accepted_text} |")
         print(flush=True)
 
     # --- quality ------------------------------------------------------------------------------------------------
@@ -294,14 +411,21 @@ def main(argv=None) -> None:
     new_tokens = args.quality_new_tokens or args.new_tokens
     names = args.quality_settings.split(",")
     exact = dict(kv_cache=None, steps=new_tokens, threshold=None)
+    if block_model and default_setting["kv_cache"] == "dual":
+        default_setting["kv_cache"] = "prefix"
     chosen = {"exact (none, 1 tok/step)": exact,
               f"default ({default_setting['kv_cache']}, thr {default_setting['threshold']})":
                   dict(default_setting, steps=new_tokens)}
     for extra in filter(None, args.quality_extra.split(";")):
-        chosen.update(parse_extra_setting(extra, new_tokens))
+        for name, setting in parse_extra_setting(extra, new_tokens).items():
+            if block_model and setting["kv_cache"] == "dual" and not setting.get("sub_block_length"):
+                # a block model sees nothing after its block: its fast cache is the exact prefix cache
+                setting["kv_cache"] = "prefix"
+                name = label(setting, new_tokens).strip()
+            chosen[name] = setting
     if "all" in names:
         chosen.update({label(s, args.new_tokens): dict(s, steps=s["steps"] * new_tokens // args.new_tokens)
-                       for s in settings_grid(args.new_tokens, args.grid)})
+                       for s in settings_grid(args.new_tokens, args.grid, block_model) + extra_rows})
     if args.quality_samples > 0:
         quality_table(args, ar, diffusion, tokenizer, pad_id, chosen, prompt_length, new_tokens, results)
 

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
     add("--block-length", type=int, help="semi-autoregressive block size")
     add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
     add("--threshold", type=float, help="commit every position at least this confident, in (0, 1]")
+    from .generate import add_rule_flags
+
+    add_rule_flags(add)
     add("--system", help="system message to start the conversation with")
     add("--no-history", action="store_true", help="answer each line on its own, without earlier turns")
     add("--seed", type=int, default=0)

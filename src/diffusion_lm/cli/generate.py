@@ -36,12 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
     add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
     add("--threshold", type=float, help="commit every position at least this confident, in (0, 1] (default: the "
                                         "checkpoint's generation_config)")
+    add_rule_flags(add)
     add("--seed", type=int, default=0)
     add("--show-steps", action="store_true", help="print the sequence after every denoising step")
     add("--mask-symbol", default="░", help="how --show-steps draws a masked position (default ░)")
     add("--device", help="torch device (default: cuda if available, else cpu)")
     add("--dtype", default="auto", choices=DTYPE_NAMES)
     add("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (not needed for ours)")
+
+
+def add_rule_flags(add) -> None:
+    """Flags of the decoding rules beyond the threshold (``generate`` and ``chat``)."""
+    add("--entropy-bound", type=float, help="also commit, in confidence order, the positions whose summed entropy "
+                                            "(nats) stays under this bound (> 0)")
+    add("--sub-block-length", type=int, help="block-diffusion models: decode each block in sub-blocks of N positions "
+                                             "(with --kv-cache dual: the rest of the block from the cache)")
+    add("--verify", choices=["causal"], help="self-verified decoding: diffusion drafts, the model's causal mode checks "
+                                            "(greedy output = its causal greedy decode)")
+    add("--draft-length", type=int, help="with --verify: draft tokens per verification (default: the model's block, "
+                                         "else --block-length, else 8)")
 
 
 def fast_decoding_kwargs(args) -> dict:
@@ -53,6 +66,20 @@ def fast_decoding_kwargs(args) -> dict:
         if not 0 < args.threshold <= 1:
             raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
         kwargs["threshold"] = args.threshold
+    if getattr(args, "entropy_bound", None) is not None:
+        if not args.entropy_bound > 0:
+            raise ValueError(f"--entropy-bound must be > 0, got {args.entropy_bound}")
+        kwargs["entropy_bound"] = args.entropy_bound
+    if getattr(args, "sub_block_length", None) is not None:
+        if args.sub_block_length < 1:
+            raise ValueError(f"--sub-block-length must be >= 1, got {args.sub_block_length}")
+        kwargs["sub_block_length"] = args.sub_block_length
+    if getattr(args, "verify", None) is not None:
+        kwargs["verify"] = args.verify
+    if getattr(args, "draft_length", None) is not None:
+        if args.draft_length < 1:
+            raise ValueError(f"--draft-length must be >= 1, got {args.draft_length}")
+        kwargs["draft_length"] = args.draft_length
     return kwargs
 
 
@@ -74,6 +101,7 @@ def validate_decoding_args(args, length: int, flag: str, minimum: int) -> None:
 
 
 def _validate(args) -> None:
+    fast_decoding_kwargs(args)  # the flags' own checks, before the model is loaded
     if args.command == "infill":
         validate_decoding_args(args, args.length, "--length", 1)
     else:

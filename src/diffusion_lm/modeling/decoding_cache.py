@@ -14,6 +14,8 @@ values are written back after the forward pass.
   ``"step"``: a whole-canvas pass before every step (as exact as no cache; it verifies the cached path).
 - block-diffusion models (exact): earlier blocks never see later ones, so the store holds the final keys / values of
   every finished block; each step recomputes the current block (the first step also the block just finished).
+  With sub-blocks (``sub_block_length``) and ``"dual"``, a step recomputes only the current sub-block and reads the
+  rest of the block from the store (approximate inside the block, Fast-dLLM v2; ``"step"`` refresh makes it exact).
 With the AR shift the prediction for the block's first position is read one position to its left, so the window
 always starts there.
 """
@@ -89,6 +91,7 @@ class WindowPlanner:
         self.device = device
         self.stored = False  # the store holds an entry for every position
         self.fresh_until = 0  # positions before this hold keys / values computed from their final tokens
+        self.sub_fresh = 0  # sub-blocks: positions of the current block before this were recomputed last step
 
     def _range(self, start: int, end: int) -> torch.Tensor:
         return torch.arange(start, end, device=self.device)
@@ -119,6 +122,33 @@ class WindowPlanner:
         end = self.length if self.mode == "prefix" else block_end
         cached = torch.cat([self._range(0, start), self._range(end, self.length)])
         passes.append(StepWindow(start, end, cached))
+        return passes
+
+    def sub_block_windows(self, sub_start: int, sub_end: int, settled_until: int, block_end: int,
+                          new_block: bool) -> list[StepWindow]:
+        """Block-diffusion sub-blocks with the dual cache (Fast-dLLM v2): the forward passes of one step for the
+        sub-block whose positions to generate span ``[sub_start, sub_end)`` inside the model's block
+        ``[settled_until, block_end)``.
+
+        A block's first step (and every step with ``refresh="step"``) runs the whole block (at a block's first step
+        also the finished block before it, with its final tokens) and stores its keys / values; other steps recompute
+        the sub-block (and once, at a sub-block's first step, the sub-block before it) and read the block's positions
+        after the sub-block, and before it, from the store. Earlier blocks are exact, as in ``windows``."""
+        read_from = sub_start - 1 if self.shift else sub_start
+        passes = []
+        if new_block or not self.stored or self.refresh == "step":
+            start = min(self.fresh_until, read_from)
+            if new_block:
+                self.fresh_until = max(self.fresh_until, settled_until)
+            self.stored = True
+            self.sub_fresh = read_from
+            passes.append(StepWindow(start, block_end, self._range(0, start)))
+            if self.refresh != "step":  # the whole-block pass also serves this step's logits
+                return passes
+        start = min(self.sub_fresh, read_from)
+        self.sub_fresh = read_from
+        cached = torch.cat([self._range(0, start), self._range(sub_end, block_end)])
+        passes.append(StepWindow(start, sub_end, cached))
         return passes
 
 

@@ -22,6 +22,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList,
 from transformers.utils import ModelOutput
 
 from .decoding_cache import KV_CACHE_MODES, KV_CACHE_REFRESH, CanvasKVStore, WindowPlanner
+from .self_verification import VERIFY_MODES, verify_decode
 from .modeling_diffusion_compat import generation_defaults
 from .modeling_diffusion_utils import positions_from_padding
 from .attention_annealing import allowed_to_additive, attention_pattern
@@ -29,6 +30,8 @@ from .unmasking import (
     ALG_ALIASES,
     ALGORITHMS,
     canonical_alg,
+    entropy_bound_commit,
+    proposal_entropy,
     proposal_scores,
     propose_tokens,
     random_unmask_probability,
@@ -40,9 +43,11 @@ from .unmasking import (
 _SUPPORTED_FIELDS = frozenset({
     "max_new_tokens", "max_length", "steps", "alg", "alg_temperature", "temperature", "top_k", "top_p", "do_sample",
     "block_length", "mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "num_return_sequences",
-    "return_dict_in_generate", "output_history", "kv_cache", "kv_cache_refresh", "threshold",
+    "return_dict_in_generate", "output_history", "kv_cache", "kv_cache_refresh", "threshold", "entropy_bound",
+    "sub_block_length", "verify", "draft_length",
 })
-_NULLABLE_DIFFUSION_FIELDS = frozenset({"steps", "block_length", "kv_cache", "threshold"})
+_NULLABLE_DIFFUSION_FIELDS = frozenset({"steps", "block_length", "kv_cache", "threshold", "entropy_bound",
+                                        "sub_block_length", "verify", "draft_length"})
 
 # What `diffusion-lm adapt` writes into a new checkpoint's generation_config.json: the fastest setting at equal
 # quality in benchmarks/generate_speed.py on SmolLM2-135M adapted on enwiki (README, "Fast decoding").
@@ -116,6 +121,24 @@ class DiffusionGenerationConfig(GenerationConfig):
         Confidence-threshold parallel decoding: besides the schedule's count, a step commits every masked position
         of the current block whose proposal has probability >= threshold, so ``steps`` is an upper bound and a
         block may finish in fewer forward passes. ``None`` or 1.0: the plain schedule.
+    entropy_bound (`float`, *optional*):
+        Entropy-bound parallel decoding (DiffusionGemma's rule), beside ``threshold``: besides the schedule's count, a
+        step commits, in confidence order, the largest set of the block's masked positions whose proposal entropies
+        (nats) sum to at most this bound (at least the most confident one). ``None``: off.
+    sub_block_length (`int`, *optional*):
+        Block-diffusion models only (Fast-dLLM v2): each block is decoded in sub-blocks of this many positions, left to
+        right. With ``kv_cache="dual"`` a step recomputes only the sub-block and reads the block's positions after it
+        from the cache (approximate: inside a block attention is bidirectional); ``kv_cache_refresh="step"``
+        recomputes the whole block before every step (as exact as no cache, for verification).
+    verify (`str`, *optional*):
+        ``"causal"``: self-verified decoding (see ``self_verification``). Diffusion drafts ``draft_length`` tokens in
+        one forward pass, the model's own causal mode checks them in one more; greedy output equals the model's causal
+        greedy decode token for token, sampled output follows the causal model's distribution (speculative
+        sampling). ``steps``, ``alg``, ``threshold``, ``entropy_bound`` and ``block_length`` do not apply. ``None``:
+        off.
+    draft_length (`int`, *optional*):
+        Draft tokens per verification with ``verify``. Default: a block model's ``diffusion_block_size`` (a draft
+        never crosses the end of the model's current block), else ``block_length``, else 8.
     """
 
     def __init__(
@@ -131,6 +154,10 @@ class DiffusionGenerationConfig(GenerationConfig):
         kv_cache: str | None = None,
         kv_cache_refresh: str = "incremental",
         threshold: float | None = None,
+        entropy_bound: float | None = None,
+        sub_block_length: int | None = None,
+        verify: str | None = None,
+        draft_length: int | None = None,
         **kwargs,
     ):
         # set before GenerationConfig.__init__, which ends by calling validate()
@@ -143,6 +170,10 @@ class DiffusionGenerationConfig(GenerationConfig):
         self.kv_cache = kv_cache
         self.kv_cache_refresh = kv_cache_refresh
         self.threshold = threshold
+        self.entropy_bound = entropy_bound
+        self.sub_block_length = sub_block_length
+        self.verify = verify
+        self.draft_length = draft_length
         # None means "unset" in transformers 5; an unset length takes the diffusion default
         kwargs["max_new_tokens"] = max_new_tokens if max_new_tokens is not None else 64
         super().__init__(**kwargs)
@@ -218,6 +249,16 @@ class DiffusionGenerationConfig(GenerationConfig):
         if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
                                            or not 0 < self.threshold <= 1):
             raise ValueError(f"threshold must be a number in (0, 1] (or None), got {self.threshold!r}")
+        if self.entropy_bound is not None and (isinstance(self.entropy_bound, bool)
+                                               or not isinstance(self.entropy_bound, (int, float))
+                                               or not self.entropy_bound > 0):
+            raise ValueError(f"entropy_bound must be a number > 0 (nats; or None), got {self.entropy_bound!r}")
+        if self.sub_block_length is not None and (not is_int(self.sub_block_length) or self.sub_block_length < 1):
+            raise ValueError(f"sub_block_length must be an integer >= 1 (or None), got {self.sub_block_length!r}")
+        if self.verify is not None and self.verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be None or one of {VERIFY_MODES}, got {self.verify!r}")
+        if self.draft_length is not None and (not is_int(self.draft_length) or self.draft_length < 1):
+            raise ValueError(f"draft_length must be an integer >= 1 (or None), got {self.draft_length!r}")
 
     def sampling_temperature(self) -> float:
         """The temperature proposals are drawn at; 0 means greedy."""
@@ -252,12 +293,19 @@ class DiffusionGenerationOutput(ModelOutput):
         Per sequence, generated tokens (up to and including its first EOS) per forward pass it took part in.
     forward_passes (`torch.LongTensor` of shape `(batch_size,)`):
         Per sequence, the forward passes run while it was still being decoded.
+    accepted_per_verification (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+        With ``verify``: per sequence, the mean tokens a verification committed (accepted draft tokens plus the
+        causal model's own next one, so >= 1; a draft that agrees for k tokens commits k + 1).
+    verifications (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        With ``verify``: per sequence, the verification forward passes it took part in.
     """
 
     sequences: torch.LongTensor | None = None
     history: tuple[torch.LongTensor, ...] | None = None
     tokens_per_forward: torch.FloatTensor | None = None
     forward_passes: torch.LongTensor | None = None
+    accepted_per_verification: torch.FloatTensor | None = None
+    verifications: torch.LongTensor | None = None
 
 
 @dataclass
@@ -312,7 +360,9 @@ class DiffusionGenerationMixin(GenerationMixin):
                 decodes no later block (its remaining positions become padding), as after an EOS.
             streamer (*optional*):
                 transformers streamer: ``put(prompt)`` first, ``put_draft(tokens)`` after each step when it has that
-                method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``.
+                method (``TextDiffusionStreamer`` does), ``put(generated tokens)`` at the end, then ``end()``. With
+                ``verify``: ``put(prompt)``, then ``put(tokens)`` with each verification's committed tokens, as an AR
+                model streams (batch 1).
             attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
                 1 for tokens, 0 for left padding (right padding is refused). No sequence sees another's.
             infill_mask (`torch.BoolTensor` of shape `(batch_size, length)`, *optional*):
@@ -324,11 +374,12 @@ class DiffusionGenerationMixin(GenerationMixin):
             step_callback (`Callable[[int, torch.LongTensor, StepPredictions | None], Any]`, *optional*):
                 Called after every step as ``step_callback(step, sequences, predictions)``: ``sequences`` is the
                 state after the step, ``predictions`` the step's [`StepPredictions`] (None when the step committed
-                nothing and ran no forward pass). Do not modify the tensors.
+                nothing and ran no forward pass). Do not modify the tensors. With ``verify``: called after every
+                verification with the prompt and the tokens committed so far (masks after them) and ``None``.
             kwargs:
                 Fields of [`DiffusionGenerationConfig`] (``max_new_tokens``, ``steps``, ``alg``, ``temperature``,
                 ``top_k``, ``top_p``, ``block_length``, ``kv_cache``, ``kv_cache_refresh``, ``threshold``,
-                ``alg_temperature``, ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``num_return_sequences``,
+                ``entropy_bound``, ``sub_block_length``, ``verify``, ``draft_length``, ``alg_temperature``, ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``num_return_sequences``,
                 ``return_dict_in_generate``, ``output_history``). Anything else raises a ValueError.
 
         Returns:
@@ -363,6 +414,23 @@ class DiffusionGenerationMixin(GenerationMixin):
             attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
             holes = holes.repeat_interleave(config.num_return_sequences, dim=0)
         self._check_length(prompt_length + max_new_tokens)
+
+        if config.verify is not None:
+            self._check_verify_inputs(holes, logits_processor, streamer, input_ids.shape[0])
+            if streamer is not None:
+                streamer.put(input_ids.cpu())
+            result = verify_decode(self, input_ids, attention_mask, max_new_tokens, config, streamer=streamer,
+                                   stopping_criteria=stopping_criteria, **runtime)
+            if streamer is not None:
+                streamer.end()
+            if config.return_dict_in_generate:
+                return DiffusionGenerationOutput(
+                    sequences=result.sequences, history=result.history, tokens_per_forward=result.tokens_per_forward,
+                    forward_passes=result.forward_passes,
+                    accepted_per_verification=result.accepted_per_verification,
+                    verifications=result.verifications,
+                )
+            return result.sequences
 
         result = self._decode_in_aligned_groups(
             input_ids, attention_mask, holes, max_new_tokens, config, streamer=streamer,
@@ -422,18 +490,46 @@ class DiffusionGenerationMixin(GenerationMixin):
 
     def _check_decoding_mode(self, config: DiffusionGenerationConfig) -> None:
         """ValueError naming the setting when this model cannot serve the requested decoding."""
-        if getattr(self.config, "attention_mode", "bidirectional") == "block":
+        block_model = getattr(self.config, "attention_mode", "bidirectional") == "block"
+        if block_model:
             block = self.config.diffusion_block_size
             if config.block_length is not None and config.block_length != block:
                 raise ValueError(f"block_length {config.block_length} differs from the model's diffusion_block_size "
                                  f"{block}: a block-diffusion model decodes its own blocks (leave block_length unset)")
-            if config.kv_cache == "dual":
+            sub_blocks = config.sub_block_length is not None and config.sub_block_length < block
+            if config.kv_cache == "dual" and not sub_blocks and config.verify is None:
                 raise ValueError("kv_cache='dual' has nothing to reuse on a block-diffusion model (it sees nothing "
-                                 "after the current block): use kv_cache='prefix', which is exact there")
-        if config.kv_cache is not None:
-            parameters = inspect.signature(self.forward).parameters
-            if "cache" not in parameters and "past_key_values" not in parameters:
-                raise ValueError(f"kv_cache={config.kv_cache!r}: {type(self).__name__}.forward takes no KV cache")
+                                 "after the current block): use kv_cache='prefix', which is exact there, or "
+                                 "sub_block_length < diffusion_block_size (the block's positions after the sub-block "
+                                 "come from the cache)")
+        elif config.sub_block_length is not None:
+            raise ValueError("sub_block_length is for block-diffusion models (attention_mode='block'); a full-attention "
+                             "model decodes in blocks of block_length")
+        parameters = inspect.signature(self.forward).parameters
+        takes_cache = "cache" in parameters or "past_key_values" in parameters
+        if config.kv_cache is not None and not takes_cache:
+            raise ValueError(f"kv_cache={config.kv_cache!r}: {type(self).__name__}.forward takes no KV cache")
+        if config.verify is not None:
+            if not getattr(self.config, "shift", True):
+                raise ValueError("verify='causal' needs a model with the AR shift (config.shift=True): without it the "
+                                 "causal mode reads each token's prediction at the token itself, which it sees")
+            if not takes_cache:
+                raise ValueError(f"verify='causal': {type(self).__name__}.forward takes no KV cache")
+            implementation = getattr(self.config, "_attn_implementation", None) or ""
+            if "flash" in implementation:
+                raise ValueError(f"verify='causal' needs attention patterns that attention implementation "
+                                 f"{implementation!r} cannot take; use attn_implementation='sdpa' or 'eager'")
+
+    @staticmethod
+    def _check_verify_inputs(holes, logits_processor, streamer, batch_size: int) -> None:
+        """ValueError for inputs self-verified decoding cannot honour (before any forward pass)."""
+        if bool(holes.any()):
+            raise ValueError("infill_mask: verify='causal' continues the prompt left to right; it cannot fill holes")
+        if logits_processor:
+            raise ValueError("logits_processor: verify='causal' cannot apply logits processors (they would change the "
+                             "causal distribution the drafts are verified against); pass temperature / top_k / top_p")
+        if streamer is not None and batch_size > 1:
+            raise ValueError("streamer: verify='causal' streams one sequence (batch size 1)")
 
     def _prepare_prompt(self, input_ids, attention_mask, config: DiffusionGenerationConfig):
         """(input_ids, attention_mask) on the model's device, 2D, with a BOS column where the prompt is empty."""
@@ -562,6 +658,8 @@ class DiffusionGenerationMixin(GenerationMixin):
         num_generated = generated.sum(dim=1)
         if exact_blocks:
             blocks, spans = self._aligned_block_layout(generated, attention_mask, self.config.diffusion_block_size)
+            if config.sub_block_length is not None and config.sub_block_length < self.config.diffusion_block_size:
+                blocks, spans = _sub_block_layout(blocks, spans, config.sub_block_length)
         else:
             blocks = self._block_layout(generated, num_generated, config)
             spans = [(None, None)] * len(blocks)
@@ -574,6 +672,10 @@ class DiffusionGenerationMixin(GenerationMixin):
             streamer.put(input_ids.cpu())
         temperature = config.sampling_temperature()
         threshold = config.threshold if config.threshold is not None and config.threshold < 1.0 else None
+        entropy_bound = config.entropy_bound
+        parallel_rule = threshold is not None or entropy_bound is not None  # commits beyond the schedule
+        sub_block_cache = exact_blocks and config.kv_cache == "dual"  # spans then carry the diffusion block's
+        previous_settled = None
         eos_ids = config.eos_token_ids()
         eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
         fill_id = _pad_id(config)
@@ -598,7 +700,7 @@ class DiffusionGenerationMixin(GenerationMixin):
                     p = random_unmask_probability(block_steps - j - 1, block_steps)
                     draw = torch.rand(x.shape, device=device, generator=generator)
                     commit = eligible if last else eligible & (draw < p)
-                    to_propose = eligible if threshold is not None else commit
+                    to_propose = eligible if parallel_rule else commit
                     count = None
                 else:
                     count = eligible.sum(dim=1) if last else torch.minimum(counts[j], eligible.sum(dim=1))
@@ -607,8 +709,13 @@ class DiffusionGenerationMixin(GenerationMixin):
 
                 predictions = None
                 if bool(to_propose.any()):  # a step that commits nothing costs no forward pass
-                    windows = planner.windows(block_start, span_end if span_end is not None else block_end,
-                                              first_step, settled if settled is not None else 0)
+                    if sub_block_cache:
+                        windows = planner.sub_block_windows(block_start, block_end, settled, span_end,
+                                                            settled != previous_settled)
+                        previous_settled = settled
+                    else:
+                        windows = planner.windows(block_start, span_end if span_end is not None else block_end,
+                                                  first_step, settled if settled is not None else 0)
                     first_step = False
                     wanted = to_propose.any(dim=0).nonzero().flatten()  # columns whose prediction is read
                     # a causal-context block model: everything before the block being denoised is context and
@@ -642,6 +749,12 @@ class DiffusionGenerationMixin(GenerationMixin):
                         confident = torch.zeros_like(to_propose)
                         confident[rows, cols] = confidence >= threshold
                         commit = commit | confident
+                    if entropy_bound is not None:
+                        confidence_map = torch.zeros(x.shape, device=device)
+                        entropy_map = torch.zeros(x.shape, device=device)
+                        confidence_map[rows, cols] = confidence
+                        entropy_map[rows, cols] = proposal_entropy(probs)
+                        commit = commit | entropy_bound_commit(confidence_map, entropy_map, to_propose, entropy_bound)
                     proposed = x.clone()
                     proposed[rows, cols] = tokens
                     x = torch.where(commit, proposed, x)
@@ -654,7 +767,7 @@ class DiffusionGenerationMixin(GenerationMixin):
                 if streamer is not None and hasattr(streamer, "put_draft"):
                     streamer.put_draft(_streamed_tokens(x, generated, []).cpu())
                 step += 1
-                if not bool((masked & in_block).any()) and threshold is not None:
+                if not bool((masked & in_block).any()) and parallel_rule:
                     break  # the threshold finished the block early: its remaining steps would commit nothing
 
             # early stop: a row whose EOS is committed (or that a stopping criterion ends) decodes no later block
@@ -775,6 +888,20 @@ def _tokens_per_forward(sequences, generated, eos_ids, forward_passes) -> torch.
     else:
         counted = generated
     return counted.sum(dim=1).float() / forward_passes.clamp(min=1).float()
+
+
+def _sub_block_layout(blocks, spans, sub_block_length: int):
+    """A block-diffusion model's blocks cut into sub-blocks of ``sub_block_length`` positions counted from each
+    block's start (Fast-dLLM v2); every sub-block keeps its block's (start, end) span."""
+    sub_blocks, sub_spans = [], []
+    for in_block, (start, end) in zip(blocks, spans):
+        columns = torch.arange(in_block.shape[1], device=in_block.device)
+        for sub_start in range(start, end, sub_block_length):
+            piece = in_block & ((columns >= sub_start) & (columns < sub_start + sub_block_length))[None, :]
+            if bool(piece.any()):
+                sub_blocks.append(piece)
+                sub_spans.append((start, end))
+    return sub_blocks, sub_spans
 
 
 def _split_steps(steps: int, num_blocks: int) -> list[int]:

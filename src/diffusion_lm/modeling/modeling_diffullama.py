@@ -29,6 +29,7 @@ from .attention_annealing import attention_pattern  # noqa: F401
 from .configuration_diffusion import DIFFUSION_FIELDS  # noqa: F401
 from .decoding_cache import KV_CACHE_MODES  # noqa: F401
 from .noise_schedule import reverse_unmask_probability  # noqa: F401
+from .self_verification import VERIFY_MODES  # noqa: F401
 from .shift import logits_per_position  # noqa: F401
 from .unmasking import ALGORITHMS  # noqa: F401
 

@@ -79,4 +79,30 @@ def generation_defaults() -> dict:
     return GenerationConfig._get_default_generation_params()
 
 
-__all__ = ["DiffusionAutoMapMixin", "generation_defaults", "open_causal_buffer", "same_head_layout"]
+def crop_dynamic_cache(cache, length: int) -> None:
+    """Keep the first ``length`` positions of a ``DynamicCache``. ``DynamicCache.crop`` changed meaning across
+    transformers 5 (an absolute length up to 5.2x, a negative count of positions to drop since), so the layers'
+    ``keys`` / ``values`` tensors (public attributes of every 5.x layer object) are sliced here instead."""
+    import torch
+
+    for layer in getattr(cache, "layers", []):
+        keys = getattr(layer, "keys", None)
+        if not isinstance(keys, torch.Tensor) or keys.dim() < 3:
+            continue
+        layer.keys = keys[..., :length, :]
+        layer.values = layer.values[..., :length, :]
+
+
+def gather_dynamic_cache(cache, index) -> None:
+    """Replace every layer's keys / values (B, H, C, D) by the columns ``index`` (B, W) names, per row."""
+    for layer in getattr(cache, "layers", []):
+        keys = getattr(layer, "keys", None)
+        if keys is None or not hasattr(keys, "gather") or keys.dim() < 3:
+            continue
+        expanded = index[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
+        layer.keys = keys.gather(2, expanded)
+        layer.values = layer.values.gather(2, expanded)
+
+
+__all__ = ["DiffusionAutoMapMixin", "crop_dynamic_cache", "gather_dynamic_cache", "generation_defaults", "open_causal_buffer",
+           "same_head_layout"]

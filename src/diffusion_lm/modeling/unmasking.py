@@ -154,8 +154,32 @@ def select_positions(
     return (rank < counts[:, None]) & eligible
 
 
+def entropy_bound_commit(confidence: torch.Tensor, entropy: torch.Tensor, eligible: torch.Tensor,
+                         bound: float) -> torch.Tensor:
+    """(B, L) bool: per row, the eligible positions taken in decreasing ``confidence`` while their summed ``entropy``
+    stays <= ``bound`` (DiffusionGemma's entropy-bound rule); the most confident eligible position always.
+
+    ``confidence`` and ``entropy`` are (B, L) (any value where not eligible). Ties go to the leftmost position.
+    """
+    keys = confidence.float().masked_fill(~eligible, float("-inf"))
+    order = torch.argsort(keys, dim=-1, descending=True, stable=True)
+    sorted_eligible = eligible.gather(-1, order)
+    sorted_entropy = entropy.float().gather(-1, order).masked_fill(~sorted_eligible, 0.0)
+    within = sorted_entropy.cumsum(dim=-1) <= bound
+    within[:, 0] = True  # at least one position a step
+    take_sorted = within & sorted_eligible
+    return torch.zeros_like(eligible).scatter(-1, order, take_sorted)
+
+
+def proposal_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """(N,) entropy in nats of each row of ``probs`` (0 log 0 = 0)."""
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
+
+
 __all__ = [
     "ALGORITHMS",
+    "entropy_bound_commit",
+    "proposal_entropy",
     "ALG_ALIASES",
     "ALG_NAMES",
     "canonical_alg",

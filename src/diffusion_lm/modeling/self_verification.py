@@ -1,0 +1,399 @@
+"""Self-verified decoding (``verify="causal"``): diffusion drafts the next tokens, the model's own causal mode checks
+them (speculative decoding with one set of weights, S2D2 / TiDAR style).
+
+One round, per sequence with ``n`` committed tokens (prompt included):
+
+1. **Draft**: one diffusion forward over the committed text and ``k`` masks at positions ``n .. n+k-1`` proposes a
+   token for every mask at once (greedy: the argmax; sampling: each position drawn independently from its proposal
+   distribution q). The drafter keeps its own KV cache: exact for block-diffusion models (finished blocks), the
+   incremental approximate cache of full-attention models (``kv_cache=None``: recompute everything each draft).
+2. **Verify**: one forward in causal mode (``attention_pattern("causal")``) over ``[last committed token, draft]`` on
+   top of the exact causal KV cache of the committed text gives the causal model's distribution p at positions
+   ``n .. n+k``. Greedy: the longest draft prefix equal to the causal argmax is accepted, plus the causal model's
+   own next token, so a round commits between 1 and ``k + 1`` tokens and the text equals the causal greedy decode.
+   Sampling: draft token x is accepted with probability min(1, p(x) / q(x)); the first rejected one is replaced by a
+   draw from normalize(max(0, p - q)); when all are accepted the next token is drawn from p. The output is then
+   distributed as the causal model's (Leviathan et al. 2023), because each draft token is drawn from its own q
+   independently of the tokens before it.
+3. The causal cache is cropped to the accepted tokens; nothing from a rejected draft stays in either cache.
+
+Batches: sequences accept different counts, so each cache stores keys / values in shared *columns* with a per-row
+validity mask and per-row positions; a column a row rejected is dead for that row (never attended). Attention
+patterns are built from positions (``attention_pattern``), so the dead columns change nothing. Only ``torch`` and
+``transformers`` are imported: this file travels with checkpoints as remote code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .attention_annealing import allowed_to_additive, attention_pattern
+from .modeling_diffusion_compat import crop_dynamic_cache, gather_dynamic_cache
+from .unmasking import top_k_filter, top_p_filter
+
+VERIFY_MODES = ("causal",)
+# a cache is compacted when it holds more than this many columns dead in some row, and they are more than this share
+# of its columns
+COMPACT_MIN_DEAD = 16
+COMPACT_DEAD_SHARE = 0.5
+
+
+# --- the acceptance rules (pure functions of logits / probabilities) -----------------------------------------------
+def greedy_acceptance(draft: torch.Tensor, draft_lengths: torch.Tensor, target_logits: torch.Tensor):
+    """Greedy verification. ``draft`` (B, K) proposed tokens, ``draft_lengths`` (B,) how many of them are real,
+    ``target_logits`` (B, K + 1, V): the causal model's logits for the draft positions and the one after.
+
+    Returns (accepted (B,): draft tokens equal to the causal argmax before the first disagreement,
+    next_token (B,): the causal argmax after them). A round commits ``accepted + 1`` tokens.
+    """
+    choice = target_logits.argmax(dim=-1)  # (B, K + 1)
+    width = draft.shape[1]
+    within = torch.arange(width, device=draft.device)[None, :] < draft_lengths[:, None]
+    agree = (choice[:, :width] == draft) & within
+    accepted = agree.long().cumprod(dim=1).sum(dim=1)
+    return accepted, choice.gather(1, accepted[:, None]).squeeze(1)
+
+
+def speculative_acceptance(draft: torch.Tensor, draft_lengths: torch.Tensor, draft_probs: torch.Tensor,
+                           target_probs: torch.Tensor, generator: torch.Generator | None = None):
+    """Speculative-sampling verification. ``draft_probs`` (B, K, V): the distribution q each draft token was drawn
+    from; ``target_probs`` (B, K + 1, V): the causal model's p at the draft positions and the one after.
+
+    Draft token i is accepted with probability min(1, p_i(x_i) / q_i(x_i)); the first rejected one is replaced by a
+    draw from normalize(max(0, p_i - q_i)); if every real draft token is accepted the next token is drawn from
+    p_{length}. Returns (accepted (B,), next_token (B,)), as ``greedy_acceptance``.
+    """
+    batch, width = draft.shape
+    device = draft.device
+    if width:
+        p = target_probs[:, :width].gather(-1, draft[..., None]).squeeze(-1)
+        q = draft_probs.gather(-1, draft[..., None]).squeeze(-1)
+        ratio = torch.where(q > 0, p / q.clamp(min=torch.finfo(q.dtype).tiny), torch.zeros_like(p))
+        uniform = torch.rand((batch, width), device=device, generator=generator)
+        within = torch.arange(width, device=device)[None, :] < draft_lengths[:, None]
+        keep = (uniform < ratio.clamp(max=1.0)) & within
+        accepted = keep.long().cumprod(dim=1).sum(dim=1)
+    else:
+        accepted = torch.zeros(batch, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)
+    target = target_probs[rows, accepted]  # (B, V): p at the first position not accepted
+    rejected = accepted < draft_lengths
+    if width:
+        residual_q = draft_probs[rows, accepted.clamp(max=width - 1)]
+        residual = (target - residual_q).clamp(min=0)
+        mass = residual.sum(dim=-1, keepdim=True)
+        # p == q up to rounding leaves no residual mass: p itself is then the right law
+        residual = torch.where(mass > 0, residual / mass.clamp(min=torch.finfo(mass.dtype).tiny), target)
+        target = torch.where(rejected[:, None], residual, target)
+    next_token = torch.multinomial(target, num_samples=1, generator=generator).squeeze(1)
+    return accepted, next_token
+
+
+def target_distribution(logits: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
+    """The law tokens are drawn from at ``temperature`` > 0 after the top-k / top-p filters (as ``propose_tokens``)."""
+    return top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p).softmax(dim=-1)
+
+
+# --- KV caches in shared columns -------------------------------------------------------------------------------------
+class ColumnCache:
+    """A ``DynamicCache`` whose columns carry, per row, a position and a validity flag (see the module docstring)."""
+
+    def __init__(self, batch_size: int, device) -> None:
+        self.cache = DynamicCache()
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.positions = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+
+    @property
+    def width(self) -> int:
+        return self.valid.shape[1]
+
+    def forward(self, model, input_ids, positions, valid, mode: str, read_columns,
+                causal_queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Run ``model`` on new columns (``input_ids`` / ``positions`` / ``valid``: (B, W)) over the cache under the
+        attention ``mode`` (``causal``, ``bidirectional`` or ``block``); their keys / values are appended. Returns
+        the logits (B, len(read_columns), V) at the new columns ``read_columns``. ``causal_queries`` (B, W): columns
+        that attend causally whatever ``mode`` says (committed text of a model with token-causal context)."""
+        key_positions = torch.cat([self.positions, positions], dim=1)
+        key_valid = torch.cat([self.valid, valid], dim=1)
+        pattern = attention_pattern(mode, positions, key_positions, key_valid,
+                                    block_size=getattr(model.config, "diffusion_block_size", None))
+        if pattern is None:  # bidirectional over real keys only: attention_pattern gave "attend everything"
+            pattern = torch.ones((1, 1, 1, key_valid.shape[1]), dtype=torch.bool, device=key_valid.device)
+        if causal_queries is not None and bool(causal_queries.any()):
+            causal = attention_pattern("causal", positions, key_positions, key_valid)
+            pattern = torch.where(causal_queries[:, None, :, None], causal, pattern)
+        layer_mask = allowed_to_additive(pattern, model.dtype)
+        outputs = model(input_ids=input_ids, attention_mask=layer_mask, position_ids=positions, cache=self.cache,
+                        logits_to_keep=read_columns)
+        self.positions, self.valid = key_positions, key_valid
+        return outputs.logits
+
+    def crop(self, width: int) -> None:
+        """Keep the first ``width`` columns."""
+        if width < self.width:
+            crop_dynamic_cache(self.cache, width)
+            self.valid, self.positions = self.valid[:, :width], self.positions[:, :width]
+
+    def trim(self) -> None:
+        """Drop trailing columns dead in every row (batch 1 never holds a dead column for long); when most columns
+        are dead (rows of a batch accept different counts), move each row's live columns to the right end and drop
+        the columns dead in every row. Attention is decided by positions and validity, not by column order."""
+        alive = self.valid.any(dim=0).nonzero()
+        self.crop(int(alive[-1]) + 1 if len(alive) else 0)
+        live = int(self.valid.sum(dim=1).max()) if self.width else 0
+        dead = self.width - live
+        if dead > COMPACT_MIN_DEAD and dead > COMPACT_DEAD_SHARE * self.width:
+            order = torch.argsort(self.valid.long(), dim=1, stable=True)[:, self.width - live:]
+            gather_dynamic_cache(self.cache, order)
+            self.valid, self.positions = self.valid.gather(1, order), self.positions.gather(1, order)
+
+
+@dataclass
+class VerifyResult:
+    sequences: torch.Tensor
+    generated: torch.Tensor
+    history: tuple | None
+    tokens_per_forward: torch.Tensor
+    forward_passes: torch.Tensor
+    accepted_per_verification: torch.Tensor
+    verifications: torch.Tensor
+    streamed: bool = True
+
+
+def default_draft_length(model_config, generation_config) -> int:
+    """Draft tokens per round when ``draft_length`` is unset: a block model's block, else ``block_length``, else 8."""
+    if getattr(model_config, "attention_mode", None) == "block":
+        return int(model_config.diffusion_block_size)
+    return int(generation_config.block_length or 8)
+
+
+@torch.no_grad()
+def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config, *, generator=None, streamer=None,
+                  step_callback=None, stopping_criteria=None) -> VerifyResult:
+    """Self-verified decoding of ``max_new_tokens`` after left-padded prompts (module docstring)."""
+    batch, prompt_width = input_ids.shape
+    device = input_ids.device
+    mask_id = config.mask_token_id
+    block_model = getattr(model.config, "attention_mode", None) == "block"
+    block_size = getattr(model.config, "diffusion_block_size", None)
+    draft_mode = getattr(model.config, "attention_mode", "bidirectional")  # the model's own diffusion mode
+    # a block model whose committed context is token-causal (config.context_attention "causal") drafts over causal
+    # keys / values of the committed text, as it decodes; verification never depends on this
+    causal_context = block_model and getattr(model.config, "context_attention", "block") == "causal"
+    k = config.draft_length if config.draft_length is not None else default_draft_length(model.config, config)
+    temperature = config.sampling_temperature()
+    exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
+    recompute_drafts = not block_model and config.kv_cache is None  # the exact (uncached) draft
+    eos_ids = config.eos_token_ids()
+    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
+    fill_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else mask_id)
+
+    prompt_valid = attention_mask.bool()
+    prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    committed = prompt_valid.sum(dim=1)  # n: committed tokens per row (prompt + generated)
+    out = torch.full((batch, max_new_tokens), mask_id, dtype=torch.long, device=device)
+    count = torch.zeros(batch, dtype=torch.long, device=device)  # generated tokens per row
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    forward_passes = torch.zeros(batch, dtype=torch.long, device=device)
+    verifications = torch.zeros(batch, dtype=torch.long, device=device)
+    accepted_total = torch.zeros(batch, dtype=torch.long, device=device)
+    history: list[torch.Tensor] = []
+    if max_new_tokens == 0:
+        active[:] = False
+    last = input_ids[:, -1].clone()  # the last committed token of every row (prompts are left-padded)
+
+    # the causal cache holds every committed token but the last one
+    causal = ColumnCache(batch, device)
+    if prompt_width > 1 and bool(active.any()):
+        causal.forward(model, input_ids[:, :-1], prompt_positions[:, :-1], prompt_valid[:, :-1], "causal",
+                       torch.arange(0, device=device))
+    # the drafter's cache, and per row the committed tokens it has not seen yet (kept as a right-aligned queue)
+    drafter = ColumnCache(batch, device)
+    pending_ids, pending_pos, pending_valid = input_ids, prompt_positions, prompt_valid
+    step = 0
+    while bool(active.any()):
+        remaining = max_new_tokens - count
+        lengths = torch.clamp(remaining - 1, min=0).clamp(max=k)
+        if block_model:  # a block model drafts to the end of the block holding the next position
+            lengths = torch.minimum(lengths, block_size - committed % block_size)
+        lengths = torch.where(active, lengths, torch.zeros_like(lengths))
+        width = int(lengths.max())
+
+        # --- draft: one diffusion forward over the pending committed tokens and `width` masks
+        draft = torch.zeros(batch, width, dtype=torch.long, device=device)
+        draft_probs = None
+        if width:
+            mask_columns = torch.arange(width, device=device)[None, :]
+            mask_ids = torch.full((batch, width), mask_id, dtype=torch.long, device=device)
+            mask_pos = committed[:, None] + mask_columns
+            mask_valid = mask_columns < lengths[:, None]
+            ids = torch.cat([pending_ids, mask_ids], dim=1)
+            pos = torch.cat([pending_pos, mask_pos], dim=1)
+            valid = torch.cat([pending_valid, mask_valid], dim=1)
+            shift = pending_ids.shape[1] - 1  # the last pending column is the last committed token
+            read = torch.arange(shift, shift + width, device=device)
+            committed_queries = None
+            if causal_context:
+                committed_queries = torch.cat([pending_valid, torch.zeros_like(mask_valid)], dim=1)
+            logits = drafter.forward(model, ids, pos, valid, draft_mode, read, committed_queries).float()
+            forward_passes += active.long()
+            drafter.crop(drafter.width - width)  # the masks never stay
+            logits[..., mask_id] = float("-inf")
+            if temperature == 0:
+                draft = logits.argmax(dim=-1)
+            else:
+                draft_probs = target_distribution(logits, temperature, config.top_k, config.top_p)
+                draft = torch.multinomial(draft_probs.flatten(0, 1), 1, generator=generator).view(batch, width)
+
+        # --- verify: one causal forward over [last committed, draft] on the exact causal cache
+        ids = torch.cat([last[:, None], draft], dim=1)
+        pos = committed[:, None] - 1 + torch.arange(width + 1, device=device)[None, :]
+        valid = torch.arange(width + 1, device=device)[None, :] <= lengths[:, None]
+        before = causal.width
+        target_logits = causal.forward(model, ids, pos, valid, "causal",
+                                       torch.arange(width + 1, device=device)).float()
+        forward_passes += active.long()
+        if exclude_mask_from_target:
+            target_logits[..., mask_id] = float("-inf")
+        if temperature == 0:
+            accepted, next_token = greedy_acceptance(draft, lengths, target_logits)
+        else:
+            target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
+            accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
+        accepted = torch.where(active, accepted, torch.zeros_like(accepted))
+
+        # --- commit: accepted draft tokens, then the causal model's own token; cut at EOS / a stopping criterion
+        new_tokens = torch.cat([draft, torch.zeros_like(last)[:, None]], dim=1)
+        new_tokens.scatter_(1, accepted[:, None], next_token[:, None])
+        commit = accepted + 1
+        columns = torch.arange(width + 1, device=device)[None, :]
+        if eos_tensor is not None:
+            is_eos = torch.isin(new_tokens, eos_tensor) & (columns < commit[:, None])
+            first_eos = torch.where(is_eos.any(dim=1), is_eos.long().argmax(dim=1) + 1, commit)
+            commit = torch.minimum(commit, first_eos)
+        else:
+            is_eos = torch.zeros_like(new_tokens, dtype=torch.bool)
+        commit = torch.where(active, commit, torch.zeros_like(commit))
+        stopped = torch.zeros_like(active)
+        if stopping_criteria:
+            commit, stopped = _apply_stopping_criteria(stopping_criteria, input_ids, prompt_valid, out, count,
+                                                       new_tokens, commit, active)
+        verifications += active.long()
+        accepted_total += commit
+        rows = torch.arange(batch, device=device)
+        for i in range(width + 1):  # write the committed tokens into the output
+            take = (i < commit)
+            if bool(take.any()):
+                out[rows[take], count[take] + i] = new_tokens[take, i]
+        hit_eos = (is_eos & (columns < commit[:, None])).any(dim=1)
+        # the causal cache keeps [last committed, accepted drafts] of this round (columns before + 0 .. commit - 1)
+        keep = commit.clamp(min=1)  # an inactive row keeps nothing, but columns are shared: mark them dead
+        causal.valid[:, before:] &= (columns < keep[:, None]) & active[:, None]
+        causal.crop(before + int((keep * active.long()).max()) if bool(active.any()) else before)
+        causal.trim()
+        if width:
+            drafter.trim()
+        # the drafter's queue for the next round: the tokens committed this round
+        new_last = new_tokens.gather(1, (commit - 1).clamp(min=0)[:, None]).squeeze(1)
+        queue_ids = new_tokens
+        queue_valid = (columns < commit[:, None]) & active[:, None]
+        queue_pos = committed[:, None] + columns
+        committed = committed + commit
+        count = count + commit
+        last = torch.where(commit > 0, new_last, last)
+
+        done = active & (hit_eos | stopped | (count >= max_new_tokens))
+        if streamer is not None and batch == 1 and int(commit[0]):
+            streamer.put(new_tokens[:, : int(commit[0])].cpu())
+        active &= ~done
+        if config.output_history:
+            history.append(torch.cat([input_ids, out], dim=1))
+        if step_callback is not None:
+            step_callback(step, torch.cat([input_ids, out], dim=1), None)
+        step += 1
+        if not bool(active.any()):
+            break
+        pending_ids, pending_pos, pending_valid = _drafter_queue(
+            drafter, queue_ids, queue_pos, queue_valid, committed, block_size if block_model else None,
+            recompute_drafts, input_ids, prompt_positions, prompt_valid, out, count, active)
+
+    # rows that stopped early are padded after their last token (with EOS: after the first EOS)
+    generated_columns = torch.arange(max_new_tokens, device=device)[None, :]
+    out = out.masked_fill(generated_columns >= count[:, None], fill_id)
+    sequences = torch.cat([input_ids, out], dim=1)
+    generated = torch.cat([torch.zeros_like(prompt_valid), torch.ones_like(out, dtype=torch.bool)], dim=1)
+    return VerifyResult(
+        sequences=sequences,
+        generated=generated,
+        history=tuple(history) if config.output_history else None,
+        tokens_per_forward=count.float() / forward_passes.clamp(min=1).float(),
+        forward_passes=forward_passes,
+        accepted_per_verification=accepted_total.float() / verifications.clamp(min=1).float(),
+        verifications=verifications,
+    )
+
+
+def _apply_stopping_criteria(criteria, input_ids, prompt_valid, out, count, new_tokens, commit, active):
+    """Cut each row's commit at the first token after which ``criteria`` stop it, as a token-by-token loop would.
+    Returns (commit, stopped)."""
+    commit = commit.clone()
+    stopped = torch.zeros_like(active)
+    for row in active.nonzero().flatten().tolist():
+        text = torch.cat([input_ids[row][prompt_valid[row]], out[row, : int(count[row])]])
+        for i in range(int(commit[row])):
+            text = torch.cat([text, new_tokens[row, i: i + 1]])
+            if bool(torch.as_tensor(criteria(text[None], None)).reshape(-1)[0]):
+                commit[row], stopped[row] = i + 1, True
+                break
+    return commit, stopped
+
+
+def _drafter_queue(drafter: ColumnCache, queue_ids, queue_pos, queue_valid, committed, block_size, recompute: bool,
+                   input_ids, prompt_positions, prompt_valid, out, count, active):
+    """The committed tokens the next draft forward recomputes, right-aligned (B, W), and the drafter cache made
+    consistent with them: its columns at those positions become dead.
+
+    - recompute (exact draft of a full-attention model): the whole committed text;
+    - block models: the tokens of the block holding the next position (they see its masks), and with the shift
+      the last committed token (the first mask's prediction is read there);
+    - full-attention models: the tokens committed since the last draft (their keys / values are then computed once,
+      Fast-dLLM's incremental approximation).
+    """
+    batch, device = queue_ids.shape[0], queue_ids.device
+    if recompute:
+        drafter.crop(0)
+        full_ids = torch.cat([input_ids, out], dim=1)
+        generated_columns = torch.arange(out.shape[1], device=device)[None, :]
+        full_valid = torch.cat([prompt_valid, generated_columns < count[:, None]], dim=1)
+        generated_pos = prompt_valid.sum(dim=1, keepdim=True) + generated_columns
+        full_pos = torch.cat([prompt_positions, generated_pos], dim=1)
+        return _right_align(full_ids, full_pos, full_valid)
+    if block_size is None:
+        return _right_align(queue_ids, queue_pos, queue_valid)
+    # block models: from min(block start of the next position, the last committed position)
+    start = torch.minimum(committed - committed % block_size, committed - 1)
+    drafter.valid &= drafter.positions < start[:, None]
+    drafter.trim()
+    # the tokens in [start, committed): some are in the queue, the rest among the earlier committed text
+    generated_columns = torch.arange(out.shape[1], device=device)[None, :]
+    full_ids = torch.cat([input_ids, out], dim=1)
+    generated_pos = prompt_valid.sum(dim=1, keepdim=True) + generated_columns
+    full_pos = torch.cat([prompt_positions, generated_pos], dim=1)
+    full_valid = torch.cat([prompt_valid, generated_columns < count[:, None]], dim=1)
+    full_valid &= (full_pos >= start[:, None]) & active[:, None]
+    return _right_align(full_ids, full_pos, full_valid)
+
+
+def _right_align(ids, positions, valid):
+    """Move each row's valid columns to the right end (order kept) and cut the columns dead in every row."""
+    order = torch.argsort(valid.long(), dim=1, stable=True)  # dead first, then valid in their order
+    ids, positions, valid = ids.gather(1, order), positions.gather(1, order), valid.gather(1, order)
+    width = max(1, int(valid.sum(dim=1).max()))
+    return ids[:, -width:], positions[:, -width:], valid[:, -width:]
+
+
+__all__ = ["VERIFY_MODES", "ColumnCache", "VerifyResult", "default_draft_length", "greedy_acceptance",
+           "speculative_acceptance", "target_distribution", "verify_decode"]
