@@ -56,8 +56,12 @@ def load_ar_model(
     source: ARSource, dtype: torch.dtype | str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The AR model and its tokenizer, exactly as transformers loads them (GGUF is dequantised to float32)."""
-    tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", trust_remote_code=True, **source.load_kwargs())
+    from .checkpoint import explain_checkpoint_errors
+
+    with explain_checkpoint_errors(source.path, "base model"):  # a damaged file is named, not a library error
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", trust_remote_code=True,
+                                                     **source.load_kwargs())
     return model, tokenizer
 
 
@@ -80,7 +84,10 @@ def check_block_size(config, block_size: int) -> None:
 
 def load_ar_config(source: ARSource):
     """The AR config, with the family checked (ValueError listing the supported families) before any weights load."""
-    config = AutoConfig.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+    from .checkpoint import explain_checkpoint_errors
+
+    with explain_checkpoint_errors(source.path, "base model"):
+        config = AutoConfig.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
     diffusion_classes_for(config.model_type)
     return config
 

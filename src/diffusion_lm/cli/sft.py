@@ -73,12 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sft") -> None:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
+    from ..paths import read_text, require_local_path
+    from ..presets import parse_yaml
 
-    from ..paths import require_local_path
-
-    with open(require_local_path(path, "--config", kind="file"), encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    path = require_local_path(path, "--config", kind="file")
+    values = parse_yaml(read_text(path, "config file"), path)
     if not isinstance(values, dict):
         raise ValueError(f"config {path} must be a mapping of settings")
     return values
