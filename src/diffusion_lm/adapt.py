@@ -38,7 +38,7 @@ EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 RUN_RECORD_NAME = ".adapt_run.json"
 # settings a resumed run may change: they decide what is logged and kept, not what is trained
 RESUME_MAY_CHANGE = {"resume", "output_dir", "sample_prompt", "logging_steps", "save_steps", "save_total_limit",
-                     "report_to"}
+                     "report_to", "overwrite_output_dir"}
 # local-path settings, compared as absolute paths (relative ones resolve against the run's working directory)
 PATH_SETTINGS = ("base", "dataset", "eval_dataset")
 FLOAT_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2")
@@ -127,6 +127,10 @@ class AdaptSettings:
     # "latest" (or True from Python) = last checkpoint in output_dir, or a checkpoint path
     resume: str | None = _setting(None, "resume from the last checkpoint in --output-dir (no value), or from the "
                                         "given checkpoint directory", nargs="?", const="latest")
+    # a run never replaces another run's finished model (or checkpoints) unasked
+    overwrite_output_dir: bool = _setting(False, "start a new run in an --output-dir that holds another run's "
+                                                 "finished model or checkpoints (they are replaced)",
+                                          aliases=["--overwrite"])
     report_to: str = _setting("none", "none, tensorboard, wandb, ...")
     sample_prompt: str | None = _setting("The history of", "prompt of the sample generated at the end ('' or "
                                                            "--no-sample: none)")
@@ -461,6 +465,23 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
     return last
 
 
+def claim_output_dir(settings: AdaptSettings) -> None:
+    """A new run's output directory: ValueError when it holds another run's finished model or checkpoints (unless
+    ``overwrite_output_dir``); with ``overwrite_output_dir``, that run's checkpoints, record and sampled corpus go
+    (its final model stays until the new one replaces it)."""
+    from .checkpoint import require_free_output_dir
+
+    require_free_output_dir(settings.output_dir, resumable=True, overwrite=settings.overwrite_output_dir)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # before the Trainer exists: torchrun / accelerate's rank
+    if settings.overwrite_output_dir and main_process and os.path.isdir(settings.output_dir):
+        for name in os.listdir(settings.output_dir):
+            path = os.path.join(settings.output_dir, name)
+            if name.startswith("checkpoint-") and os.path.isdir(path):
+                shutil.rmtree(path)
+            elif name in (RUN_RECORD_NAME, "embedded_corpus.jsonl"):
+                os.remove(path)
+
+
 def checkpoint_step(checkpoint: str) -> int:
     with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
         return int(json.load(f).get("global_step", 0))
@@ -537,6 +558,8 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
 
     started = time.time()
     settings.validate()
+    if not settings.resume:
+        claim_output_dir(settings)
     checkpoint = resume_checkpoint(settings)
     args = training_arguments(settings, has_eval=settings.eval_dataset is not None)
     finished = checkpoint is not None and checkpoint_step(checkpoint) >= settings.max_steps

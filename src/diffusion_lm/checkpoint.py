@@ -151,6 +151,13 @@ def _checkpoint_error_message(error: BaseException, path: str, what: str) -> str
     if name == "StrictDataclassClassValidationError":
         cause = error.__cause__ or error
         return f"{what}: {config_file} has an invalid setting: {_first_line(cause)}"
+    if isinstance(error, ValueError) and local and text.split():
+        # a config's own check ("alg must be one of ...; got 'x'"): name the file that holds the field
+        field = text.split()[0].strip("'\"`:")
+        for file in ("generation_config.json", "config.json"):
+            values = read_json(os.path.join(path, file))
+            if isinstance(values, dict) and field in values:
+                return f"{what}: {os.path.join(path, file)} has an invalid setting: {_first_line(error)}"
     if isinstance(error, OSError) and "not a valid JSON file" in text:
         return f"{what}: {config_file} is not valid JSON (damaged or cut short); re-download or re-save the checkpoint"
     weights_error = name == "SafetensorError" or "deserializ" in text or "PytorchStreamReader" in text or \
@@ -273,12 +280,6 @@ def _load_diffusion_directory(path: str, torch_dtype, trust_remote_code: bool):
         del config.quantization_config
     model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, trust_remote_code=trust)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-    generation_file = os.path.join(path, "generation_config.json")
-    if os.path.isfile(generation_file) and hasattr(model.generation_config, "validate"):
-        try:  # a bad decoding default fails here, naming its file, not at the first generate call
-            model.generation_config.validate()
-        except ValueError as error:
-            raise ValueError(f"{generation_file} has an invalid setting: {_first_line(error)}") from None
     return model, tokenizer
 
 
@@ -333,4 +334,43 @@ def save_checkpoint(
     return str(directory)
 
 
-__all__ = ["DTYPE_NAMES", "default_device", "load_checkpoint", "resolve_dtype", "save_checkpoint"]
+OVERWRITE_FLAG = "--overwrite-output-dir"
+# weights files of a finished model (a full model or a PEFT adapter) at the top of a directory
+FINISHED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                    "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def finished_model_in(directory: str | os.PathLike) -> str | None:
+    """The weights file of the finished model ``directory`` holds (a saved model or adapter: its config and its
+    weights at the top level), or None."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return None
+    has_config = any(os.path.isfile(os.path.join(directory, name)) for name in ("config.json", "adapter_config.json"))
+    for name in FINISHED_WEIGHTS:
+        if has_config and os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return None
+
+
+def require_free_output_dir(directory: str | os.PathLike, *, resumable: bool, overwrite: bool = False) -> None:
+    """ValueError when ``directory`` holds another run's finished model (or, for ``resumable`` commands, another
+    run's checkpoints) and ``overwrite`` was not asked for: a run never replaces another run's work unasked. The
+    message names the folder and the flags that proceed (``--resume`` when ``resumable``, ``--overwrite-output-dir``)."""
+    if overwrite:
+        return
+    directory = os.fspath(directory)
+    continue_hint = "pass --resume to continue that run, or " if resumable else "pass "
+    finished = finished_model_in(directory)
+    if finished is not None:
+        raise ValueError(f"--output-dir {directory} already holds a finished model ({os.path.basename(finished)}); "
+                         f"{continue_hint}{OVERWRITE_FLAG} to replace it (or choose another --output-dir)")
+    checkpoints = sorted(glob.glob(os.path.join(directory, "checkpoint-[0-9]*")))
+    if checkpoints:
+        raise ValueError(f"--output-dir {directory} holds the checkpoints of an unfinished run "
+                         f"({os.path.basename(checkpoints[-1])}); {continue_hint}{OVERWRITE_FLAG} to start over (or "
+                         "choose another --output-dir)")
+
+
+__all__ = ["DTYPE_NAMES", "default_device", "finished_model_in", "load_checkpoint", "require_free_output_dir",
+           "resolve_device", "resolve_dtype", "save_checkpoint"]

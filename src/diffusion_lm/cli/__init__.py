@@ -205,6 +205,19 @@ def _is_usage_error(error: BaseException) -> bool:
     return module in ("datasets", "yaml") and isinstance(error, Exception)
 
 
+def _damaged_file_message(error: BaseException) -> str | None:
+    """What a damaged or invalid file's exception says, for those no loader translated (they name no file)."""
+    name = type(error).__name__
+    if name == "SafetensorError":
+        return f"a .safetensors weights file is damaged ({_short(error, 1)}); re-download it or save it again"
+    if name.startswith("StrictDataclass") and name.endswith("ValidationError"):
+        cause = error.__cause__ or error
+        return f"a config file holds an invalid value: {_short(cause, 1)}"
+    if name == "UnpicklingError" or "PytorchStreamReader" in str(error):
+        return f"a torch file (.bin / .pt) is damaged ({_short(error, 1)}); re-download it or save it again"
+    return None
+
+
 def report_error(command: str, error: BaseException) -> int:
     """Print the one- or two-line message for ``error`` and return the exit status."""
     prefix = f"diffusion-lm {command}" if command else "diffusion-lm"
@@ -223,6 +236,10 @@ def report_error(command: str, error: BaseException) -> int:
         return EXIT_FAILURE
     if _is_usage_error(error):
         print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    damaged = _damaged_file_message(error)
+    if damaged:  # a file's fault that no loader named: still the file's, not ours
+        print(f"{prefix}: error: {damaged}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(error, OSError):  # disk full, permissions, ...
         print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
