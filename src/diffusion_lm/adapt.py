@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers.trainer_utils import get_last_checkpoint
 
 from .conversion import (
     DEFAULT_MASK_TOKEN,
@@ -24,7 +23,7 @@ from .conversion import (
     load_ar_model,
 )
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_problem, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from .infilling import decode_text
 from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
@@ -437,7 +436,8 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
         if problems:
             raise ValueError(f"resume: {problems[0]} contradicts the run recorded in {settings.output_dir}")
     if settings.resume in (True, "latest", "true"):
-        last = get_last_checkpoint(settings.output_dir) if os.path.isdir(settings.output_dir) else None
+        # the newest checkpoint that is intact: a damaged newer one (full disk, dying node) is skipped with a warning
+        last = latest_intact_checkpoint(settings.output_dir) if os.path.isdir(settings.output_dir) else None
         if last is None:
             if record is None:
                 raise FileNotFoundError(f"--resume: nothing to resume in {settings.output_dir} (no run record, no "
@@ -449,6 +449,9 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
         last = str(settings.resume)
         if not os.path.isfile(os.path.join(last, "trainer_state.json")):
             raise FileNotFoundError(f"--resume: {last} is not a checkpoint directory (no trainer_state.json)")
+        problem = checkpoint_problem(last)
+        if problem is not None:
+            raise ValueError(f"--resume: checkpoint {last} is damaged: {problem}; resume from an earlier one")
     if record is None:  # a run from before run records: check what its checkpoint and corpus still tell
         embedded_corpus = os.path.join(settings.output_dir, "embedded_corpus.jsonl")
         if settings.dataset is None and not os.path.isfile(embedded_corpus):

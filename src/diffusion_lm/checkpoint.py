@@ -91,17 +91,22 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
 
 
 def torch_file_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a ``torch.save`` file (None: it is a complete zip archive, as torch writes them)."""
+    """What is wrong with a ``torch.save`` file (None: a complete zip archive, as torch writes them: its directory at
+    the end lists members that all lie inside the file). Reads the archive's directory only, not the tensors."""
     import zipfile
 
     try:
-        if os.path.getsize(path) == 0:
+        size = os.path.getsize(path)
+        if size == 0:
             return "empty (0 bytes)"
         with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-        return None if broken is None else f"damaged (member {broken} does not match its checksum)"
+            members = archive.infolist()
+        end = max((info.header_offset + info.compress_size for info in members), default=0)
+        if not members or end > size:
+            return f"truncated ({size} of at least {end} bytes)" if members else "holds nothing"
+        return None
     except zipfile.BadZipFile:
-        return f"truncated or not a torch file ({os.path.getsize(path)} bytes, no complete archive)"
+        return f"truncated or not a torch file ({size} bytes, its archive directory is missing)"
     except OSError as error:
         return f"unreadable ({error.strerror or error})"
 
@@ -332,6 +337,81 @@ def save_checkpoint(
     ensure_push_ready(directory)
     ordinary_permissions(directory)  # safetensors leaves model.safetensors private (0600)
     return str(directory)
+
+
+# what a Trainer checkpoint holds besides its weights, checked when present (torch.save archives)
+TRAINER_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+
+
+def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
+    """What makes the Trainer checkpoint directory ``checkpoint`` unusable for resuming (None: intact): a missing or
+    damaged ``trainer_state.json``, no weights, or a damaged weights, optimizer, scheduler or RNG file (as a full
+    disk or a dying node leaves them). Checks headers and archive directories, not every byte."""
+    checkpoint = os.fspath(checkpoint)
+    state_file = os.path.join(checkpoint, "trainer_state.json")
+    if not os.path.isfile(state_file):
+        return "no trainer_state.json"
+    damaged = dict(damaged_json_files(checkpoint))
+    if state_file in damaged:
+        return f"trainer_state.json is {damaged[state_file]}"
+    state = read_json(state_file)
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json holds no global_step"
+    if damaged:
+        file, problem = next(iter(damaged.items()))
+        return f"{os.path.basename(file)} is {problem}"
+    weights = [name for name in os.listdir(checkpoint) if name.endswith((".safetensors", ".bin"))
+               and not name.startswith("training_args")]
+    if not weights and not any(name.startswith(("pytorch_model_fsdp", "global_step")) for name in
+                               os.listdir(checkpoint)):
+        return "no weights file"
+    for file, problem in damaged_weight_files(checkpoint):
+        return f"{os.path.basename(file)} is damaged: {problem}"
+    for name in TRAINER_STATE_FILES:
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path):
+            problem = torch_file_problem(path)
+            if problem:
+                return f"{name} is damaged: {problem}"
+    return None
+
+
+def checkpoints_newest_first(directory: str | os.PathLike) -> list[str]:
+    """The ``checkpoint-N`` directories of ``directory``, highest step first."""
+    directory = os.fspath(directory)
+    found = []
+    for path in glob.glob(os.path.join(directory, "checkpoint-*")):
+        suffix = os.path.basename(path)[len("checkpoint-"):]
+        if suffix.isdigit() and os.path.isdir(path):
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_intact_checkpoint(directory: str | os.PathLike, warn=None) -> str | None:
+    """The newest checkpoint of ``directory`` that ``checkpoint_problem`` finds intact; each newer, damaged one is
+    reported through ``warn`` (default: a warning on stderr naming it and what is wrong) and skipped. None when
+    ``directory`` has no checkpoint; ValueError (one line) when it has checkpoints and none is intact."""
+    import sys
+
+    if warn is None:
+        def warn(message):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    checkpoints = checkpoints_newest_first(directory)
+    skipped = []
+    for checkpoint in checkpoints:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            if skipped:
+                warn(f"skipping {skipped[-1][0] if len(skipped) == 1 else ', '.join(c for c, _ in skipped)}: "
+                     f"{'; '.join(p for _, p in skipped)}; resuming from {checkpoint}")
+            return checkpoint
+        skipped.append((checkpoint, problem))
+    if skipped:
+        details = "; ".join(f"{os.path.basename(c)}: {p}" for c, p in skipped)
+        raise ValueError(f"--resume: no intact checkpoint in {os.fspath(directory)} ({details}); start a new run "
+                         f"with {OVERWRITE_FLAG}")
+    return None
 
 
 OVERWRITE_FLAG = "--overwrite-output-dir"
