@@ -559,7 +559,11 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     """
     from transformers import TrainerState
 
+    from .embedded import is_embedded_name
+
     started = time.time()
+    if is_embedded_name(settings.base):
+        settings.base = None  # --base embedded: the default base, by name
     settings.validate()
     if not settings.resume:
         claim_output_dir(settings)

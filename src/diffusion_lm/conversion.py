@@ -36,8 +36,11 @@ class ARSource:
         A local path that does not exist raises FileNotFoundError naming it (no Hub lookup); so does a local
         directory without ``config.json`` (or without ``gguf_file``).
         """
+        from .embedded import is_embedded_name, require_embedded_gguf
         from .paths import looks_local, require_local_path
 
+        if gguf_file is None and is_embedded_name(base):  # the embedded SmolLM2-135M-Instruct GGUF
+            base = require_embedded_gguf()
         if gguf_file is None and base.endswith(".gguf"):
             path = require_local_path(base, "GGUF file", kind="file")
             return cls(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
