@@ -413,8 +413,9 @@ def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
 # --- Python API: the same mistakes raise ValueError / FileNotFoundError naming the field or path --------------------
 def _api_cases(ws):
     from diffusion_lm.adapt import AdaptSettings, resolve_settings, run_adaptation
-    from diffusion_lm.checkpoint import load_checkpoint
+    from diffusion_lm.checkpoint import latest_intact_checkpoint, load_checkpoint, resolve_device
     from diffusion_lm.cli.chat import load_chat_model
+    from diffusion_lm.presets import load_preset
     from diffusion_lm.conversion import convert_checkpoint
     from diffusion_lm.data import load_text_dataset
     from diffusion_lm.model_card import write_card
@@ -462,6 +463,24 @@ def _api_cases(ws):
         ("eval-load-missing", lambda: load_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
         ("sft-dataset-missing", lambda: load_sft_dataset("./data/none"), FileNotFoundError, "./data/none"),
         ("card-missing-dir", lambda: write_card(ws["missing"]), FileNotFoundError, "no-such-dir"),
+        # issue 23
+        ("load-weights-truncated", lambda: load_checkpoint(ws["weights_truncated"]), ValueError,
+         "model.safetensors is damaged: truncated"),
+        ("load-config-invalid-choice", lambda: load_checkpoint(ws["config_bad_choice"]), ValueError,
+         "got 'sideways'"),
+        ("load-device-cuda", lambda: load_checkpoint(ws["diff"], device="cuda"), ValueError,
+         "CUDA is not available"),
+        ("device-unknown", lambda: resolve_device("gpu9"), ValueError, "'gpu9' is not a torch device"),
+        ("preset-path-missing", lambda: load_preset("configs/none.yaml"), FileNotFoundError,
+         "config file configs/none.yaml does not exist"),
+        ("text-not-utf8", lambda: load_text_dataset(ws["corpus_latin1_txt"]), ValueError,
+         f"byte offset {ws['latin1_offset']}"),
+        ("sft-data-not-utf8", lambda: load_sft_dataset(ws["alpaca_latin1_jsonl"]), ValueError,
+         "alpaca_latin1.jsonl is not UTF-8 text (invalid byte 0xe9 at byte offset 69)"),
+        ("run-into-finished-model", lambda: run_adaptation(settings(output_dir=ws["diff"])), ValueError,
+         "--overwrite-output-dir"),
+        ("resume-no-intact-checkpoint", lambda: latest_intact_checkpoint(ws["damaged_run"]), ValueError,
+         "no intact checkpoint"),
     ]
 
 
@@ -471,12 +490,15 @@ API_CASE_IDS = [
     "settings-weight-decay", "settings-save-steps", "run-short-corpus", "run-block-above-positions", "run-mask-is-pad",
     "resume-contradiction", "args-grad-accum", "args-weight-decay", "args-save-steps", "args-learning-rate",
     "args-max-steps", "generate-load-missing", "chat-load-missing", "eval-load-missing", "sft-dataset-missing",
-    "card-missing-dir",
+    "card-missing-dir", "load-weights-truncated", "load-config-invalid-choice", "load-device-cuda", "device-unknown",
+    "preset-path-missing", "text-not-utf8", "sft-data-not-utf8", "run-into-finished-model",
+    "resume-no-intact-checkpoint",
 ]
 
 
 @pytest.mark.parametrize("case_id", API_CASE_IDS)
-def test_python_api_names_the_problem(ws, no_network, case_id):
+def test_python_api_names_the_problem(ws, no_network, monkeypatch, case_id):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cases = {case[0]: case[1:] for case in _api_cases(ws)}
     assert set(cases) == set(API_CASE_IDS)
     call, error_type, needle = cases[case_id]
@@ -533,3 +555,45 @@ def test_generate_right_padding_is_refused_or_matches_single_rows(diffusion):
         single = model.generate(torch.tensor([prompt]), max_new_tokens=3, steps=3)
         generated = [t for t in batched[row].tolist()[len(prompt):] if t != pad][:3]
         assert generated == single[0].tolist()[len(prompt):], row
+
+
+def test_harness_offline_failure_is_one_line(ws, no_network, tmp_path, capsys, monkeypatch):
+    """diffusion-lm-harness with task data on the Hub and no network: one line naming the dataset, exit 1, at once."""
+    from lm_eval import tasks as lm_eval_tasks
+
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    class LocalTasksOnly(lm_eval_tasks.TaskManager):  # the built-in catalogue takes 10+ s to index; none is used
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    monkeypatch.setattr(lm_eval_tasks, "TaskManager", LocalTasksOnly)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "hub_choice.yaml").write_text(
+        "task: hub_choice\ndataset_path: someone/tiny-choice-data\noutput_type: multiple_choice\n"
+        "test_split: test\ndoc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: ['a', 'b']\n"
+        "metric_list:\n  - metric: acc\n")
+    started = time.perf_counter()
+    code = lm_eval_cli.main(["run", "--model", "diffusion_lm", "--model_args", f"pretrained={ws['diff']}",
+                             "--tasks", "hub_choice", "--include_path", str(tasks)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert code == 1, err
+    assert len(errors) == 1 and errors[0].startswith("diffusion-lm-harness: error: 'someone/tiny-choice-data'"), err
+    assert "huggingface.co cannot be reached" in errors[0] and "Traceback" not in err and "bug" not in err
+    assert time.perf_counter() - started < 60  # no retry back-off
+
+
+def test_harness_device_this_machine_lacks(ws, capsys, monkeypatch):
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = lm_eval_cli.main(["run", "--model", "diffusion_lm", "--model_args", f"pretrained={ws['diff']}",
+                             "--tasks", "piqa", "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("diffusion-lm-harness: error: --device cuda: CUDA is not available on this machine")
+    assert err[0].endswith("use --device cpu, or leave --device out to run on cpu")
