@@ -2,13 +2,14 @@
 
 For one fixed batch of held-out text, the gradient of the training loss (masked-token normalisation, full attention
 after annealing, or the model's block objective) is computed --draws times with fresh noise for each of two samplers of
-the per-sequence noise levels t:
-  iid          t_i ~ U(eps, 1) independently (what the trainer draws today)
-  stratified   one t from each of B equal strata of (eps, 1), shuffled (MDLM's low-discrepancy sampler)
+the noise levels t (one per sequence; for block-diffusion models, the default, one per block of each sequence):
+  iid          t_i ~ U(eps, 1) independently
+  stratified   one t from each of B (x blocks) equal strata of (eps, 1), shuffled (MDLM's low-discrepancy sampler)
 and the table reports the total gradient variance (sum over parameters of the per-coordinate variance across draws),
 its ratio to the squared norm of the mean gradient, and the spread of the loss itself.
 
     python benchmarks/gradient_variance.py --model runs/ablation/full --data ../shared/data/corpus/enwiki/enwiki_validation.jsonl
+    python benchmarks/gradient_variance.py --model runs/diffusion-lm-adapt --data corpus.txt --batch-size 2 --draws 2
 """
 
 from __future__ import annotations
@@ -34,18 +35,31 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from diffusion_lm.cli.eval import load_diffusion_checkpoint
+    from diffusion_lm.checkpoint import load_checkpoint
     from diffusion_lm.evaluation.likelihood import read_text_documents, token_blocks
+    from diffusion_lm.modeling.block_diffusion import sample_block_noise_levels
     from diffusion_lm.modeling.corruption import maskable_positions
     from diffusion_lm.modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
-    from diffusion_lm.objective import diffusion_objective
+    from diffusion_lm.objective import block_diffusion_settings, diffusion_objective
 
+    if args.draws < 2:
+        raise SystemExit("--draws must be at least 2 (a variance needs two gradients)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_diffusion_checkpoint(args.model, torch.float32, "cpu")
+    model, tokenizer = load_checkpoint(args.model, dtype=torch.float32, device="cpu")
     model.train()
-    if getattr(model.config, "attention_mode", None) == "block":
-        raise SystemExit("this benchmark draws one level per sequence: use a full-attention checkpoint")
+    # block diffusion (the default objective) draws one level per block; full attention one per sequence
+    diffusion_block = block_diffusion_settings(model.config)
+    if diffusion_block is not None and args.block_size % diffusion_block:
+        raise SystemExit(f"--block-size {args.block_size} must be a multiple of the model's diffusion block "
+                         f"({diffusion_block})")
+
+    def draw_levels(rows, stratified, generator):
+        if diffusion_block is None:
+            return sample_noise_levels(rows, DEFAULT_EPS, stratified=stratified, generator=generator)
+        return sample_block_noise_levels(rows, args.block_size, diffusion_block, DEFAULT_EPS, stratified=stratified,
+                                         generator=generator)
+
     blocks = token_blocks(read_text_documents(args.data), tokenizer, args.block_size, args.batch_size)
     ids = torch.tensor(blocks)
     maskable = maskable_positions(None, ids)
@@ -58,13 +72,13 @@ def main(argv=None) -> int:
         losses = []
         started = time.perf_counter()
         for draw in range(args.draws):
-            levels = sample_noise_levels(len(ids), DEFAULT_EPS, stratified=stratified, generator=generator)
+            levels = draw_levels(len(ids), stratified, generator)
             model.zero_grad(set_to_none=True)
             output = diffusion_objective(model, ids, maskable, mask_token_id=model.config.mask_token_id,
                                          normalization="masked_tokens", shift=model.config.shift,
                                          noise_levels=levels, generator=generator)
             output.loss.backward()
-            losses.append(float(output.loss))
+            losses.append(float(output.loss.detach()))
             with torch.no_grad():  # Welford: running mean and sum of squared deviations per coordinate
                 for p, mu, s in zip(parameters, mean, m2):
                     delta = p.grad - mu
@@ -77,7 +91,9 @@ def main(argv=None) -> int:
         rows.append((name, variance, mean_norm2, loss_mean, loss_sd, time.perf_counter() - started))
         print(f"[gradient_variance] {name}: total variance {variance:.4g}", flush=True)
 
-    print(f"\n{args.model}: batch {args.batch_size} x {args.block_size} tokens, {args.draws} noise draws per sampler\n")
+    objective = "full attention" if diffusion_block is None else f"block diffusion, blocks of {diffusion_block}"
+    print(f"\n{args.model} ({objective}): batch {len(ids)} x {args.block_size} tokens, {args.draws} noise draws per "
+          "sampler\n")
     print("| sampler | total grad variance | vs iid | variance / |mean grad|^2 | loss mean | loss sd |")
     print("|---|---|---|---|---|---|")
     for name, variance, mean_norm2, loss_mean, loss_sd, _ in rows:

@@ -11,6 +11,8 @@ The table chooses the default sample count: the smallest count of the default es
 least --target-agreement of the items.
 
     python benchmarks/scoring_agreement.py --model runs/ablation/full --data ../shared/data/eval --limit 100
+    python benchmarks/scoring_agreement.py --model runs/diffusion-lm-adapt --data ../shared/data/eval --limit 4 \
+        --estimators elbo --samples 2        # the default (block-diffusion) model, smallest setting
 """
 
 from __future__ import annotations
@@ -63,13 +65,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from diffusion_lm.cli.eval import load_diffusion_checkpoint
+    from diffusion_lm.checkpoint import load_checkpoint
     from diffusion_lm.evaluation import DiffusionEvaluator, ScoringRequest, ScoringSettings, load_task, runner
     from diffusion_lm.evaluation.evaluators import context_token_ids, continuation_token_ids
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_diffusion_checkpoint(args.model, torch.float32, "cpu")
+    model, tokenizer = load_checkpoint(args.model, dtype=torch.float32, device="cpu")  # full attention or block
     choices = load_task(args.mc_task, args.data, limit=args.limit)
     lambada = load_task("lambada", args.data, limit=args.limit)
     lambada_requests = [ScoringRequest.from_parts(context_token_ids(tokenizer, e.context),

@@ -5,13 +5,17 @@ Phases, each measured in a fresh process so peak memory is its own:
   diffusion-anneal   diffusion objective during attention annealing (ratio 0.5: an L x L mask per sequence)
   diffusion          diffusion objective after annealing (bidirectional, no L x L mask); the LM head runs only on
                      the masked positions, in chunks recomputed in backward (the library's training path)
-  diffusion-full-logits  the same loss from logits at every position (the computation before that change)
+  diffusion-full-logits  the same loss from logits at every position (the computation before that change; full
+                     attention only)
+The diffusion model trains the objective of --attention-mode: block diffusion (the default, as `diffusion-lm adapt`:
+noise per block of --diffusion-block-size, one pass over [noisy ; clean]) or bidirectional (the paper's full attention).
 Prints tokens/s and memory, and their ratios against the baseline measured in the same run: the peak during the timed
 steps, and the step's own memory (that peak minus what stays held between steps once the warm-up has run: weights,
 optimizer state, batches - the same for every phase; what is left is activations, logits and gradients). The quality
 line is the loss of the first batch against the full-logits computation on the same corruption (they must agree).
 
     python benchmarks/train_throughput.py                       # tiny LLaMA-shaped model, CPU, ~1 min
+    python benchmarks/train_throughput.py --attention-mode bidirectional    # the paper's full-attention objective
     python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --steps 6
     python benchmarks/train_throughput.py --base embedded --block-size 256 --batch-size 4 --gradient-checkpointing
 """
@@ -80,6 +84,9 @@ def build_models(args):
     ar.set_attn_implementation(args.attn)
     diffusion, tokenizer = convert_ar_model(ar, tokenizer)
     diffusion.set_attn_implementation(args.attn)
+    # the objective the model's config names (what `diffusion-lm adapt --attention-mode` sets)
+    diffusion.config.attention_mode = args.attention_mode
+    diffusion.config.diffusion_block_size = args.diffusion_block_size if args.attention_mode == "block" else None
     return ar, diffusion, tokenizer
 
 
@@ -103,7 +110,10 @@ def run_phase(phase: str, args, queue) -> None:
 
     def noise(input_ids, index):
         draw = torch.Generator().manual_seed(index)
-        levels = (1e-3 + (1 - 1e-3) * torch.rand(input_ids.shape[0], generator=draw)).to(device)
+        # one level per sequence (full attention) or per block of each sequence (block diffusion)
+        shape = (input_ids.shape[0],) if args.attention_mode != "block" else \
+            (input_ids.shape[0], input_ids.shape[1] // args.diffusion_block_size)
+        levels = (1e-3 + (1 - 1e-3) * torch.rand(shape, generator=draw)).to(device)
         return levels, torch.rand(input_ids.shape, generator=draw).to(device)
 
     def diffusion_loss(input_ids, index, full_logits=False):
@@ -126,7 +136,7 @@ def run_phase(phase: str, args, queue) -> None:
         optimizer.zero_grad(set_to_none=True)
 
     agreement = None
-    if phase == "diffusion":  # same corruption, both computations, before any update
+    if phase == "diffusion" and args.attention_mode != "block":  # same corruption, both computations, first
         with torch.no_grad(), autocast:
             agreement = abs(float(diffusion_loss(batches[0], 0).loss)
                             - float(diffusion_loss(batches[0], 0, full_logits=True).loss))
@@ -152,7 +162,12 @@ def run_phase(phase: str, args, queue) -> None:
                "peak_mib": peak, "step_mib": peak - held, "agreement": agreement})
 
 
-def main() -> None:
+def phases_for(attention_mode: str) -> tuple[str, ...]:
+    """The full-logits comparison exists for full attention only (block diffusion scores [noisy ; clean])."""
+    return PHASES if attention_mode != "block" else tuple(p for p in PHASES if p != "diffusion-full-logits")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", help="AR checkpoint (Hub id, dir, .gguf) or 'embedded'; default: tiny random LLaMA")
     parser.add_argument("--block-size", type=int, default=512)
@@ -165,13 +180,33 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (both phases)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3, help="phases alternate this many times; medians are shown")
-    args = parser.parse_args()
+    parser.add_argument("--attention-mode", default="block", choices=["block", "bidirectional"],
+                        help="diffusion objective: block diffusion (default, as `diffusion-lm adapt`) or full "
+                             "attention (the paper's)")
+    parser.add_argument("--diffusion-block-size", type=int, default=16, help="positions per block (block mode)")
+    parser.add_argument("--no-memory-pass", action="store_true",
+                        help="CPU: skip the second pass that measures memory under a 64 KiB mmap threshold (memory "
+                             "then comes from the timing pass)")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run every phase in this process (a quick check that each runs; memory numbers then "
+                             "include the earlier phases, and there is no memory pass)")
+    args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1: the first step allocates the optimizer state")
+    if args.attention_mode == "block" and (args.diffusion_block_size < 2 or args.block_size % args.diffusion_block_size):
+        parser.error(f"--block-size {args.block_size} must be a multiple of --diffusion-block-size "
+                     f"{args.diffusion_block_size} (>= 2)")
+    phases = phases_for(args.attention_mode)
 
     context = mp.get_context("spawn")
 
     def measure(phase: str, environment: dict) -> dict:
+        if args.same_process:
+            import queue
+
+            results = queue.SimpleQueue()
+            run_phase(phase, args, results)
+            return results.get()
         previous = {key: os.environ.get(key) for key in environment}
         os.environ.update(environment)  # read by the spawned interpreter's allocator at start
         try:
@@ -191,35 +226,43 @@ def main() -> None:
     # On CPU a second pass measures memory with every allocation >= 64 KiB memory-mapped, so RSS follows the live
     # tensors instead of glibc's retained heap (which depends on the order of frees more than on what is alive);
     # tokens/s come from the first pass, under the default allocator.
-    memory_pass = not args.device.startswith("cuda")
-    runs = {phase: [] for phase in PHASES}
-    memory_runs = {phase: [] for phase in PHASES}
+    memory_pass = not args.device.startswith("cuda") and not (args.no_memory_pass or args.same_process)
+    runs = {phase: [] for phase in phases}
+    memory_runs = {phase: [] for phase in phases}
     for _ in range(args.rounds):  # alternating phases spreads machine noise evenly over them
-        for phase in PHASES:
+        for phase in phases:
             runs[phase].append(measure(phase, {}))
             if memory_pass:
                 memory_runs[phase].append(measure(phase, {"MALLOC_MMAP_THRESHOLD_": "65536"}))
     results = {}
-    for phase in PHASES:
+    for phase in phases:
         memory_source = memory_runs[phase] if memory_pass else runs[phase]
         results[phase] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs[phase])}
         for key in ("peak_mib", "step_mib"):
             results[phase][key] = statistics.median(r[key] for r in memory_source)
 
     base = results["causal-lm"]
-    memory_kind = "peak CUDA MiB in steps" if args.device.startswith("cuda") else "peak RSS MiB in steps (64 KiB mmap threshold)"
-    print(f"\nmedians of {args.rounds} rounds; model={args.base or 'tiny-llama(4x256)'} device={args.device} attn={args.attn} "
+    memory_kind = "peak CUDA MiB in steps" if args.device.startswith("cuda") else \
+        "peak RSS MiB in steps" + (" (64 KiB mmap threshold)" if memory_pass else "")
+
+    def ratio(value: float, baseline: float) -> str:
+        return f"{value / baseline:.3f}" if baseline > 0 else "-"
+
+    objective = "full attention" if args.attention_mode != "block" else f"block diffusion ({args.diffusion_block_size})"
+    print(f"\nmedians of {args.rounds} rounds; model={args.base or 'tiny-llama(4x256)'} objective={objective} "
+          f"device={args.device} attn={args.attn} "
           f"batch={args.batch_size}x{args.block_size} steps={args.steps} (after {args.warmup} warm-up) "
           f"gradient checkpointing={'on' if args.gradient_checkpointing else 'off'}")
     print(f"| phase | tokens/s | ratio vs causal-lm | {memory_kind} | ratio | step MiB (peak - held between steps) | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for phase in PHASES:
+    for phase in phases:
         r = results[phase]
-        print(f"| {phase} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.3f} | "
-              f"{r['peak_mib']:.0f} | {r['peak_mib'] / base['peak_mib']:.3f} | {r['step_mib']:.0f} | "
-              f"{r['step_mib'] / base['step_mib']:.3f} |")
-    agreement = max(r["agreement"] for r in runs["diffusion"])
-    print(f"quality: |chunked masked-only loss - full-logits loss| on the same corruption = {agreement:.2e} nats")
+        print(f"| {phase} | {r['tokens_per_s']:.0f} | {ratio(r['tokens_per_s'], base['tokens_per_s'])} | "
+              f"{r['peak_mib']:.0f} | {ratio(r['peak_mib'], base['peak_mib'])} | {r['step_mib']:.0f} | "
+              f"{ratio(r['step_mib'], base['step_mib'])} |")
+    if args.attention_mode != "block":
+        agreement = max(r["agreement"] for r in runs["diffusion"])
+        print(f"quality: |chunked masked-only loss - full-logits loss| on the same corruption = {agreement:.2e} nats")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,82 @@ def build_workspace(root) -> dict:
     recorded = AdaptSettings(base=paths["ar"], dataset=paths["corpus"], output_dir=paths["recorded"], block_size=16)
     with open(os.path.join(paths["recorded"], RUN_RECORD_NAME), "w", encoding="utf-8") as f:
         json.dump(recorded.run_record(), f)
+    build_issue23_inputs(root, paths)
     return paths
+
+
+def _copy_and_edit(paths, source: str, name: str, edit) -> None:
+    import shutil
+
+    paths[name] = os.path.join(paths["root"], name.replace("_", "-"))
+    shutil.copytree(paths[source], paths[name])
+    edit(paths[name])
+
+
+def _truncate(path: str, keep: float = 0.5) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(int(os.path.getsize(path) * keep))
+
+
+def _edit_json(path: str, **changes) -> None:
+    with open(path, encoding="utf-8") as f:
+        values = json.load(f)
+    values.update(changes)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(values, f)
+
+
+LATIN1 = "the cat sat on the mat and then it was happy . caf\u00e9 \n".encode("latin-1")  # 0xe9: not UTF-8
+
+
+def build_issue23_inputs(root, paths: dict) -> None:
+    """Issue 23's inputs: damaged checkpoints, invalid config values, text that is not UTF-8, config paths, runs
+    that collide, interrupted runs whose checkpoints are damaged."""
+    j = os.path.join
+    # damaged files of a diffusion checkpoint
+    _copy_and_edit(paths, "diff", "weights_truncated", lambda d: _truncate(j(d, "model.safetensors")))
+    _copy_and_edit(paths, "diff", "weights_empty", lambda d: _truncate(j(d, "model.safetensors"), 0))
+    _copy_and_edit(paths, "diff", "config_truncated", lambda d: _truncate(j(d, "config.json"), 0.6))
+    _copy_and_edit(paths, "diff", "tokenizer_truncated", lambda d: _truncate(j(d, "tokenizer.json"), 0.5))
+    _copy_and_edit(paths, "diff", "config_bad_choice", lambda d: _edit_json(j(d, "config.json"),
+                                                                             attention_mode="sideways"))
+    _copy_and_edit(paths, "diff", "config_bad_type", lambda d: _edit_json(j(d, "config.json"), hidden_size="big"))
+    _copy_and_edit(paths, "diff", "generation_bad_choice",
+                   lambda d: _edit_json(j(d, "generation_config.json"), alg="fastest"))
+    _copy_and_edit(paths, "ar", "ar_truncated", lambda d: _truncate(j(d, "model.safetensors"), 0.9))
+    # text that is not UTF-8 (the offset of the bad byte is named)
+    prefix = ("the cat sat on the mat . " * 40).encode()
+    paths["latin1_offset"] = len(prefix) + LATIN1.index(b"\xe9")
+    for name, data in (("corpus_latin1.txt", prefix + LATIN1),
+                       ("alpaca_latin1.json", prefix.replace(b"the", b"   ") + b'[{"instruction": "caf\xe9"}]'),
+                       ("alpaca_latin1.jsonl", b'{"instruction": "a", "input": "", "output": "b"}\n'
+                                               b'{"instruction": "caf\xe9", "input": "", "output": "b"}\n'),
+                       ("wiki_latin1.txt", prefix + LATIN1),
+                       ("config_latin1.yaml", b"block_size: 16\n# caf\xe9\n"),
+                       ("config_invalid.yaml", b"block_size: [16\n")):
+        paths[name.replace(".", "_")] = j(paths["root"], name)
+        with open(paths[name.replace(".", "_")], "wb") as f:
+            f.write(data)
+    for name, sol2 in (("eval_latin1", b"caf\xe9"), ("eval_good", b"ran")):
+        paths[name] = j(paths["root"], name.replace("_", "-"))
+        os.makedirs(paths[name])
+        with open(j(paths[name], "piqa_valid.jsonl"), "wb") as f:
+            f.write(b'{"goal": "the cat", "sol1": "sat", "sol2": "' + sol2 + b'", "label": 0}\n')
+    # an output directory holding the checkpoints of an unfinished run (no final model)
+    paths["unfinished"] = j(paths["root"], "unfinished-run")
+    os.makedirs(j(paths["unfinished"], "checkpoint-2"))
+    with open(j(paths["unfinished"], "checkpoint-2", "trainer_state.json"), "w", encoding="utf-8") as f:
+        json.dump({"global_step": 2}, f)
+    # a recorded run whose only checkpoint is damaged (as a full disk leaves it)
+    import shutil
+
+    paths["damaged_run"] = j(paths["root"], "damaged-run")
+    shutil.copytree(paths["recorded"], paths["damaged_run"])
+    checkpoint = j(paths["damaged_run"], "checkpoint-2")
+    shutil.copytree(paths["diff"], checkpoint)
+    with open(j(checkpoint, "trainer_state.json"), "w", encoding="utf-8") as f:
+        json.dump({"global_step": 2, "max_steps": 2}, f)
+    _truncate(j(checkpoint, "model.safetensors"))
 
 
 @pytest.fixture
@@ -205,9 +280,82 @@ CASES = [
     ("unknown-command", ["frobnicate"], 2, "frobnicate", False),
 ]
 
+# issue 23: (id, argv template, exit status, text the message must contain, whether the Hub may be tried)
+ISSUE_23_CASES = [
+    # damaged files: the file and what is wrong with it, never "a bug in diffusion-lm"
+    ("generate-weights-truncated", ["generate", "{weights_truncated}"], 2,
+     "{weights_truncated}/model.safetensors is damaged: truncated", False),
+    ("generate-weights-empty", ["generate", "{weights_empty}"], 2, "model.safetensors is damaged", False),
+    ("generate-config-truncated", ["generate", "{config_truncated}"], 2,
+     "{config_truncated}/config.json is damaged: not valid JSON", False),
+    ("generate-tokenizer-truncated", ["generate", "{tokenizer_truncated}"], 2,
+     "{tokenizer_truncated}/tokenizer.json is damaged", False),
+    ("chat-weights-truncated", ["chat", "{weights_truncated}"], 2, "model.safetensors is damaged", False),
+    ("eval-weights-truncated", ["eval", "--model", "{weights_truncated}", "--tasks", "piqa", "--data-dir",
+                                "{eval_good}"], 2, "--model: {weights_truncated}/model.safetensors is damaged", False),
+    ("sft-weights-truncated", sft("--model", "{weights_truncated}"), 2, "model.safetensors is damaged", False),
+    ("adapt-base-weights-truncated", adapt("--base", "{ar_truncated}"), 2,
+     "{ar_truncated}/model.safetensors is damaged", False),
+    # a config field with an invalid value: the field, the file and the allowed values
+    ("generate-config-invalid-choice", ["generate", "{config_bad_choice}"], 2,
+     "attention_mode must be one of ('bidirectional', 'causal', 'block'), got 'sideways'", False),
+    ("generate-config-invalid-type", ["generate", "{config_bad_type}"], 2,
+     "{config_bad_type}/config.json has an invalid value for 'hidden_size'", False),
+    ("generate-generation-config-invalid-choice", ["generate", "{generation_bad_choice}"], 2,
+     "{generation_bad_choice}/generation_config.json has an invalid setting: alg must be one of", False),
+    # the machine: the device and what to use instead
+    ("generate-device-cuda-without-cuda", ["generate", "{diff}", "--device", "cuda"], 2,
+     "--device cuda: CUDA is not available on this machine", False),
+    ("generate-device-unknown", ["generate", "{diff}", "--device", "gpu9"], 2, "--device 'gpu9' is not a torch device",
+     False),
+    ("chat-device-cuda-index", ["chat", "{diff}", "--device", "cuda:1"], 2, "use --device cpu", False),
+    ("eval-device-cuda-without-cuda", ["eval", "--model", "{diff}", "--device", "cuda"], 2, "--device cuda", False),
+    # collisions between runs
+    ("adapt-into-a-finished-model", adapt("--output-dir", "{diff}"), 2,
+     "{diff} already holds a finished model (model.safetensors); pass --resume to continue that run, or "
+     "--overwrite-output-dir", False),
+    ("adapt-into-an-unfinished-run", adapt("--output-dir", "{unfinished}"), 2,
+     "checkpoints of an unfinished run (checkpoint-2); pass --resume", False),
+    ("sft-into-a-finished-model", sft("--output-dir", "{diff}"), 2,
+     "{diff} already holds a finished model (model.safetensors); pass --overwrite-output-dir", False),
+    # interrupted runs
+    ("adapt-resume-no-intact-checkpoint", ["adapt", "--output-dir", "{damaged_run}", "--resume"], 2,
+     "no intact checkpoint in {damaged_run} (checkpoint-2: model.safetensors is damaged", False),
+    ("adapt-resume-named-checkpoint-damaged", ["adapt", "--output-dir", "{damaged_run}", "--resume",
+                                               "{damaged_run}/checkpoint-2"], 2,
+     "{damaged_run}/checkpoint-2 is damaged: model.safetensors", False),
+    ("eval-resume-without-output", ["eval", "--model", "{diff}", "--resume"], 2, "--resume needs --output", False),
+    # config files
+    ("adapt-config-missing", ["adapt", "--config", "{root}/configs/run.yaml"], 2,
+     "config file {root}/configs/run.yaml does not exist", False),
+    ("adapt-config-missing-relative", ["adapt", "--config", "my-run.yaml"], 2, "config file my-run.yaml does not exist",
+     False),
+    ("adapt-config-is-a-directory", ["adapt", "--config", "{root}/runs/"], 2, "is a directory", False),
+    ("adapt-config-invalid-yaml", ["adapt", "--config", "{config_invalid_yaml}"], 2,
+     "config file {config_invalid_yaml} is not valid YAML (line 2", False),
+    ("sft-config-missing", ["sft", "--config", "{root}/configs/sft.yaml"], 2, "configs/sft.yaml does not exist", False),
+    # text that is not UTF-8: the file and the byte offset
+    ("adapt-corpus-not-utf8", adapt("--dataset", "{corpus_latin1_txt}"), 2,
+     "corpus file {corpus_latin1_txt} is not UTF-8 text (invalid byte 0xe9 at byte offset {latin1_offset})", False),
+    ("sft-data-not-utf8-json", sft("--dataset", "{alpaca_latin1_json}"), 2,
+     "dataset file {alpaca_latin1_json} is not UTF-8 text (invalid byte 0xe9 at byte offset", False),
+    ("sft-data-not-utf8-jsonl", sft("--dataset", "{alpaca_latin1_jsonl}"), 2,
+     "dataset file {alpaca_latin1_jsonl} is not UTF-8 text (invalid byte 0xe9 at byte offset 69)", False),
+    ("eval-data-not-utf8", ["eval", "--model", "{diff}", "--tasks", "piqa", "--data-dir", "{eval_latin1}"], 2,
+     "{eval_latin1}/piqa_valid.jsonl is not UTF-8 text (invalid byte 0xe9 at byte offset", False),
+    ("eval-ppl-data-not-utf8", ["eval", "--model", "{diff}", "--tasks", "piqa", "--data-dir", "{eval_good}",
+                                "--ppl-data", "{wiki_latin1_txt}"], 2,
+     "--ppl-data file {wiki_latin1_txt} is not UTF-8 text (invalid byte 0xe9 at byte offset {latin1_offset})", False),
+    ("adapt-config-not-utf8", ["adapt", "--config", "{config_latin1_yaml}"], 2,
+     "config file {config_latin1_yaml} is not UTF-8 text (invalid byte 0xe9 at byte offset 20)", False),
+]
 
-@pytest.mark.parametrize("argv,status,needle,may_use_hub", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_fails_early_with_a_short_message(ws, no_network, capsys, argv, status, needle, may_use_hub):
+
+@pytest.mark.parametrize("argv,status,needle,may_use_hub", [c[1:] for c in CASES + ISSUE_23_CASES],
+                         ids=[c[0] for c in CASES + ISSUE_23_CASES])
+def test_bad_input_fails_early_with_a_short_message(ws, no_network, capsys, monkeypatch, argv, status, needle,
+                                                    may_use_hub):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, as most CI is
     argv = [arg.format(**ws) for arg in argv]
     started = time.perf_counter()
     code = main(argv)
@@ -219,6 +367,7 @@ def test_bad_input_fails_early_with_a_short_message(ws, no_network, capsys, argv
     assert "Traceback" not in out + err
     assert 1 <= len(message) <= 3, err
     assert message[0].startswith("diffusion-lm"), err
+    assert "bug" not in err.lower(), err  # a user's input or machine, never reported as the library's fault
     assert elapsed < FAST_S
     if not may_use_hub:
         assert no_network == [], f"tried the network for a local input: {no_network}"
@@ -264,8 +413,9 @@ def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
 # --- Python API: the same mistakes raise ValueError / FileNotFoundError naming the field or path --------------------
 def _api_cases(ws):
     from diffusion_lm.adapt import AdaptSettings, resolve_settings, run_adaptation
-    from diffusion_lm.checkpoint import load_checkpoint
+    from diffusion_lm.checkpoint import latest_intact_checkpoint, load_checkpoint, resolve_device
     from diffusion_lm.cli.chat import load_chat_model
+    from diffusion_lm.presets import load_preset
     from diffusion_lm.conversion import convert_checkpoint
     from diffusion_lm.data import load_text_dataset
     from diffusion_lm.model_card import write_card
@@ -313,6 +463,24 @@ def _api_cases(ws):
         ("eval-load-missing", lambda: load_checkpoint(ws["empty_dir"]), FileNotFoundError, "config.json"),
         ("sft-dataset-missing", lambda: load_sft_dataset("./data/none"), FileNotFoundError, "./data/none"),
         ("card-missing-dir", lambda: write_card(ws["missing"]), FileNotFoundError, "no-such-dir"),
+        # issue 23
+        ("load-weights-truncated", lambda: load_checkpoint(ws["weights_truncated"]), ValueError,
+         "model.safetensors is damaged: truncated"),
+        ("load-config-invalid-choice", lambda: load_checkpoint(ws["config_bad_choice"]), ValueError,
+         "got 'sideways'"),
+        ("load-device-cuda", lambda: load_checkpoint(ws["diff"], device="cuda"), ValueError,
+         "CUDA is not available"),
+        ("device-unknown", lambda: resolve_device("gpu9"), ValueError, "'gpu9' is not a torch device"),
+        ("preset-path-missing", lambda: load_preset("configs/none.yaml"), FileNotFoundError,
+         "config file configs/none.yaml does not exist"),
+        ("text-not-utf8", lambda: load_text_dataset(ws["corpus_latin1_txt"]), ValueError,
+         f"byte offset {ws['latin1_offset']}"),
+        ("sft-data-not-utf8", lambda: load_sft_dataset(ws["alpaca_latin1_jsonl"]), ValueError,
+         "alpaca_latin1.jsonl is not UTF-8 text (invalid byte 0xe9 at byte offset 69)"),
+        ("run-into-finished-model", lambda: run_adaptation(settings(output_dir=ws["diff"])), ValueError,
+         "--overwrite-output-dir"),
+        ("resume-no-intact-checkpoint", lambda: latest_intact_checkpoint(ws["damaged_run"]), ValueError,
+         "no intact checkpoint"),
     ]
 
 
@@ -322,12 +490,15 @@ API_CASE_IDS = [
     "settings-weight-decay", "settings-save-steps", "run-short-corpus", "run-block-above-positions", "run-mask-is-pad",
     "resume-contradiction", "args-grad-accum", "args-weight-decay", "args-save-steps", "args-learning-rate",
     "args-max-steps", "generate-load-missing", "chat-load-missing", "eval-load-missing", "sft-dataset-missing",
-    "card-missing-dir",
+    "card-missing-dir", "load-weights-truncated", "load-config-invalid-choice", "load-device-cuda", "device-unknown",
+    "preset-path-missing", "text-not-utf8", "sft-data-not-utf8", "run-into-finished-model",
+    "resume-no-intact-checkpoint",
 ]
 
 
 @pytest.mark.parametrize("case_id", API_CASE_IDS)
-def test_python_api_names_the_problem(ws, no_network, case_id):
+def test_python_api_names_the_problem(ws, no_network, monkeypatch, case_id):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cases = {case[0]: case[1:] for case in _api_cases(ws)}
     assert set(cases) == set(API_CASE_IDS)
     call, error_type, needle = cases[case_id]
@@ -384,3 +555,45 @@ def test_generate_right_padding_is_refused_or_matches_single_rows(diffusion):
         single = model.generate(torch.tensor([prompt]), max_new_tokens=3, steps=3)
         generated = [t for t in batched[row].tolist()[len(prompt):] if t != pad][:3]
         assert generated == single[0].tolist()[len(prompt):], row
+
+
+def test_harness_offline_failure_is_one_line(ws, no_network, tmp_path, capsys, monkeypatch):
+    """diffusion-lm-harness with task data on the Hub and no network: one line naming the dataset, exit 1, at once."""
+    from lm_eval import tasks as lm_eval_tasks
+
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    class LocalTasksOnly(lm_eval_tasks.TaskManager):  # the built-in catalogue takes 10+ s to index; none is used
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    monkeypatch.setattr(lm_eval_tasks, "TaskManager", LocalTasksOnly)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "hub_choice.yaml").write_text(
+        "task: hub_choice\ndataset_path: someone/tiny-choice-data\noutput_type: multiple_choice\n"
+        "test_split: test\ndoc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: ['a', 'b']\n"
+        "metric_list:\n  - metric: acc\n")
+    started = time.perf_counter()
+    code = lm_eval_cli.main(["run", "--model", "diffusion_lm", "--model_args", f"pretrained={ws['diff']}",
+                             "--tasks", "hub_choice", "--include_path", str(tasks)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert code == 1, err
+    assert len(errors) == 1 and errors[0].startswith("diffusion-lm-harness: error: 'someone/tiny-choice-data'"), err
+    assert "huggingface.co cannot be reached" in errors[0] and "Traceback" not in err and "bug" not in err
+    assert time.perf_counter() - started < 60  # no retry back-off
+
+
+def test_harness_device_this_machine_lacks(ws, capsys, monkeypatch):
+    from diffusion_lm.evaluation import lm_eval_cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = lm_eval_cli.main(["run", "--model", "diffusion_lm", "--model_args", f"pretrained={ws['diff']}",
+                             "--tasks", "piqa", "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("diffusion-lm-harness: error: --device cuda: CUDA is not available on this machine")
+    assert err[0].endswith("use --device cpu, or leave --device out to run on cpu")

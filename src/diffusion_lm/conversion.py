@@ -36,8 +36,11 @@ class ARSource:
         A local path that does not exist raises FileNotFoundError naming it (no Hub lookup); so does a local
         directory without ``config.json`` (or without ``gguf_file``).
         """
+        from .embedded import is_embedded_name, require_embedded_gguf
         from .paths import looks_local, require_local_path
 
+        if gguf_file is None and is_embedded_name(base):  # the embedded SmolLM2-135M-Instruct GGUF
+            base = require_embedded_gguf()
         if gguf_file is None and base.endswith(".gguf"):
             path = require_local_path(base, "GGUF file", kind="file")
             return cls(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
@@ -56,8 +59,12 @@ def load_ar_model(
     source: ARSource, dtype: torch.dtype | str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The AR model and its tokenizer, exactly as transformers loads them (GGUF is dequantised to float32)."""
-    tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", trust_remote_code=True, **source.load_kwargs())
+    from .checkpoint import explain_checkpoint_errors
+
+    with explain_checkpoint_errors(source.path, "base model"):  # a damaged file is named, not a library error
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or "auto", trust_remote_code=True,
+                                                     **source.load_kwargs())
     return model, tokenizer
 
 
@@ -80,7 +87,10 @@ def check_block_size(config, block_size: int) -> None:
 
 def load_ar_config(source: ARSource):
     """The AR config, with the family checked (ValueError listing the supported families) before any weights load."""
-    config = AutoConfig.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
+    from .checkpoint import explain_checkpoint_errors
+
+    with explain_checkpoint_errors(source.path, "base model"):
+        config = AutoConfig.from_pretrained(source.path, trust_remote_code=True, **source.load_kwargs())
     diffusion_classes_for(config.model_type)
     return config
 

@@ -27,7 +27,10 @@ def _local_files(dataset: str) -> list[str]:
 
 
 def check_text_file(path: str) -> None:
-    """ValueError naming ``path`` when it is empty or not text (a NUL byte or invalid UTF-8 in its first 64 KiB)."""
+    """ValueError naming ``path`` when it is empty or not text (a NUL byte in its first 64 KiB, or a byte anywhere
+    that is not UTF-8: the message gives its offset)."""
+    from .paths import check_utf8_file
+
     if os.path.getsize(path) == 0:
         raise ValueError(f"corpus file {path} is empty")
     if path.endswith(".parquet"):
@@ -36,11 +39,7 @@ def check_text_file(path: str) -> None:
         head = f.read(1 << 16)
     if b"\0" in head:
         raise ValueError(f"corpus file {path} is binary, not text (it holds NUL bytes)")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(head) - 4:  # a multi-byte character cut at the end of the window is fine
-            raise ValueError(f"corpus file {path} is not UTF-8 text (invalid byte at offset {error.start})") from None
+    check_utf8_file(path, "corpus file")  # the whole file: the builders fail on a bad byte anywhere, unnamed
     if not head.strip():
         raise ValueError(f"corpus file {path} holds only whitespace")
 

@@ -23,6 +23,15 @@ def embedded_gguf_path() -> str | None:
     return None
 
 
+EMBEDDED_ALIAS = "embedded"
+
+
+def is_embedded_name(name) -> bool:
+    """Whether a base-model argument names the embedded base (``embedded``), as ``--base``, ``--ar-baseline`` and
+    the benchmarks' ``--ar-base`` accept."""
+    return isinstance(name, str) and name.strip().lower() == EMBEDDED_ALIAS
+
+
 def require_embedded_gguf() -> str:
     path = embedded_gguf_path()
     if path is None:

@@ -93,11 +93,15 @@ def read_json(path: str | os.PathLike, what: str | None = None):
     ``what``) when it is not valid JSON."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{what or path} is not valid JSON: {error}") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    problem = utf8_problem(data)
+    if problem is not None:
+        raise ValueError(f"{what or path} is not UTF-8 text ({problem})")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what or path} is not valid JSON: {error}") from None
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -155,3 +159,82 @@ def model_in_hub_cache(repo_id: str) -> bool:
 
     found = try_to_load_from_cache(repo_id, "config.json")
     return isinstance(found, str)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc tells it (os.umask sets it while reading)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_permissions(*paths: str | os.PathLike) -> None:
+    """Give every file under ``paths`` that was left private (mode 0600, what an atomic save's temporary file has:
+    safetensors writes ``model.safetensors`` that way) the mode an ordinary write gives: 0666 minus the umask. Files
+    with any other mode were written with the umask already and stay as they are."""
+    wanted = 0o666 & ~current_umask()
+    for root in paths:
+        root = os.fspath(root)
+        if os.path.isfile(root):
+            files = [root]
+        else:
+            files = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names]
+        for file in files:
+            try:
+                mode = os.lstat(file).st_mode
+            except OSError:
+                continue
+            if not os.path.islink(file) and mode & 0o777 == 0o600 and wanted != 0o600:
+                os.chmod(file, wanted)
+
+
+def utf8_problem(data: bytes, offset: int = 0, final: bool = True) -> str | None:
+    """None when ``data`` (found at byte ``offset`` of its file) is valid UTF-8, else what is wrong and where:
+    ``invalid byte 0xff at byte offset 1234``. With ``final=False`` a character cut at the end is fine."""
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError as error:
+        if not final and error.start >= len(data) - 3 and error.reason == "unexpected end of data":
+            return None
+        return f"invalid byte 0x{data[error.start]:02x} at byte offset {offset + error.start}"
+
+
+def check_utf8_file(path: str | os.PathLike, what: str, chunk_bytes: int = 1 << 22) -> None:
+    """ValueError ``{what} {path} is not UTF-8 text (invalid byte 0x.. at byte offset N)`` for the first byte of
+    ``path`` that is not UTF-8; reads the whole file in chunks."""
+    offset, carry = 0, b""  # carry: the start of a character cut by the chunk's end
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_bytes)
+            data = carry + chunk
+            try:
+                data.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as error:
+                cut = error.reason == "unexpected end of data" and error.start >= len(data) - 3
+                if not (cut and chunk):  # a real error, or a character cut by the end of the file
+                    raise ValueError(f"{what} {path} is not UTF-8 text ({utf8_problem(data, offset)})") from None
+                carry = data[error.start:]
+                offset += error.start
+                continue
+            if not chunk:
+                return
+            offset += len(data)
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of the UTF-8 file ``path``; ValueError naming ``what``, the file and the byte offset otherwise."""
+    with open(path, "rb") as f:
+        data = f.read()
+    problem = utf8_problem(data)
+    if problem is not None:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({problem})")
+    return data.decode("utf-8")

@@ -9,7 +9,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from .paths import read_json
+from .paths import read_json, read_text
 
 # ShareGPT / LLaMA-Factory role names -> chat-template roles
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -116,9 +116,15 @@ def to_trl_format(data: Dataset, *, chat: bool = True) -> Dataset:
 
 def _read_json_rows(path: str) -> list[dict[str, Any]]:
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    rows = read_json(path)
+        rows = []
+        for number, line in enumerate(read_text(path, "dataset file").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"dataset file {path}, line {number}: not valid JSON ({error})") from None
+        return rows
+    rows = read_json(path, f"dataset file {path}")
     if not isinstance(rows, list):
         raise ValueError(f"{path} must hold a JSON list of rows")
     return rows

@@ -32,6 +32,7 @@ from .modeling.shift import IGNORE_INDEX, predicted_only
 from .distillation import ARTeacher
 from .objective import block_diffusion_settings, diffusion_objective
 from .training_noise import derived_seed, sample_keys, sample_noise
+from .paths import ordinary_permissions
 
 logger = logging.get_logger(__name__)
 
@@ -251,6 +252,11 @@ class AtomicCheckpointsMixin:
 
     _checkpoint_staging: str | None = None
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.args.should_save:  # safetensors writes through a private (0600) temporary file
+            ordinary_permissions(output_dir or self.args.output_dir)
+
     def _get_output_dir(self, trial):
         return self._checkpoint_staging or super()._get_output_dir(trial)
 
@@ -269,6 +275,7 @@ class AtomicCheckpointsMixin:
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)
+            ordinary_permissions(final)
             shutil.rmtree(staging, ignore_errors=True)
             if rotate_checkpoints is None:
                 self._rotate_checkpoints(use_mtime=True, output_dir=run_dir)

@@ -126,6 +126,7 @@ def check_references(args: argparse.Namespace, settings=None) -> list[tuple[str,
 
     ``settings``: the command's resolved settings object, when a config file may have named them; its values are
     checked the same way, and only the Hub ids that no flag gave (those were returned for the flags) come back."""
+    from ..embedded import is_embedded_name
     from ..paths import looks_local, require_local_path, resolve_model_reference
 
     source = args if settings is None else settings
@@ -136,6 +137,8 @@ def check_references(args: argparse.Namespace, settings=None) -> list[tuple[str,
             continue
         if settings is not None and getattr(args, attribute, None) is None:
             label = f"{attribute!r} of the config file"
+        if category == "model" and attribute in ("base", "ar_baseline") and is_embedded_name(value):
+            continue  # the embedded base model: loaded from the installed package, never the Hub
         if category in ("dir", "file"):
             setattr(source, attribute, require_local_path(value, label, kind=category))
         elif not looks_local(value):
@@ -205,9 +208,23 @@ def _is_usage_error(error: BaseException) -> bool:
     return module in ("datasets", "yaml") and isinstance(error, Exception)
 
 
-def report_error(command: str, error: BaseException) -> int:
-    """Print the one- or two-line message for ``error`` and return the exit status."""
-    prefix = f"diffusion-lm {command}" if command else "diffusion-lm"
+def _damaged_file_message(error: BaseException) -> str | None:
+    """What a damaged or invalid file's exception says, for those no loader translated (they name no file)."""
+    name = type(error).__name__
+    if name == "SafetensorError":
+        return f"a .safetensors weights file is damaged ({_short(error, 1)}); re-download it or save it again"
+    if name.startswith("StrictDataclass") and name.endswith("ValidationError"):
+        cause = error.__cause__ or error
+        return f"a config file holds an invalid value: {_short(cause, 1)}"
+    if name == "UnpicklingError" or "PytorchStreamReader" in str(error):
+        return f"a torch file (.bin / .pt) is damaged ({_short(error, 1)}); re-download it or save it again"
+    return None
+
+
+def report_error(command: str, error: BaseException, prefix: str | None = None) -> int:
+    """Print the one- or two-line message for ``error`` and return the exit status (``prefix``: the program name
+    that starts each message, default ``diffusion-lm COMMAND``)."""
+    prefix = prefix or (f"diffusion-lm {command}" if command else "diffusion-lm")
     if isinstance(error, KeyboardInterrupt):
         print(f"\n{prefix}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -223,6 +240,10 @@ def report_error(command: str, error: BaseException) -> int:
         return EXIT_FAILURE
     if _is_usage_error(error):
         print(f"{prefix}: error: {_short(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    damaged = _damaged_file_message(error)
+    if damaged:  # a file's fault that no loader named: still the file's, not ours
+        print(f"{prefix}: error: {damaged}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(error, OSError):  # disk full, permissions, ...
         print(f"{prefix}: error: {_short(error)}", file=sys.stderr)

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     parser.add_argument(
         "--ar-baseline",
         metavar="BASE",
-        help="AR base model to evaluate alongside: Hub id, directory or .gguf file",
+        help="AR base model to evaluate alongside: 'embedded' (the embedded SmolLM2-135M-Instruct, offline), a Hub "
+             "id, directory or .gguf file",
     )
     parser.add_argument(
         "--tasks",
@@ -60,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
     parser.add_argument("--ppl-data", metavar="FILE", help="text file (.txt/.json/.jsonl) for the likelihood bound")
     parser.add_argument("--ppl-block-size", type=int, default=256, help="tokens per likelihood block (default 256)")
     parser.add_argument("--ppl-max-blocks", type=int, help="at most this many likelihood blocks (default: --limit)")
-    parser.add_argument("--output", help="write the results JSON here")
+    parser.add_argument("--output", help="write the results JSON here, after each task (an interrupted run keeps the "
+                                          "finished tasks)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run whose results --output holds: finished tasks are kept, not run again")
     parser.add_argument(
         "--update-card", action="store_true", help="write the results into --model's README.md model-index"
     )
@@ -83,6 +87,72 @@ def _validate(args) -> None:
         raise ValueError(f"--ppl-data {args.ppl_data!r} is not a file")
     if args.update_card and not os.path.isdir(args.model):
         raise ValueError("--update-card needs --model to be a local directory")
+    if args.resume and not args.output:
+        raise ValueError("--resume needs --output: the results file of the run to continue")
+
+
+# settings that must match for --resume to continue a run (the others only change what is kept or shown)
+RESUME_KEYS = ("model", "ar_baseline", "data_dir", "ppl_data", "settings")
+
+
+def load_partial_results(path: str, current: dict) -> dict | None:
+    """The results an earlier run saved in ``path`` (None: no file yet). ValueError naming the file and the first
+    setting that differs from ``current`` (then the saved tasks are not comparable)."""
+    from ..paths import read_json
+
+    saved = read_json(path, f"--output {path}")
+    if saved is None:
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("models"), dict):
+        raise ValueError(f"--output {path} holds no diffusion-lm eval results; pass another --output to start a new run")
+    for key in RESUME_KEYS:
+        if key == "settings":
+            for name, value in current["settings"].items():
+                if saved.get("settings", {}).get(name, value) != value:
+                    raise ValueError(f"--resume: --{name.replace('_', '-')} {value!r} differs from the run saved in "
+                                     f"{path} ({saved['settings'][name]!r}); use its settings or another --output")
+        elif saved.get(key) != current.get(key):
+            raise ValueError(f"--resume: --{key.replace('_', '-')} {current.get(key)!r} differs from the run saved in "
+                             f"{path} ({saved.get(key)!r}); use its settings or another --output")
+    return saved
+
+
+def write_results(path: str, results: dict) -> None:
+    """``results`` as JSON into ``path``, replaced in one rename (a kill never leaves half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+    os.replace(temporary, path)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def estimate_generation(model, prompt_lengths: list[int], max_new_tokens: int, steps: int | None,
+                        batch_size: int) -> tuple[float, int, float]:
+    """(estimated seconds, forward passes, seconds of one pass) of decoding ``max_new_tokens`` after each prompt
+    without a cache: one timed forward pass of a full batch at the longest length, times the passes (batches x
+    steps). Caches and thresholds make decoding faster: this is an upper estimate."""
+    import torch
+
+    rows = min(batch_size, len(prompt_lengths))
+    length = max(prompt_lengths) + max_new_tokens
+    ids = torch.full((rows, length), 1, dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        model(input_ids=ids)  # warm-up (allocations, kernels)
+        start = time.perf_counter()
+        model(input_ids=ids)
+        one_pass = time.perf_counter() - start
+    batches = -(-len(prompt_lengths) // batch_size)
+    passes = batches * min(steps or max_new_tokens, max_new_tokens)
+    return passes * one_pass, passes, one_pass
 
 
 def _label(path: str) -> str:
@@ -90,58 +160,24 @@ def _label(path: str) -> str:
 
 
 def run(args) -> int:
-    import torch
+    import sys
 
-    from diffusion_lm.checkpoint import load_checkpoint, resolve_dtype
+    from diffusion_lm.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from diffusion_lm.conversion import ARSource, load_ar_model
     from diffusion_lm.evaluation.evaluators import AREvaluator, DecodingSettings, DiffusionEvaluator, ScoringSettings
     from diffusion_lm.evaluation.likelihood import read_text_documents, token_blocks
     from diffusion_lm.evaluation.model_card import update_model_card
-    from diffusion_lm.evaluation.runner import evaluate_models, format_table
+    from diffusion_lm.evaluation.runner import evaluate_models, format_table, gsm8k_prompt_ids
     from diffusion_lm.evaluation.tasks import load_task, parse_task_list, task_spec_name
 
     _validate(args)
     specs = parse_task_list(args.tasks)  # unknown task names fail here, before any model loads
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)  # a device this machine lacks: named, before anything loads
     dtype = resolve_dtype(args.dtype)
     progress = not args.no_progress
     start = time.perf_counter()
-
-    task_examples = {task_spec_name(spec): load_task(spec, args.data_dir, args.limit) for spec in specs}
-
-    model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=device, what="--model")
-    scoring = ScoringSettings(args.mc_samples, args.estimator, args.seed, batch_size=args.batch_size)
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
-    decoding = DecodingSettings(steps=args.steps, alg=args.alg, seed=args.seed,
-                                kv_cache=None if args.kv_cache == "none" else args.kv_cache,
-                                threshold=args.threshold, block_length=args.block_length)
-    evaluators = {}
-    if args.ar_baseline:
-        source = ARSource.parse(args.ar_baseline)
-        ar_model, ar_tokenizer = load_ar_model(source, dtype=dtype)
-        ar_label = "AR " + _label(source.gguf_file or source.path)
-        evaluators[ar_label] = AREvaluator(ar_model.to(device), ar_tokenizer, batch_size=args.batch_size)
-    evaluators["diffusion " + _label(args.model)] = DiffusionEvaluator(model, tokenizer, scoring, decoding)
-
-    blocks = None
-    if args.ppl_data:
-        # the diffusion tokenizer's ids for both models: the AR vocabulary is the same minus [MASK]
-        max_blocks = args.ppl_max_blocks or args.limit
-        blocks = token_blocks(read_text_documents(args.ppl_data), tokenizer, args.ppl_block_size, max_blocks)
-        for evaluator in evaluators.values():
-            vocab = evaluator.model.get_input_embeddings().num_embeddings
-            if max(max(b) for b in blocks) >= vocab:
-                raise ValueError(f"--ppl-data tokens fall outside the {evaluator.kind} model's vocabulary ({vocab})")
-
-    results = evaluate_models(
-        evaluators,
-        task_examples,
-        likelihood_blocks=blocks,
-        gsm8k_max_new_tokens=args.gsm8k_max_new_tokens,
-        progress=progress,
-        keep_outputs=args.keep_outputs,
-    )
     settings = {
         "mc_samples": args.mc_samples,
         "estimator": args.estimator,
@@ -154,27 +190,82 @@ def run(args) -> int:
         "limit": args.limit,
         "gsm8k_max_new_tokens": args.gsm8k_max_new_tokens,
         "ppl_block_size": args.ppl_block_size if args.ppl_data else None,
-        "ppl_blocks": len(blocks) if blocks else None,
         "dtype": args.dtype,
     }
-    results = {
-        "model": args.model,
-        "ar_baseline": args.ar_baseline,
-        "tasks": specs,
-        "data_dir": args.data_dir,
-        "ppl_data": args.ppl_data,
-        "settings": settings,
-        **results,
-        "wall_seconds": round(time.perf_counter() - start, 1),
-    }
+    header = {"model": args.model, "ar_baseline": args.ar_baseline, "tasks": specs, "data_dir": args.data_dir,
+              "ppl_data": args.ppl_data, "settings": settings}
+    done = load_partial_results(args.output, header) if args.resume else None
+    source = ARSource.parse(args.ar_baseline) if args.ar_baseline else None
+    labels = (["AR " + _label(source.gguf_file or source.path)] if source else []) + ["diffusion " + _label(args.model)]
+    finished = {label: set((done or {}).get("models", {}).get(label, {}).get("tasks", {})) for label in labels}
+    remaining = [spec for spec in specs if any(task_spec_name(spec) not in finished[label] for label in labels)]
+    if done is not None:
+        print(f"resuming {args.output}: {len(specs) - len(remaining)} of {len(specs)} tasks finished", file=sys.stderr)
+
+    task_examples = {task_spec_name(spec): load_task(spec, args.data_dir, args.limit) for spec in remaining}
+
+    model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=device, what="--model")
+    scoring = ScoringSettings(args.mc_samples, args.estimator, args.seed, batch_size=args.batch_size)
+    decoding = DecodingSettings(steps=args.steps, alg=args.alg, seed=args.seed,
+                                kv_cache=None if args.kv_cache == "none" else args.kv_cache,
+                                threshold=args.threshold, block_length=args.block_length)
+    evaluators = {}
+    if source is not None:
+        ar_model, ar_tokenizer = load_ar_model(source, dtype=dtype)
+        evaluators[labels[0]] = AREvaluator(ar_model.to(device), ar_tokenizer, batch_size=args.batch_size)
+    evaluators[labels[-1]] = DiffusionEvaluator(model, tokenizer, scoring, decoding)
+
+    blocks = None
+    if args.ppl_data:
+        # the diffusion tokenizer's ids for both models: the AR vocabulary is the same minus [MASK]
+        max_blocks = args.ppl_max_blocks or args.limit
+        blocks = token_blocks(read_text_documents(args.ppl_data), tokenizer, args.ppl_block_size, max_blocks)
+        for evaluator in evaluators.values():
+            vocab = evaluator.model.get_input_embeddings().num_embeddings
+            if max(max(b) for b in blocks) >= vocab:
+                raise ValueError(f"--ppl-data tokens fall outside the {evaluator.kind} model's vocabulary ({vocab})")
+        settings["ppl_blocks"] = len(blocks)
+
+    if "gsm8k" in task_examples and "gsm8k" not in finished[labels[-1]]:
+        questions = task_examples["gsm8k"]
+        seconds, passes, one_pass = estimate_generation(
+            model, [len(gsm8k_prompt_ids(tokenizer, e.question)) for e in questions], args.gsm8k_max_new_tokens,
+            args.steps, args.batch_size)
+        print(f"gsm8k: {len(questions)} questions x {args.gsm8k_max_new_tokens} new tokens = {passes} forward passes "
+              f"({one_pass:.2f} s each here, no cache): about {_duration(seconds)} for the diffusion model; --limit "
+              "and --gsm8k-max-new-tokens shorten it", file=sys.stderr, flush=True)
+
+    def save(partial: dict, complete: bool = False) -> None:
+        if args.output:
+            write_results(args.output, {**header, **partial, "complete": complete,
+                                        "wall_seconds": round(time.perf_counter() - start, 1)})
+
+    try:
+        results = evaluate_models(
+            evaluators,
+            task_examples,
+            likelihood_blocks=blocks,
+            gsm8k_max_new_tokens=args.gsm8k_max_new_tokens,
+            progress=progress,
+            keep_outputs=args.keep_outputs,
+            done=done,
+            on_result=save,
+        )
+    except KeyboardInterrupt:
+        if args.output and os.path.isfile(args.output):
+            print(f"diffusion-lm eval: the finished tasks are saved in {args.output}; rerun with --resume to continue",
+                  file=sys.stderr)
+        raise
+    for label, entry in results["models"].items():  # the saved order of tasks: as asked
+        entry["tasks"] = {task_spec_name(spec): entry["tasks"][task_spec_name(spec)] for spec in specs
+                          if task_spec_name(spec) in entry["tasks"]}
+    results = {**header, **results, "complete": True, "wall_seconds": round(time.perf_counter() - start, 1)}
     print(format_table(results))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_results(args.output, results)
         print(f"results written to {args.output}")
     if args.update_card:
-        diffusion_entry = results["models"]["diffusion " + _label(args.model)]
+        diffusion_entry = results["models"][labels[-1]]
         update_model_card(args.model, diffusion_entry["tasks"], settings)
         print(f"model-index of {os.path.join(args.model, 'README.md')} updated")
     return 0

@@ -49,6 +49,9 @@ class SFTScriptArguments:
                                                                     "head in full (modules_to_save)"})
     merge: bool = field(default=False, metadata={"help": "with --lora, write the merged full model to OUTPUT_DIR and "
                                                          "keep the adapter in OUTPUT_DIR/adapter"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "write into an --output-dir that holds a "
+                                                                        "finished model (it is replaced)",
+                                                                "aliases": ["--overwrite"]})
 
 
 CONFIG_CLASSES = (SFTScriptArguments, DiffusionSFTConfig)
@@ -73,12 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "sft") -> None:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
+    from ..paths import read_text, require_local_path
+    from ..presets import parse_yaml
 
-    from ..paths import require_local_path
-
-    with open(require_local_path(path, "--config", kind="file"), encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    path = require_local_path(path, "--config", kind="file")
+    values = parse_yaml(read_text(path, "config file"), path)
     if not isinstance(values, dict):
         raise ValueError(f"config {path} must be a mapping of settings")
     return values
@@ -149,8 +151,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(script: SFTScriptArguments, config: DiffusionSFTConfig) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, require_free_output_dir
     from ..sft import DiffusionSFTTrainer, load_sft_dataset, lora_config_for
+
+    # another run's finished model is replaced only when asked (checked before anything loads)
+    require_free_output_dir(config.output_dir, resumable=False, overwrite=script.overwrite_output_dir)
 
     model, tokenizer = load_checkpoint(script.model, what="--model")
     chat = script.format == "chat" or (script.format == "auto" and bool(tokenizer.chat_template))

@@ -136,6 +136,9 @@ def read_text_documents(path: str) -> list[str]:
     objects with "text"), anything else plain text with documents separated by blank lines."""
     if not os.path.isfile(path):
         raise ValueError(f"perplexity data file not found: {path}")
+    from ..paths import check_utf8_file
+
+    check_utf8_file(path, "--ppl-data file")
     with open(path, encoding="utf-8") as handle:
         if path.endswith(".jsonl"):
             documents = [json.loads(line)["text"] for line in handle if line.strip()]

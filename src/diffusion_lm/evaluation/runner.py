@@ -179,10 +179,17 @@ def evaluate_tasks(
     gsm8k_max_new_tokens: int = 256,
     progress: bool = True,
     keep_outputs: bool = False,
+    done: dict[str, dict] | None = None,
+    on_task_done=None,
 ) -> dict[str, dict]:
-    """Metrics of every task for one evaluator; per-example outputs only with ``keep_outputs``."""
-    results = {}
+    """Metrics of every task for one evaluator; per-example outputs only with ``keep_outputs``.
+
+    ``done``: metrics of tasks finished earlier (an interrupted run's), kept and not run again. ``on_task_done``:
+    called with the results so far after each task, so that an interrupted run keeps what it finished."""
+    results = dict(done or {})
     for task, examples in task_examples.items():
+        if task in results:
+            continue
         start = time.perf_counter()
         metrics = run_task(
             evaluator, task, examples, gsm8k_max_new_tokens=gsm8k_max_new_tokens, progress=progress
@@ -191,7 +198,9 @@ def evaluate_tasks(
         if not keep_outputs:
             metrics = {k: v for k, v in metrics.items() if k not in ("outputs", "predictions")}
         results[task] = metrics
-    return results
+        if on_task_done is not None:
+            on_task_done(results)
+    return {task: results[task] for task in [*task_examples, *(t for t in results if t not in task_examples)]}
 
 
 def _percent(value) -> str:
@@ -239,22 +248,43 @@ def evaluate_models(
     gsm8k_max_new_tokens: int = 256,
     progress: bool = True,
     keep_outputs: bool = False,
+    done: dict | None = None,
+    on_result=None,
 ) -> dict:
     """``{"models": {label: {"kind", "tasks", "likelihood"}}}`` for every evaluator, on the same examples and (for
-    the likelihood) the same token blocks."""
+    the likelihood) the same token blocks.
+
+    ``done``: the ``{"models": ...}`` of an interrupted run: its finished tasks (and likelihoods) are kept, not run
+    again. ``on_result``: called with ``{"models": ...}`` so far each time a task or likelihood finishes."""
     from .likelihood import ar_likelihood, diffusion_likelihood_bound
 
+    earlier = (done or {}).get("models", {})
     models = {}
+
+    def report(label, entry):
+        if on_result is not None:
+            on_result({"models": {**models, label: entry}})
+
     for label, evaluator in evaluators.items():
-        entry = {"kind": evaluator.kind}
+        previous = earlier.get(label, {})
+        entry = {"kind": evaluator.kind, "tasks": dict(previous.get("tasks", {}))}
+
+        def task_done(tasks, label=label, entry=entry):
+            entry["tasks"] = dict(tasks)
+            report(label, entry)
+
         entry["tasks"] = evaluate_tasks(
             evaluator,
             task_examples,
             gsm8k_max_new_tokens=gsm8k_max_new_tokens,
             progress=progress,
             keep_outputs=keep_outputs,
+            done=entry["tasks"],
+            on_task_done=task_done,
         )
-        if likelihood_blocks:
+        if likelihood_blocks and previous.get("likelihood"):
+            entry["likelihood"] = previous["likelihood"]
+        elif likelihood_blocks:
             start = time.perf_counter()
             if evaluator.kind == "diffusion":
                 s = evaluator.scoring
@@ -272,5 +302,6 @@ def evaluate_models(
                     evaluator.model, likelihood_blocks, batch_size=evaluator.batch_size, progress=progress
                 )
             entry["likelihood"] = {**estimate.to_dict(), "seconds": round(time.perf_counter() - start, 2)}
+            report(label, entry)
         models[label] = entry
     return {"models": models}

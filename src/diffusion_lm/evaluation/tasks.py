@@ -214,6 +214,9 @@ CONVERTERS: dict[str, Callable] = {
 
 def _read_records(path: str) -> Iterable:
     """Records of a local file: JSON lines, a JSON list, CSV rows (dicts) or plain text lines (strings)."""
+    from ..paths import check_utf8_file
+
+    check_utf8_file(path, "eval data file")
     with open(path, encoding="utf-8", newline="" if path.endswith(".csv") else None) as handle:
         if path.endswith(".jsonl"):
             for number, line in enumerate(handle, 1):
@@ -223,7 +226,11 @@ def _read_records(path: str) -> Iterable:
                     except json.JSONDecodeError as error:
                         raise ValueError(f"{path}:{number}: not valid JSON ({error})") from None
         elif path.endswith(".json"):
-            yield from json.load(handle)
+            try:
+                records = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+            yield from records
         elif path.endswith(".csv"):
             yield from csv.DictReader(handle)
         else:
