@@ -356,6 +356,8 @@ def main(argv=None) -> None:
         extra_rows = [extra_rows[0], extra_rows[-1]] + [r for r in extra_rows if r.get("sub_block_length")][:1]
     results = {"model": description, "threads": torch.get_num_threads(), "speed": {}, "quality": {}}
     blocks = f"its blocks of {model_block}" if block_model else f"block_length {args.block_length}"
+    if block_model and getattr(diffusion.config, "context_attention", "block") == "causal":
+        blocks += " (token-causal context: verify drafts and verifies in one forward per round)"
     print(f"model: {description} | threads {torch.get_num_threads()} | prompt {args.prompt_length} + "
           f"{args.new_tokens} new | {blocks} | greedy, confidence order", flush=True)
 

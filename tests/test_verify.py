@@ -404,3 +404,122 @@ def test_verify_stays_exact_when_the_block_context_is_token_causal():
     for row in range(3):
         prompt = ids[row][mask[row].bool()].tolist()
         assert out.sequences[row, ids.shape[1]:].tolist() == causal_greedy(model, prompt, 12)[len(prompt):], row
+
+
+# --- fused draft-and-verify (block models with token-causal context) -----------------------------------------------
+def causal_context_model(family="llama", block=4, seed=0):
+    model = tiny(family, "block", block=block, seed=seed)
+    model.config.context_attention = "causal"
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_verify_equals_the_causal_greedy_loop_on_a_left_padded_batch(family, monkeypatch):
+    """One forward verifies the pending draft and drafts the next block; rows sit at different block phases, accept
+    different counts and leave dead columns (compacted here whenever there is one): every row is still the causal
+    greedy decode token for token, and the two-forward rounds (fuse=False) give the same text."""
+    import diffusion_lm.modeling.self_verification as self_verification
+
+    calls = []
+    fused = self_verification.fused_verify_decode
+    monkeypatch.setattr(self_verification, "fused_verify_decode", lambda *a, **k: (calls.append(1), fused(*a, **k))[1])
+    monkeypatch.setattr(self_verification, "COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(self_verification, "COMPACT_DEAD_SHARE", 0.0)
+    model = causal_context_model(family)
+    ids, mask = left_padded_batch()
+    out = verify(model, ids, mask, max_new_tokens=30)
+    assert calls == [1]
+    for row in range(3):
+        prompt = ids[row][mask[row].bool()].tolist()
+        assert out.sequences[row, ids.shape[1]:].tolist() == causal_greedy(model, prompt, 30)[len(prompt):], row
+    # one forward per round: tokens per forward are the tokens committed per verification
+    assert torch.equal(out.forward_passes, out.verifications)
+    assert torch.allclose(out.tokens_per_forward, out.accepted_per_verification)
+    config = model.generation_config.__class__(max_new_tokens=30, verify="causal", eos_token_id=None,
+                                               mask_token_id=model.config.mask_token_id)
+    two_pass = self_verification.verify_decode(model, ids, mask, 30, config, fuse=False)
+    assert torch.equal(two_pass.sequences, out.sequences)
+
+
+def test_fused_verify_a_draft_that_is_always_right_commits_a_block_per_forward():
+    """Every logit 0 in both modes: the drafts (argmax, token 0) always equal the causal choice. Prompt of 3 tokens,
+    blocks of 4, 15 new tokens: position 3 alone (the rest of its block has no room for a draft), position 4 with the
+    draft of 5 .. 7, then [5 .. 8], [9 .. 12], [13 .. 16] (three drafts + the causal token each), and 17: 6 forwards."""
+    model = causal_context_model()
+    with torch.no_grad():
+        model.model.norm.weight.zero_()
+    ids = torch.tensor([[BOS, 10, 11]])
+    out = verify(model, ids, max_new_tokens=15)
+    assert out.sequences[0, 3:].tolist() == causal_greedy(model, [BOS, 10, 11], 15)[3:]
+    assert out.forward_passes.tolist() == [6] and out.tokens_per_forward.tolist() == [2.5]
+
+
+def test_fused_verify_stops_at_eos_and_stopping_criteria_and_streams_in_order():
+    model = causal_context_model()
+    ids = torch.tensor([[BOS, 10, 11]])
+    free = causal_greedy(model, [BOS, 10, 11], 20)[3:]
+    eos = free[9]
+    first = free.index(eos)
+    out = verify(model, ids, max_new_tokens=20, eos_token_id=eos, pad_token_id=PAD)
+    assert out.sequences[0, 3:3 + first + 1].tolist() == free[:first + 1]
+    assert (out.sequences[0, 3 + first + 1:] == PAD).all()
+
+    class StopAfter(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= 3 + 7, dtype=torch.bool)
+
+    stopped = verify(model, ids, max_new_tokens=20, stopping_criteria=StoppingCriteriaList([StopAfter()]),
+                     pad_token_id=PAD)
+    assert stopped.sequences[0, 3:10].tolist() == free[:7] and (stopped.sequences[0, 10:] == PAD).all()
+
+    class Collect:
+        def __init__(self):
+            self.puts = []
+
+        def put(self, value):
+            self.puts.append(value.reshape(-1).tolist())
+
+        def end(self):
+            pass
+
+    streamer = Collect()
+    streamed = verify(model, ids, max_new_tokens=20, streamer=streamer)
+    assert streamer.puts[0] == [BOS, 10, 11]
+    assert sum(streamer.puts[1:], []) == streamed.sequences[0, 3:].tolist() == free
+
+
+def test_fused_verify_samples_reproducibly_from_the_causal_model():
+    model = causal_context_model()
+    ids = torch.tensor([[BOS, 10, 11]])
+    runs = [verify(model, ids, max_new_tokens=16, temperature=1.0, generator=torch.Generator().manual_seed(3))
+            for _ in range(2)]
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    assert (runs[0].sequences[0, 3:] != model.config.mask_token_id).all()
+
+
+def test_fused_verify_sampled_tokens_follow_the_causal_model():
+    """4 new tokens after a 3-token prompt, blocks of 4: the token at position 5 is drafted by the masks of the
+    forward that commits position 4 (before that token is known) and goes through the speculative rule. Across 3,000
+    rows its counts match the causal model's law given each row's own prefix (chi-square), and both accepted and
+    rejected drafts occur (a row with a rejected draft needs a 4th forward)."""
+    from diffusion_lm.modeling.self_verification import target_distribution
+
+    model = causal_context_model(seed=1)
+    n = 3000
+    ids = torch.tensor([[BOS, 10, 11]]).expand(n, 3)
+    out = verify(model, ids, max_new_tokens=4, temperature=1.0, top_k=4, generator=torch.Generator().manual_seed(0))
+    assert set(out.forward_passes.tolist()) == {3, 4}
+    prefix = out.sequences[:, :5]
+    positions = torch.arange(5)[None].expand(n, 5)
+    mask = allowed_to_additive(attention_pattern("causal", positions, positions), model.dtype)
+    with torch.no_grad():
+        logits = model(input_ids=prefix, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+    logits[:, model.config.mask_token_id] = float("-inf")
+    expected = target_distribution(logits, 1.0, 4, None).sum(dim=0)
+    observed = torch.bincount(out.sequences[:, 5], minlength=expected.shape[0]).float()
+    assert observed[expected == 0].sum() == 0
+    keep = expected > 5
+    assert observed[~keep].sum() <= max(5.0, 3 * float(expected[~keep].sum()))
+    statistic = float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+    degrees = int(keep.sum()) - 1
+    assert statistic < degrees + 5 * (2 * degrees) ** 0.5, (statistic, degrees)

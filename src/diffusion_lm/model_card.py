@@ -128,6 +128,10 @@ def _summary(info: TrainingInfo, family: str) -> str:
     if info.stage == "sft":
         return (f"A masked-diffusion language model ({family} architecture) instruction-tuned"
                 f"{f' from {base}' if base else ''} with the masked-diffusion objective on the responses.")
+    if info.stage == "parallelism":
+        return (f"A masked-diffusion language model ({family} architecture) trained for parallel decoding"
+                f"{f' from {base}' if base else ''}: self-distillation on its own causal greedy decode, so that its "
+                "drafts agree with what its causal mode verifies.")
     if info.stage == "adapt":
         return (f"A masked-diffusion language model adapted{f' from the autoregressive model {base}' if base else ''}"
                 f" by continual pre-training with the masked-diffusion objective ({family} architecture).")
@@ -189,6 +193,7 @@ def _adaptation_rows(info: TrainingInfo, config: dict, mask: dict) -> list[tuple
         "convert": "conversion only (no diffusion training)",
         "adapt": "continual pre-training (adaptation)",
         "sft": "supervised fine-tuning",
+        "parallelism": "parallelism self-distillation",
         "import": f"imported from `{info.reference}`",
     }.get(info.stage, "not recorded")
     rows = [("Stage", stage), ("Base model", _linked(info.base_model) if info.base_model else "not recorded")]

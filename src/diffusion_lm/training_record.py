@@ -16,7 +16,7 @@ from huggingface_hub import EvalResult
 from .paths import read_json
 
 TRAINING_RECORD_NAME = "diffusion_lm_training.json"
-STAGES = ("convert", "adapt", "sft", "import")
+STAGES = ("convert", "adapt", "sft", "import", "parallelism")
 EVAL_RESULT_REQUIRED = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
 EVAL_RESULT_KEYS = {f.name for f in fields(EvalResult)}
 # what makes two evaluation results the same entry: a new result with this key replaces the old one
@@ -32,7 +32,7 @@ class TrainingInfo:
     ``attention_mode``) may be present; the card takes those from the checkpoint's config and tokenizer instead.
     """
 
-    stage: str | None = None  # "convert", "adapt", "sft" or "import"
+    stage: str | None = None  # "convert", "adapt", "sft", "import" or "parallelism"
     base_model: str | None = None  # Hub id or path the weights started from (the AR model; for sft the diffusion model)
     datasets: list[str] = field(default_factory=list)  # Hub ids or paths of the training data
     language: list[str] = field(default_factory=list)

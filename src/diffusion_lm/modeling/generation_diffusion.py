@@ -134,8 +134,9 @@ class DiffusionGenerationConfig(GenerationConfig):
         ``"causal"``: self-verified decoding (see ``self_verification``). Diffusion drafts ``draft_length`` tokens in
         one forward pass, the model's own causal mode checks them in one more; greedy output equals the model's causal
         greedy decode token for token, sampled output follows the causal model's distribution (speculative
-        sampling). ``steps``, ``alg``, ``threshold``, ``entropy_bound`` and ``block_length`` do not apply. ``None``:
-        off.
+        sampling). Block models with token-causal context (``context_attention="causal"``) verify a draft and draft
+        the next one in the same forward pass (``fused_verify_decode``). ``steps``, ``alg``, ``threshold``,
+        ``entropy_bound`` and ``block_length`` do not apply. ``None``: off.
     draft_length (`int`, *optional*):
         Draft tokens per verification with ``verify``. Default: a block model's ``diffusion_block_size`` (a draft
         never crosses the end of the model's current block), else ``block_length``, else 8.

@@ -17,6 +17,10 @@ One round, per sequence with ``n`` committed tokens (prompt included):
    independently of the tokens before it.
 3. The causal cache is cropped to the accepted tokens; nothing from a rejected draft stays in either cache.
 
+Block models whose committed context is token-causal (``context_attention="causal"``) run a round in one forward
+instead of two: the committed text's keys / values are the same in both modes there, so one cache serves both, and
+the masks of the next draft ride along with the verification (``fused_verify_decode``, TiDAR style).
+
 Batches: sequences accept different counts, so each cache stores keys / values in shared *columns* with a per-row
 validity mask and per-row positions; a column a row rejected is dead for that row (never attended). Attention
 patterns are built from positions (``attention_pattern``), so the dead columns change nothing. Only ``torch`` and
@@ -172,8 +176,13 @@ def default_draft_length(model_config, generation_config) -> int:
 
 @torch.no_grad()
 def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config, *, generator=None, streamer=None,
-                  step_callback=None, stopping_criteria=None) -> VerifyResult:
-    """Self-verified decoding of ``max_new_tokens`` after left-padded prompts (module docstring)."""
+                  step_callback=None, stopping_criteria=None, fuse: bool = True) -> VerifyResult:
+    """Self-verified decoding of ``max_new_tokens`` after left-padded prompts (module docstring). Block models with
+    token-causal context draft and verify in one forward (``fused_verify_decode``) unless ``fuse=False``."""
+    if fuse and getattr(model.config, "attention_mode", None) == "block" and \
+            getattr(model.config, "context_attention", "block") == "causal":
+        return fused_verify_decode(model, input_ids, attention_mask, max_new_tokens, config, generator=generator,
+                                   streamer=streamer, step_callback=step_callback, stopping_criteria=stopping_criteria)
     batch, prompt_width = input_ids.shape
     device = input_ids.device
     mask_id = config.mask_token_id
@@ -266,29 +275,11 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
         accepted = torch.where(active, accepted, torch.zeros_like(accepted))
 
         # --- commit: accepted draft tokens, then the causal model's own token; cut at EOS / a stopping criterion
-        new_tokens = torch.cat([draft, torch.zeros_like(last)[:, None]], dim=1)
-        new_tokens.scatter_(1, accepted[:, None], next_token[:, None])
-        commit = accepted + 1
-        columns = torch.arange(width + 1, device=device)[None, :]
-        if eos_tensor is not None:
-            is_eos = torch.isin(new_tokens, eos_tensor) & (columns < commit[:, None])
-            first_eos = torch.where(is_eos.any(dim=1), is_eos.long().argmax(dim=1) + 1, commit)
-            commit = torch.minimum(commit, first_eos)
-        else:
-            is_eos = torch.zeros_like(new_tokens, dtype=torch.bool)
-        commit = torch.where(active, commit, torch.zeros_like(commit))
-        stopped = torch.zeros_like(active)
-        if stopping_criteria:
-            commit, stopped = _apply_stopping_criteria(stopping_criteria, input_ids, prompt_valid, out, count,
-                                                       new_tokens, commit, active)
+        new_tokens, commit, hit_eos, stopped = _commit_round(
+            draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out, count)
         verifications += active.long()
         accepted_total += commit
-        rows = torch.arange(batch, device=device)
-        for i in range(width + 1):  # write the committed tokens into the output
-            take = (i < commit)
-            if bool(take.any()):
-                out[rows[take], count[take] + i] = new_tokens[take, i]
-        hit_eos = (is_eos & (columns < commit[:, None])).any(dim=1)
+        columns = torch.arange(width + 1, device=device)[None, :]
         # the causal cache keeps [last committed, accepted drafts] of this round (columns before + 0 .. commit - 1)
         keep = commit.clamp(min=1)  # an inactive row keeps nothing, but columns are shared: mark them dead
         causal.valid[:, before:] &= (columns < keep[:, None]) & active[:, None]
@@ -334,6 +325,178 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
         accepted_per_verification=accepted_total.float() / verifications.clamp(min=1).float(),
         verifications=verifications,
     )
+
+
+@torch.no_grad()
+def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config, *, generator=None,
+                        streamer=None, step_callback=None, stopping_criteria=None) -> VerifyResult:
+    """Self-verified decoding in one forward per round, for block models whose committed context is token-causal
+    (``context_attention="causal"``): there the committed text's keys / values are the causal mode's, so one cache
+    serves both, and a forward can verify the pending draft and draft the next one (TiDAR).
+
+    A round, per row with ``n`` committed tokens and a pending draft of the positions ``n .. e - 1`` (``e`` the end of
+    the block holding ``n``; possibly empty), runs one forward over::
+
+        [last committed token (n - 1), draft (n .. e - 1)]   causal: their logits verify the draft (as the two-pass
+                                                             round's verification) and give the causal next token
+        [masks at g .. end of g's block]                     the block-diffusion drafter of the next draft
+
+    with ``g = e`` when the draft reaches the block end (the masks read the draft as if every token were accepted), or
+    ``g = n`` when there is no draft. The token at ``g`` is the causal model's next token (read at ``g - 1``), unknown
+    during the forward, so the masks stand in for it and the next draft covers ``g + 1 ..`` the block end, read from
+    the masks' logits (the shift). If the draft is accepted in full, the masks' draft is the next round's; otherwise
+    the next round has no draft and drafts from the corrected text. Every round commits at least one token, so tokens
+    per forward equal accepted tokens per verification. Greedy output equals the causal greedy decode; sampling uses
+    ``speculative_acceptance`` (each draft token drawn from its own q, independently of the causal next token).
+    """
+    batch, prompt_width = input_ids.shape
+    device = input_ids.device
+    mask_id = config.mask_token_id
+    block_size = int(model.config.diffusion_block_size)
+    temperature = config.sampling_temperature()
+    exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
+    eos_ids = config.eos_token_ids()
+    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
+    fill_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else mask_id)
+
+    prompt_valid = attention_mask.bool()
+    prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    committed = prompt_valid.sum(dim=1)
+    out = torch.full((batch, max_new_tokens), mask_id, dtype=torch.long, device=device)
+    count = torch.zeros(batch, dtype=torch.long, device=device)
+    active = torch.full((batch,), max_new_tokens > 0, dtype=torch.bool, device=device)
+    forward_passes = torch.zeros(batch, dtype=torch.long, device=device)
+    accepted_total = torch.zeros(batch, dtype=torch.long, device=device)
+    history: list[torch.Tensor] = []
+    last = input_ids[:, -1].clone()
+    # the pending draft of every row: tokens for positions committed .. committed + draft_length - 1
+    draft = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    draft_length = torch.zeros(batch, dtype=torch.long, device=device)
+    draft_probs = None
+
+    cache = ColumnCache(batch, device)  # every committed token but the last one, causal keys / values
+    if prompt_width > 1 and bool(active.any()):
+        cache.forward(model, input_ids[:, :-1], prompt_positions[:, :-1], prompt_valid[:, :-1], "causal",
+                      torch.arange(0, device=device))
+    step = 0
+    while bool(active.any()):
+        remaining = max_new_tokens - count
+        lengths = torch.minimum(draft_length, (remaining - 1).clamp(min=0))
+        lengths = torch.where(active, lengths, torch.zeros_like(lengths))
+        width = int(lengths.max())
+        draft, draft_probs = draft[:, :width], None if draft_probs is None else draft_probs[:, :width]
+        block_end = committed - committed % block_size + block_size  # the end of the block holding position n
+        # the masks: after a draft that reaches its block's end, or where there is none; at least one draft token
+        # (two masks), and only if tokens are still wanted after this round's
+        group_start = committed + lengths
+        group_end = group_start - group_start % block_size + block_size
+        drafts_next = ((lengths == 0) | (group_start == block_end)) & (group_end - group_start >= 2)
+        drafts_next &= active & (remaining - lengths - 1 > 0)
+        group_lengths = torch.where(drafts_next, group_end - group_start, torch.zeros_like(group_start))
+        group_width = int(group_lengths.max())
+
+        columns = torch.arange(width + 1, device=device)[None, :]
+        group_columns = torch.arange(group_width, device=device)[None, :]
+        ids = torch.cat([last[:, None], draft,
+                         torch.full((batch, group_width), mask_id, dtype=torch.long, device=device)], dim=1)
+        pos = torch.cat([committed[:, None] - 1 + columns, group_start[:, None] + group_columns], dim=1)
+        verified_valid = (columns <= lengths[:, None]) & active[:, None]
+        group_valid = group_columns < group_lengths[:, None]
+        valid = torch.cat([verified_valid, group_valid], dim=1)
+        causal_queries = torch.cat([verified_valid, torch.zeros_like(group_valid)], dim=1)
+        read = torch.arange(width + 1 + max(group_width - 1, 0), device=device)
+        before = cache.width
+        logits = cache.forward(model, ids, pos, valid, "block", read, causal_queries).float()
+        forward_passes += active.long()
+        target_logits, group_logits = logits[:, : width + 1], logits[:, width + 1:]
+        if exclude_mask_from_target:
+            target_logits[..., mask_id] = float("-inf")
+        if temperature == 0:
+            accepted, next_token = greedy_acceptance(draft, lengths, target_logits)
+        else:
+            target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
+            accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
+        accepted = torch.where(active, accepted, torch.zeros_like(accepted))
+
+        new_tokens, commit, hit_eos, stopped = _commit_round(
+            draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out, count)
+        accepted_total += commit
+        # the cache keeps [last committed, accepted drafts]; the rest of the draft and the masks are dead
+        keep = (columns < commit.clamp(min=1)[:, None]) & active[:, None]
+        cache.valid[:, before: before + width + 1] &= keep
+        cache.valid[:, before + width + 1:] = False
+        cache.trim()
+
+        # the next draft: the masks' proposals where this round's draft was accepted in full and nothing stopped
+        done = active & (hit_eos | stopped | (count + commit >= max_new_tokens))
+        carry = drafts_next & (accepted == lengths) & (commit == lengths + 1) & ~done
+        next_width = max(group_width - 1, 0)
+        group_logits[..., mask_id] = float("-inf")
+        if next_width and bool(carry.any()):
+            if temperature == 0:
+                draft = group_logits.argmax(dim=-1)
+            else:
+                draft_probs = target_distribution(group_logits, temperature, config.top_k, config.top_p)
+                draft = torch.multinomial(draft_probs.flatten(0, 1), 1, generator=generator).view(batch, next_width)
+            draft_length = torch.where(carry, group_lengths - 1, torch.zeros_like(group_lengths))
+        else:
+            draft = torch.zeros(batch, 0, dtype=torch.long, device=device)
+            draft_length = torch.zeros_like(draft_length)
+        last = torch.where(commit > 0, new_tokens.gather(1, (commit - 1).clamp(min=0)[:, None]).squeeze(1), last)
+        committed = committed + commit
+        count = count + commit
+
+        if streamer is not None and batch == 1 and int(commit[0]):
+            streamer.put(new_tokens[:, : int(commit[0])].cpu())
+        active &= ~done
+        if config.output_history:
+            history.append(torch.cat([input_ids, out], dim=1))
+        if step_callback is not None:
+            step_callback(step, torch.cat([input_ids, out], dim=1), None)
+        step += 1
+
+    generated_columns = torch.arange(max_new_tokens, device=device)[None, :]
+    out = out.masked_fill(generated_columns >= count[:, None], fill_id)
+    return VerifyResult(
+        sequences=torch.cat([input_ids, out], dim=1),
+        generated=torch.cat([torch.zeros_like(prompt_valid), torch.ones_like(out, dtype=torch.bool)], dim=1),
+        history=tuple(history) if config.output_history else None,
+        tokens_per_forward=count.float() / forward_passes.clamp(min=1).float(),
+        forward_passes=forward_passes,
+        accepted_per_verification=accepted_total.float() / forward_passes.clamp(min=1).float(),
+        verifications=forward_passes.clone(),
+    )
+
+
+def _commit_round(draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out,
+                  count):
+    """Commit a verification's tokens: the accepted draft prefix, then the causal model's own token, cut after the
+    first EOS or where a stopping criterion stops the row; written into ``out`` after each row's ``count`` tokens.
+    Returns (new_tokens (B, K + 1), commit (B,) tokens committed, hit_eos (B,), stopped (B,))."""
+    batch, width = draft.shape
+    device = draft.device
+    new_tokens = torch.cat([draft, torch.zeros_like(next_token)[:, None]], dim=1)
+    new_tokens.scatter_(1, accepted[:, None], next_token[:, None])
+    commit = accepted + 1
+    columns = torch.arange(width + 1, device=device)[None, :]
+    if eos_tensor is not None:
+        is_eos = torch.isin(new_tokens, eos_tensor) & (columns < commit[:, None])
+        first_eos = torch.where(is_eos.any(dim=1), is_eos.long().argmax(dim=1) + 1, commit)
+        commit = torch.minimum(commit, first_eos)
+    else:
+        is_eos = torch.zeros_like(new_tokens, dtype=torch.bool)
+    commit = torch.where(active, commit, torch.zeros_like(commit))
+    stopped = torch.zeros_like(active)
+    if stopping_criteria:
+        commit, stopped = _apply_stopping_criteria(stopping_criteria, input_ids, prompt_valid, out, count,
+                                                   new_tokens, commit, active)
+    rows = torch.arange(batch, device=device)
+    for i in range(width + 1):
+        take = i < commit
+        if bool(take.any()):
+            out[rows[take], count[take] + i] = new_tokens[take, i]
+    hit_eos = (is_eos & (columns < commit[:, None])).any(dim=1)
+    return new_tokens, commit, hit_eos, stopped
 
 
 def _apply_stopping_criteria(criteria, input_ids, prompt_valid, out, count, new_tokens, commit, active):
@@ -395,5 +558,5 @@ def _right_align(ids, positions, valid):
     return ids[:, -width:], positions[:, -width:], valid[:, -width:]
 
 
-__all__ = ["VERIFY_MODES", "ColumnCache", "VerifyResult", "default_draft_length", "greedy_acceptance",
-           "speculative_acceptance", "target_distribution", "verify_decode"]
+__all__ = ["VERIFY_MODES", "ColumnCache", "VerifyResult", "default_draft_length", "fused_verify_decode",
+           "greedy_acceptance", "speculative_acceptance", "target_distribution", "verify_decode"]
