@@ -32,6 +32,7 @@ CACHES = (None, "prefix", "dual")
 ENTROPY_BOUNDS = (0.5, 2.0)
 DRAFT_LENGTHS = (4, 8)
 SUB_BLOCKS = (4, 8)
+DECODING_ORDER = "confidence"  # set by main(): --alg, else the checkpoint's own order
 
 
 def is_block_model(model) -> bool:
@@ -203,7 +204,8 @@ def diffusion_generate(model, prompts, new_tokens, block_length, setting, detail
         setting.pop("block_length", None)
     else:
         setting.setdefault("block_length", block_length)
-    out = model.generate(prompts, max_new_tokens=new_tokens, alg="confidence", temperature=0.0, eos_token_id=None,
+    setting.setdefault("alg", DECODING_ORDER)
+    out = model.generate(prompts, max_new_tokens=new_tokens, temperature=0.0, eos_token_id=None,
                          return_dict_in_generate=True, **setting)
     if details is not None and out.accepted_per_verification is not None:
         details["accepted_per_verification"] = float(out.accepted_per_verification.mean())
@@ -332,6 +334,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lambada-start", type=int, default=0,
                         help="skip the first N items (to split the file across processes: --lambada-limit / "
                              "--lambada-start shards; accuracies combine weighted by their item counts)")
+    parser.add_argument("--alg", default=None,
+                        help="unmasking order of every diffusion row (default: the checkpoint's generation_config "
+                             "alg, else confidence)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -346,6 +351,10 @@ def main(argv=None) -> None:
     ar, diffusion, tokenizer, description = load_models(args)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     block_model = is_block_model(diffusion)
+    global DECODING_ORDER
+    # every row decodes in one order: --alg, else the checkpoint's own (left_to_right for causal-context models)
+    DECODING_ORDER = args.alg or (getattr(diffusion.generation_config, "alg", None) if args.model else None) \
+        or "confidence"
     model_block = getattr(diffusion.config, "diffusion_block_size", None) if block_model else None
     if block_model and default_setting["kv_cache"] == "dual":  # a block model's fast cache is its exact prefix cache
         default_setting["kv_cache"] = "prefix"
@@ -359,7 +368,7 @@ def main(argv=None) -> None:
     if block_model and getattr(diffusion.config, "context_attention", "block") == "causal":
         blocks += " (token-causal context: verify drafts and verifies in one forward per round)"
     print(f"model: {description} | threads {torch.get_num_threads()} | prompt {args.prompt_length} + "
-          f"{args.new_tokens} new | {blocks} | greedy, confidence order", flush=True)
+          f"{args.new_tokens} new | {blocks} | greedy, {DECODING_ORDER} order", flush=True)
 
     # --- speed --------------------------------------------------------------------------------------------------
     for batch_size in args.batch_sizes:
