@@ -249,6 +249,8 @@ bounded = model.generate(ids, attention_mask=mask, entropy_bound=1e9, kv_cache="
 print("REPORT" + json.dumps({
     "sequences": out.sequences.tolist(),
     "accepted": out.accepted_per_verification.tolist(),
+    "forwards": out.forward_passes.tolist(),
+    "verifications": out.verifications.tolist(),
     "cached_equal": bool(torch.equal(exact, cached)),
     "bounded_passes": bounded.forward_passes.tolist(),
     "diffusion_lm_imported": any(name.startswith("diffusion_lm") for name in sys.modules),
@@ -257,21 +259,27 @@ print("REPORT" + json.dumps({
 
 
 @pytest.mark.parametrize("transformers_release", ["installed", "lowest"])
-@pytest.mark.parametrize("mode", ["bidirectional", "block"])
+@pytest.mark.parametrize("mode", ["bidirectional", "block", "block-causal-context"])
 def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode, transformers_release):
-    """The newest transformers and the lowest supported one (the .ci/transformers-lowest venv; skipped without it)."""
+    """The newest transformers and the lowest supported one (the .ci/transformers-lowest venv; skipped without it).
+    A block model with token-causal context runs the fused rounds (one forward each) as remote code."""
     import sys
 
     from test_remote_code import lowest_python
 
     python = sys.executable if transformers_release == "installed" else lowest_python()
-    model = tiny("qwen2", mode, block=4 if mode == "block" else None)
+    model = tiny("qwen2", "bidirectional" if mode == "bidirectional" else "block",
+                 block=None if mode == "bidirectional" else 4)
+    if mode == "block-causal-context":
+        model.config.context_attention = "causal"
     model.save_pretrained(tmp_path / "ckpt")
     report, _ = run_clean_process(REMOTE_SCRIPT, [str(tmp_path / "ckpt")], str(tmp_path), python=python)
     assert report["diffusion_lm_imported"] is False
     for row, prompt in enumerate([[1, 10, 20], [1, 30, 31, 32, 33]]):
         assert report["sequences"][row][5:] == causal_greedy(model, prompt, 10)[len(prompt):]
     assert all(a >= 1 for a in report["accepted"])
+    fused = [f == v for f, v in zip(report["forwards"], report["verifications"])]
+    assert fused == [mode == "block-causal-context"] * 2
     assert report["cached_equal"] is True
     assert max(report["bounded_passes"]) <= 3  # a huge entropy bound finishes each block in one forward
 
