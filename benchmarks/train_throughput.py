@@ -7,6 +7,10 @@ Phases, each measured in a fresh process so peak memory is its own:
                      the masked positions, in chunks recomputed in backward (the library's training path)
   diffusion-full-logits  the same loss from logits at every position (the computation before that change; full
                      attention only)
+  diffusion-keep-ar  block diffusion as `diffusion-lm adapt` trains it by default: token-causal context, AR loss
+                     (weight 1) and distillation (weight 0.5) from a frozen copy of the AR weights (block mode only)
+  diffusion-keep-ar-lora  the same with a LoRA adapter (rank 32) over the frozen base; the teacher is the model with
+                     its adapter disabled (no second copy of the weights)
 The diffusion model trains the objective of --attention-mode: block diffusion (the default, as `diffusion-lm adapt`:
 noise per block of --diffusion-block-size, one pass over [noisy ; clean]) or bidirectional (the paper's full attention).
 Prints tokens/s and memory, and their ratios against the baseline measured in the same run: the peak during the timed
@@ -32,6 +36,10 @@ import time
 import torch
 
 PHASES = ("causal-lm", "diffusion-anneal", "diffusion", "diffusion-full-logits")
+# block diffusion that keeps the AR model (issue 21, the default recipe): token-causal context, the AR loss on the clean
+# stream and distillation from the frozen AR base, whose top-64 next-token distributions are computed every step by a
+# frozen copy of the weights (full fine-tuning) or by the model itself with its LoRA adapter disabled
+KEEP_AR_PHASES = ("diffusion-keep-ar", "diffusion-keep-ar-lora")
 
 
 def current_rss_mib() -> float:
@@ -99,9 +107,19 @@ def run_phase(phase: str, args, queue) -> None:
     ar, diffusion, tokenizer = build_models(args)
     model = (ar if phase == "causal-lm" else diffusion).to(device).train()
     del ar, diffusion  # only the measured model stays alive
+    teacher = None
+    if phase in KEEP_AR_PHASES:
+        from diffusion_lm.distillation import ARTeacher
+
+        model.config.context_attention = "causal"
+        if phase == "diffusion-keep-ar-lora":
+            from diffusion_lm.adapt import with_lora_adapter
+
+            model = with_lora_adapter(model, 32).train()
+        teacher = ARTeacher.of(model)  # the frozen copy (or the adapter switch) exists from before the first step
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size - 1
     batches = [torch.randint(2, vocab, (args.batch_size, args.block_size), generator=generator).to(device)
@@ -121,9 +139,12 @@ def run_phase(phase: str, args, queue) -> None:
         levels, draws = noise(input_ids, index)
         if full_logits:
             return full_logits_loss(model, input_ids, maskable, levels, draws)
+        keep_ar = {}
+        if teacher is not None:
+            keep_ar = dict(soft_targets=teacher.next_token_distributions(input_ids), distill_weight=0.5, ar_weight=1.0)
         return diffusion_objective(model, input_ids, maskable, mask_token_id=model.config.mask_token_id,
                                    noise_levels=levels, mask_draws=draws,
-                                   anneal_ratio=0.5 if phase == "diffusion-anneal" else None)
+                                   anneal_ratio=0.5 if phase == "diffusion-anneal" else None, **keep_ar)
 
     def step(input_ids, index):
         with autocast:
@@ -164,7 +185,9 @@ def run_phase(phase: str, args, queue) -> None:
 
 def phases_for(attention_mode: str) -> tuple[str, ...]:
     """The full-logits comparison exists for full attention only (block diffusion scores [noisy ; clean])."""
-    return PHASES if attention_mode != "block" else tuple(p for p in PHASES if p != "diffusion-full-logits")
+    if attention_mode != "block":
+        return PHASES
+    return tuple(p for p in PHASES if p != "diffusion-full-logits") + KEEP_AR_PHASES
 
 
 def main(argv: list[str] | None = None) -> None:

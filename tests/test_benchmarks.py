@@ -57,7 +57,8 @@ def test_train_throughput_smallest_setting(workspace, mode, capsys):
     out = capsys.readouterr().out
     assert ("block diffusion (4)" if mode == "block" else "full attention") in out
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "tokens/s" not in line]
-    expected = ["causal-lm", "diffusion-anneal", "diffusion"] + (["diffusion-full-logits"] if mode != "block" else [])
+    expected = ["causal-lm", "diffusion-anneal", "diffusion"] + (
+        ["diffusion-full-logits"] if mode != "block" else ["diffusion-keep-ar", "diffusion-keep-ar-lora"])
     assert rows == expected
     if mode != "block":
         assert "= 0.00e+00 nats" in out  # the chunked loss equals the full-logits loss
