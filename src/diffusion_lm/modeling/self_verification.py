@@ -193,7 +193,6 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
     # keys / values of the committed text, as it decodes; verification never depends on this
     causal_context = block_model and getattr(model.config, "context_attention", "block") == "causal"
     k = config.draft_length if config.draft_length is not None else default_draft_length(model.config, config)
-    temperature = config.sampling_temperature()
     exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
     recompute_drafts = not block_model and config.kv_cache is None  # the exact (uncached) draft
     eos_ids = config.eos_token_ids()
@@ -250,12 +249,7 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
             logits = drafter.forward(model, ids, pos, valid, draft_mode, read, committed_queries).float()
             forward_passes += active.long()
             drafter.crop(drafter.width - width)  # the masks never stay
-            logits[..., mask_id] = float("-inf")
-            if temperature == 0:
-                draft = logits.argmax(dim=-1)
-            else:
-                draft_probs = target_distribution(logits, temperature, config.top_k, config.top_p)
-                draft = torch.multinomial(draft_probs.flatten(0, 1), 1, generator=generator).view(batch, width)
+            draft, draft_probs = _propose_draft(logits, mask_id, config, generator)
 
         # --- verify: one causal forward over [last committed, draft] on the exact causal cache
         ids = torch.cat([last[:, None], draft], dim=1)
@@ -265,14 +259,8 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
         target_logits = causal.forward(model, ids, pos, valid, "causal",
                                        torch.arange(width + 1, device=device)).float()
         forward_passes += active.long()
-        if exclude_mask_from_target:
-            target_logits[..., mask_id] = float("-inf")
-        if temperature == 0:
-            accepted, next_token = greedy_acceptance(draft, lengths, target_logits)
-        else:
-            target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
-            accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
-        accepted = torch.where(active, accepted, torch.zeros_like(accepted))
+        accepted, next_token = _verify_draft(draft, lengths, draft_probs, target_logits, active, config,
+                                             mask_id if exclude_mask_from_target else None, generator)
 
         # --- commit: accepted draft tokens, then the causal model's own token; cut at EOS / a stopping criterion
         new_tokens, commit, hit_eos, stopped = _commit_round(
@@ -353,7 +341,6 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
     device = input_ids.device
     mask_id = config.mask_token_id
     block_size = int(model.config.diffusion_block_size)
-    temperature = config.sampling_temperature()
     exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
     eos_ids = config.eos_token_ids()
     eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
@@ -409,14 +396,8 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         logits = cache.forward(model, ids, pos, valid, "block", read, causal_queries).float()
         forward_passes += active.long()
         target_logits, group_logits = logits[:, : width + 1], logits[:, width + 1:]
-        if exclude_mask_from_target:
-            target_logits[..., mask_id] = float("-inf")
-        if temperature == 0:
-            accepted, next_token = greedy_acceptance(draft, lengths, target_logits)
-        else:
-            target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
-            accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
-        accepted = torch.where(active, accepted, torch.zeros_like(accepted))
+        accepted, next_token = _verify_draft(draft, lengths, draft_probs, target_logits, active, config,
+                                             mask_id if exclude_mask_from_target else None, generator)
 
         new_tokens, commit, hit_eos, stopped = _commit_round(
             draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out, count)
@@ -431,13 +412,8 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         done = active & (hit_eos | stopped | (count + commit >= max_new_tokens))
         carry = drafts_next & (accepted == lengths) & (commit == lengths + 1) & ~done
         next_width = max(group_width - 1, 0)
-        group_logits[..., mask_id] = float("-inf")
         if next_width and bool(carry.any()):
-            if temperature == 0:
-                draft = group_logits.argmax(dim=-1)
-            else:
-                draft_probs = target_distribution(group_logits, temperature, config.top_k, config.top_p)
-                draft = torch.multinomial(draft_probs.flatten(0, 1), 1, generator=generator).view(batch, next_width)
+            draft, draft_probs = _propose_draft(group_logits, mask_id, config, generator)
             draft_length = torch.where(carry, group_lengths - 1, torch.zeros_like(group_lengths))
         else:
             draft = torch.zeros(batch, 0, dtype=torch.long, device=device)
@@ -466,6 +442,32 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         accepted_per_verification=accepted_total.float() / forward_passes.clamp(min=1).float(),
         verifications=forward_passes.clone(),
     )
+
+
+def _propose_draft(logits, mask_id: int, config, generator):
+    """Draft tokens from the drafter's logits (B, W, V), [MASK] never proposed: (the argmax, None) greedy, else (a
+    draw from each position's law q, q)."""
+    logits[..., mask_id] = float("-inf")
+    temperature = config.sampling_temperature()
+    if temperature == 0:
+        return logits.argmax(dim=-1), None
+    probs = target_distribution(logits, temperature, config.top_k, config.top_p)
+    draft = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
+    return draft, probs
+
+
+def _verify_draft(draft, lengths, draft_probs, target_logits, active, config, excluded_id, generator):
+    """(accepted (B,), next_token (B,)) of the causal model's logits at [last committed, draft]: the greedy or the
+    speculative rule; ``excluded_id`` (a dedicated [MASK]) is never the causal model's choice."""
+    if excluded_id is not None:
+        target_logits[..., excluded_id] = float("-inf")
+    temperature = config.sampling_temperature()
+    if temperature == 0:
+        accepted, next_token = greedy_acceptance(draft, lengths, target_logits)
+    else:
+        target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
+        accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
+    return torch.where(active, accepted, torch.zeros_like(accepted)), next_token
 
 
 def _commit_round(draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out,
