@@ -285,13 +285,8 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
         last = torch.where(commit > 0, new_last, last)
 
         done = active & (hit_eos | stopped | (count >= max_new_tokens))
-        if streamer is not None and batch == 1 and int(commit[0]):
-            streamer.put(new_tokens[:, : int(commit[0])].cpu())
         active &= ~done
-        if config.output_history:
-            history.append(torch.cat([input_ids, out], dim=1))
-        if step_callback is not None:
-            step_callback(step, torch.cat([input_ids, out], dim=1), None)
+        _report_round(step, new_tokens, commit, input_ids, out, config, streamer, history, step_callback)
         step += 1
         if not bool(active.any()):
             break
@@ -299,20 +294,8 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
             drafter, queue_ids, queue_pos, queue_valid, committed, block_size if block_model else None,
             recompute_drafts, input_ids, prompt_positions, prompt_valid, out, count, active)
 
-    # rows that stopped early are padded after their last token (with EOS: after the first EOS)
-    generated_columns = torch.arange(max_new_tokens, device=device)[None, :]
-    out = out.masked_fill(generated_columns >= count[:, None], fill_id)
-    sequences = torch.cat([input_ids, out], dim=1)
-    generated = torch.cat([torch.zeros_like(prompt_valid), torch.ones_like(out, dtype=torch.bool)], dim=1)
-    return VerifyResult(
-        sequences=sequences,
-        generated=generated,
-        history=tuple(history) if config.output_history else None,
-        tokens_per_forward=count.float() / forward_passes.clamp(min=1).float(),
-        forward_passes=forward_passes,
-        accepted_per_verification=accepted_total.float() / verifications.clamp(min=1).float(),
-        verifications=verifications,
-    )
+    return _result(input_ids, prompt_valid, out, count, fill_id, history, config, forward_passes, accepted_total,
+                   verifications)
 
 
 @torch.no_grad()
@@ -422,16 +405,18 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         committed = committed + commit
         count = count + commit
 
-        if streamer is not None and batch == 1 and int(commit[0]):
-            streamer.put(new_tokens[:, : int(commit[0])].cpu())
         active &= ~done
-        if config.output_history:
-            history.append(torch.cat([input_ids, out], dim=1))
-        if step_callback is not None:
-            step_callback(step, torch.cat([input_ids, out], dim=1), None)
+        _report_round(step, new_tokens, commit, input_ids, out, config, streamer, history, step_callback)
         step += 1
 
-    generated_columns = torch.arange(max_new_tokens, device=device)[None, :]
+    return _result(input_ids, prompt_valid, out, count, fill_id, history, config, forward_passes, accepted_total,
+                   forward_passes.clone())
+
+
+def _result(input_ids, prompt_valid, out, count, fill_id, history, config, forward_passes, committed_total,
+            verifications) -> VerifyResult:
+    """The decode's result; rows that stopped early are padded with ``fill_id`` after their last token."""
+    generated_columns = torch.arange(out.shape[1], device=out.device)[None, :]
     out = out.masked_fill(generated_columns >= count[:, None], fill_id)
     return VerifyResult(
         sequences=torch.cat([input_ids, out], dim=1),
@@ -439,8 +424,8 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         history=tuple(history) if config.output_history else None,
         tokens_per_forward=count.float() / forward_passes.clamp(min=1).float(),
         forward_passes=forward_passes,
-        accepted_per_verification=accepted_total.float() / forward_passes.clamp(min=1).float(),
-        verifications=forward_passes.clone(),
+        accepted_per_verification=committed_total.float() / verifications.clamp(min=1).float(),
+        verifications=verifications,
     )
 
 
@@ -468,6 +453,16 @@ def _verify_draft(draft, lengths, draft_probs, target_logits, active, config, ex
         target_probs = target_distribution(target_logits, temperature, config.top_k, config.top_p)
         accepted, next_token = speculative_acceptance(draft, lengths, draft_probs, target_probs, generator)
     return torch.where(active, accepted, torch.zeros_like(accepted)), next_token
+
+
+def _report_round(step, new_tokens, commit, input_ids, out, config, streamer, history, step_callback) -> None:
+    """A round's committed tokens to the streamer (batch 1), the canvas to the history and the step callback."""
+    if streamer is not None and new_tokens.shape[0] == 1 and int(commit[0]):
+        streamer.put(new_tokens[:, : int(commit[0])].cpu())
+    if config.output_history:
+        history.append(torch.cat([input_ids, out], dim=1))
+    if step_callback is not None:
+        step_callback(step, torch.cat([input_ids, out], dim=1), None)
 
 
 def _commit_round(draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out,
