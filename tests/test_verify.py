@@ -531,3 +531,35 @@ def test_fused_verify_sampled_tokens_follow_the_causal_model():
     statistic = float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
     degrees = int(keep.sum()) - 1
     assert statistic < degrees + 5 * (2 * degrees) ** 0.5, (statistic, degrees)
+
+
+# --- verify as a checkpoint's default -------------------------------------------------------------------------------
+def test_a_default_verify_decodes_causally_and_gives_way_to_diffusion_settings_holes_and_processors():
+    """generation_config.verify = 'causal' (what causal-context checkpoints ship): a plain call is the causal greedy
+    decode; a call naming a diffusion setting, filling holes or passing a logits processor decodes by diffusion
+    (as verify=None would); an explicit verify='causal' with holes is still refused."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Unchanged(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores
+
+    model = causal_context_model()
+    model.generation_config.verify = "causal"
+    ids = torch.tensor([[BOS, 10, 11]])
+    plain = model.generate(ids, max_new_tokens=12, eos_token_id=None, return_dict_in_generate=True)
+    assert plain.sequences[0, 3:].tolist() == causal_greedy(model, [BOS, 10, 11], 12)[3:]
+    assert plain.verifications is not None
+    for settings in (dict(steps=6), dict(alg="confidence"), dict(threshold=0.5)):
+        diffusion = model.generate(ids, max_new_tokens=12, eos_token_id=None, return_dict_in_generate=True, **settings)
+        off = model.generate(ids, max_new_tokens=12, eos_token_id=None, return_dict_in_generate=True, verify=None,
+                             **settings)
+        assert diffusion.verifications is None and torch.equal(diffusion.sequences, off.sequences), settings
+    processed = model.generate(ids, max_new_tokens=8, eos_token_id=None, logits_processor=LogitsProcessorList([Unchanged()]),
+                               return_dict_in_generate=True)
+    assert processed.verifications is None
+    holes = torch.tensor([[BOS, 10, model.config.mask_token_id, model.config.mask_token_id, 11]])
+    filled = model.generate(holes, infill_mask=holes == model.config.mask_token_id, max_new_tokens=0)
+    assert (filled != model.config.mask_token_id).all()
+    with pytest.raises(ValueError, match="infill_mask: verify='causal'"):
+        model.generate(holes, infill_mask=holes == model.config.mask_token_id, max_new_tokens=0, verify="causal")

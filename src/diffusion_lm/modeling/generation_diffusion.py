@@ -61,6 +61,11 @@ FAST_BLOCK_DECODING_DEFAULTS = {"kv_cache": "prefix", "threshold": 0.9, "block_l
 CAUSAL_CONTEXT_DECODING_DEFAULTS = {**FAST_BLOCK_DECODING_DEFAULTS, "alg": "left_to_right"}
 
 
+# generation fields that only diffusion decoding reads: naming one in a call sets a checkpoint's default verify aside
+DIFFUSION_DECODING_FIELDS = ("steps", "alg", "alg_temperature", "threshold", "entropy_bound", "block_length",
+                             "sub_block_length", "kv_cache", "kv_cache_refresh")
+
+
 def fast_decoding_defaults(model_config) -> dict:
     """The generation-config fields a newly adapted checkpoint of this configuration ships with."""
     if getattr(model_config, "attention_mode", None) == "block":
@@ -136,7 +141,11 @@ class DiffusionGenerationConfig(GenerationConfig):
         greedy decode token for token, sampled output follows the causal model's distribution (speculative
         sampling). Block models with token-causal context (``context_attention="causal"``) verify a draft and draft
         the next one in the same forward pass (``fused_verify_decode``). ``steps``, ``alg``, ``threshold``,
-        ``entropy_bound`` and ``block_length`` do not apply. ``None``: off.
+        ``entropy_bound`` and ``block_length`` do not apply. ``None``: off. When ``verify`` is a checkpoint's
+        *default* (its generation_config.json), a call that names a diffusion-decoding setting (``steps``, ``alg``,
+        ``threshold``, ``entropy_bound``, ``block_length``, ``sub_block_length``, ``kv_cache``, ...), fills holes
+        (``infill_mask``), passes ``logits_processor`` or streams a batch decodes by diffusion instead; ``verify=None``
+        always does.
     draft_length (`int`, *optional*):
         Draft tokens per verification with ``verify``. Default: a block model's ``diffusion_block_size`` (a draft
         never crosses the end of the model's current block), else ``block_length``, else 8.
@@ -416,6 +425,9 @@ class DiffusionGenerationMixin(GenerationMixin):
             holes = holes.repeat_interleave(config.num_return_sequences, dim=0)
         self._check_length(prompt_length + max_new_tokens)
 
+        if config.verify is not None and "verify" not in kwargs and generation_config is None and \
+                self._diffusion_decoding_requested(kwargs, holes, logits_processor, streamer, input_ids.shape[0]):
+            config.verify = None  # the checkpoint's default verify gives way to the diffusion decoding asked for
         if config.verify is not None:
             self._check_verify_inputs(holes, logits_processor, streamer, input_ids.shape[0])
             if streamer is not None:
@@ -520,6 +532,14 @@ class DiffusionGenerationMixin(GenerationMixin):
             if "flash" in implementation:
                 raise ValueError(f"verify='causal' needs attention patterns that attention implementation "
                                  f"{implementation!r} cannot take; use attn_implementation='sdpa' or 'eager'")
+
+    @staticmethod
+    def _diffusion_decoding_requested(kwargs: dict, holes, logits_processor, streamer, batch_size: int) -> bool:
+        """Whether a call asks for what only diffusion decoding does: a diffusion-decoding setting passed by name
+        (steps, alg, threshold, ...), holes to fill, logits processors, or a streamer with a batch. Then a
+        checkpoint's *default* ``verify`` does not apply (an explicit ``verify=`` still does, and is checked)."""
+        named = any(kwargs.get(name) is not None for name in DIFFUSION_DECODING_FIELDS)
+        return named or bool(holes.any()) or bool(logits_processor) or (streamer is not None and batch_size > 1)
 
     @staticmethod
     def _check_verify_inputs(holes, logits_processor, streamer, batch_size: int) -> None:
