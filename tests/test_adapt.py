@@ -56,10 +56,11 @@ def test_cli_adapts_a_tiny_checkpoint_that_loads_through_automodel(tmp_path, cor
     assert info["ar_loss_weight"] == 1.0 and info["distill_weight"] == 0.5
     saved = json.load(open(os.path.join(out, "generation_config.json")))
     expected = fast_decoding_defaults(model.config)
-    assert expected["kv_cache"] == "prefix" and expected["alg"] == "left_to_right"
+    assert expected["kv_cache"] == "prefix" and expected["alg"] == "left_to_right" and expected["verify"] == "causal"
     assert {key: saved[key] for key in expected} == expected
     out_ids = model.generate(torch.tensor([[1, 10, 11, 12]]), max_new_tokens=8, return_dict_in_generate=True)
     assert out_ids.tokens_per_forward.item() >= 1.0 and (out_ids.sequences != 90).all()
+    assert out_ids.verifications is not None  # a bare generate() of a causal-context checkpoint self-verifies
 
 
 class CrashAfter(TrainerCallback):
