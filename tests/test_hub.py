@@ -472,3 +472,18 @@ def test_card_of_a_block_diffusion_checkpoint_describes_block_attention_and_its_
     assert "prefix" in rows["Default decoding"] and "threshold 0.9" in rows["Default decoding"]
     assert "inside blocks of 4 positions and causal across them" in text and "BD3-LM" in text
     assert "attention is bidirectional." not in text
+    assert "verify" not in rows["Default decoding"]  # block context: no self-verified default
+
+
+def test_card_of_a_causal_context_checkpoint_names_its_self_verified_default(tmp_path):
+    from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults
+
+    model, tokenizer = tiny_diffusion_model("llama")
+    model.config.attention_mode, model.config.diffusion_block_size = "block", 4
+    model.config.context_attention = "causal"
+    model.generation_config.update(**fast_decoding_defaults(model.config))
+    directory = save_checkpoint(model, tokenizer, tmp_path / "tiny-causal-context", ADAPT_RECORD)
+    rows = dict(re.findall(r"^\| ([^|]+?) \| (.+?) \|$", open(os.path.join(directory, "README.md")).read(),
+                           flags=re.MULTILINE))
+    assert rows["Default decoding"].startswith('`verify="causal"`')
+    assert "`left_to_right` unmasking" in rows["Default decoding"] and "threshold 0.9" in rows["Default decoding"]

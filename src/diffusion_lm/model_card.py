@@ -184,7 +184,11 @@ def _detail_rows(config: dict, generation: dict, family: str, model_dir) -> list
             parts.append(f"`kv_cache=\"{generation['kv_cache']}\"`")
         if generation.get("block_length"):
             parts.append(f"blocks of {generation['block_length']}")
-        rows.append(("Default decoding", ", ".join(parts)))
+        decoding = ", ".join(parts)
+        if generation.get("verify"):  # a call naming steps / alg / threshold (as the snippets above) sets it aside
+            decoding = (f"`verify=\"{generation['verify']}\"` (diffusion drafts, the model's causal mode verifies: "
+                        f"its causal greedy decode); calls that name diffusion settings: {decoding}")
+        rows.append(("Default decoding", decoding))
     return rows
 
 
