@@ -2,31 +2,13 @@
 
 import pytest
 import torch
+from test_fast_decoding import BOS, FAMILIES, PAD, left_padded_batch, tiny
 from tiny import run_clean_process, tiny_diffusion_model
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from diffusion_lm.modeling.attention_annealing import allowed_to_additive, attention_pattern
 from diffusion_lm.modeling.self_verification import greedy_acceptance, speculative_acceptance
 from diffusion_lm.modeling.unmasking import entropy_bound_commit
-
-BOS, EOS, PAD = 1, 2, 0
-FAMILIES = ["gpt2", "llama", "qwen2"]
-
-
-def tiny(family="llama", mode="bidirectional", block=None, seed=0, attn="sdpa"):
-    model, _ = tiny_diffusion_model(family, seed=seed)
-    model.set_attn_implementation(attn)
-    model.config.attention_mode = mode
-    model.config.diffusion_block_size = block
-    return model
-
-
-def left_padded_batch():
-    prompts = [[BOS, 10, 11, 12, 13, 14, 15], [BOS, 20, 21], [BOS, 30, 31, 32, 33]]
-    width = max(map(len, prompts))
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
 
 
 @torch.no_grad()
@@ -54,7 +36,7 @@ def verify(model, ids, mask=None, **kwargs):
 @pytest.mark.parametrize("mode", ["bidirectional", "block"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_verify_equals_the_causal_greedy_loop(family, mode):
-    model = tiny(family, mode, block=4 if mode == "block" else None)
+    model = tiny(family, mode=mode, block=4 if mode == "block" else None)
     ids, mask = left_padded_batch()
     out = verify(model, ids, mask, draft_length=3)
     for row in range(ids.shape[0]):
@@ -268,7 +250,7 @@ def test_remote_code_checkpoint_verifies_without_diffusion_lm(tmp_path, mode, tr
     from test_remote_code import lowest_python
 
     python = sys.executable if transformers_release == "installed" else lowest_python()
-    model = tiny("qwen2", "bidirectional" if mode == "bidirectional" else "block",
+    model = tiny("qwen2", mode="bidirectional" if mode == "bidirectional" else "block",
                  block=None if mode == "bidirectional" else 4)
     if mode == "block-causal-context":
         model.config.context_attention = "causal"
@@ -298,7 +280,7 @@ def test_entropy_bound_commits_the_most_confident_positions_while_their_entropy_
 
 @pytest.mark.parametrize("mode", ["bidirectional", "block"])
 def test_entropy_bound_decodes_in_fewer_forwards_as_the_bound_grows(mode):
-    model = tiny("llama", mode, block=4 if mode == "block" else None)
+    model = tiny("llama", mode=mode, block=4 if mode == "block" else None)
     ids = torch.tensor([[BOS, 10, 11]])
     settings = dict(max_new_tokens=12, steps=12, return_dict_in_generate=True, eos_token_id=None,
                     kv_cache="prefix", block_length=None if mode == "block" else 4)
@@ -331,7 +313,7 @@ def test_bad_entropy_bound_and_sub_block_settings_fail_before_any_forward():
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sub_block_dual_cache_refreshed_every_step_equals_the_uncached_decode(family, attn):
-    model = tiny(family, "block", block=8, attn=attn)
+    model = tiny(family, attn, mode="block", block=8)
     ids, mask = left_padded_batch()
     settings = dict(max_new_tokens=14, steps=14, sub_block_length=4, return_dict_in_generate=True,
                     eos_token_id=None)
@@ -345,7 +327,7 @@ def test_sub_block_dual_cache_refreshed_every_step_equals_the_uncached_decode(fa
 
 
 def test_sub_blocks_commit_left_to_right_inside_a_block_and_the_dual_cache_runs_the_sub_block_only():
-    model = tiny("llama", "block", block=8)
+    model = tiny("llama", mode="block", block=8)
     seen = []
     model.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
     order = []
@@ -393,7 +375,7 @@ def test_verify_batch_compacts_its_caches_and_stays_exact(mode, monkeypatch):
     gather = self_verification.gather_dynamic_cache
     monkeypatch.setattr(self_verification, "gather_dynamic_cache",
                         lambda cache, index: (compactions.append(index.shape), gather(cache, index)))
-    model = tiny("llama", mode, block=4 if mode == "block" else None)
+    model = tiny("llama", mode=mode, block=4 if mode == "block" else None)
     ids, mask = left_padded_batch()
     out = verify(model, ids, mask, max_new_tokens=40, draft_length=4)
     for row in range(3):
@@ -405,7 +387,7 @@ def test_verify_batch_compacts_its_caches_and_stays_exact(mode, monkeypatch):
 def test_verify_stays_exact_when_the_block_context_is_token_causal():
     """A block model whose committed context attends token-causally (config.context_attention 'causal'): the drafter
     reads the committed text causally; the verified text is the causal greedy decode either way."""
-    model = tiny("llama", "block", block=4)
+    model = tiny("llama", mode="block", block=4)
     model.config.context_attention = "causal"
     ids, mask = left_padded_batch()
     out = verify(model, ids, mask, draft_length=4)
@@ -416,7 +398,7 @@ def test_verify_stays_exact_when_the_block_context_is_token_causal():
 
 # --- fused draft-and-verify (block models with token-causal context) -----------------------------------------------
 def causal_context_model(family="llama", block=4, seed=0):
-    model = tiny(family, "block", block=block, seed=seed)
+    model = tiny(family, mode="block", block=block, seed=seed)
     model.config.context_attention = "causal"
     return model
 
