@@ -183,7 +183,7 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
             getattr(model.config, "context_attention", "block") == "causal":
         return fused_verify_decode(model, input_ids, attention_mask, max_new_tokens, config, generator=generator,
                                    streamer=streamer, step_callback=step_callback, stopping_criteria=stopping_criteria)
-    batch, prompt_width = input_ids.shape
+    batch = input_ids.shape[0]
     device = input_ids.device
     mask_id = config.mask_token_id
     block_model = getattr(model.config, "attention_mode", None) == "block"
@@ -193,11 +193,8 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
     # keys / values of the committed text, as it decodes; verification never depends on this
     causal_context = block_model and getattr(model.config, "context_attention", "block") == "causal"
     k = config.draft_length if config.draft_length is not None else default_draft_length(model.config, config)
-    exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
     recompute_drafts = not block_model and config.kv_cache is None  # the exact (uncached) draft
-    eos_ids = config.eos_token_ids()
-    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
-    fill_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else mask_id)
+    eos_tensor, fill_id, excluded_id = _token_rules(model, config, device)
 
     prompt_valid = attention_mask.bool()
     prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -213,11 +210,7 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
         active[:] = False
     last = input_ids[:, -1].clone()  # the last committed token of every row (prompts are left-padded)
 
-    # the causal cache holds every committed token but the last one
-    causal = ColumnCache(batch, device)
-    if prompt_width > 1 and bool(active.any()):
-        causal.forward(model, input_ids[:, :-1], prompt_positions[:, :-1], prompt_valid[:, :-1], "causal",
-                       torch.arange(0, device=device))
+    causal = _causal_prompt_cache(model, input_ids, prompt_positions, prompt_valid, active)
     # the drafter's cache, and per row the committed tokens it has not seen yet (kept as a right-aligned queue)
     drafter = ColumnCache(batch, device)
     pending_ids, pending_pos, pending_valid = input_ids, prompt_positions, prompt_valid
@@ -260,7 +253,7 @@ def verify_decode(model, input_ids, attention_mask, max_new_tokens: int, config,
                                        torch.arange(width + 1, device=device)).float()
         forward_passes += active.long()
         accepted, next_token = _verify_draft(draft, lengths, draft_probs, target_logits, active, config,
-                                             mask_id if exclude_mask_from_target else None, generator)
+                                             excluded_id, generator)
 
         # --- commit: accepted draft tokens, then the causal model's own token; cut at EOS / a stopping criterion
         new_tokens, commit, hit_eos, stopped = _commit_round(
@@ -320,14 +313,11 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
     per forward equal accepted tokens per verification. Greedy output equals the causal greedy decode; sampling uses
     ``speculative_acceptance`` (each draft token drawn from its own q, independently of the causal next token).
     """
-    batch, prompt_width = input_ids.shape
+    batch = input_ids.shape[0]
     device = input_ids.device
     mask_id = config.mask_token_id
     block_size = int(model.config.diffusion_block_size)
-    exclude_mask_from_target = not getattr(model.config, "mask_token_reused", False)
-    eos_ids = config.eos_token_ids()
-    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
-    fill_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else mask_id)
+    eos_tensor, fill_id, excluded_id = _token_rules(model, config, device)
 
     prompt_valid = attention_mask.bool()
     prompt_positions = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -344,10 +334,7 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
     draft_length = torch.zeros(batch, dtype=torch.long, device=device)
     draft_probs = None
 
-    cache = ColumnCache(batch, device)  # every committed token but the last one, causal keys / values
-    if prompt_width > 1 and bool(active.any()):
-        cache.forward(model, input_ids[:, :-1], prompt_positions[:, :-1], prompt_valid[:, :-1], "causal",
-                      torch.arange(0, device=device))
+    cache = _causal_prompt_cache(model, input_ids, prompt_positions, prompt_valid, active)
     step = 0
     while bool(active.any()):
         remaining = max_new_tokens - count
@@ -380,7 +367,7 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
         forward_passes += active.long()
         target_logits, group_logits = logits[:, : width + 1], logits[:, width + 1:]
         accepted, next_token = _verify_draft(draft, lengths, draft_probs, target_logits, active, config,
-                                             mask_id if exclude_mask_from_target else None, generator)
+                                             excluded_id, generator)
 
         new_tokens, commit, hit_eos, stopped = _commit_round(
             draft, accepted, next_token, active, eos_tensor, stopping_criteria, input_ids, prompt_valid, out, count)
@@ -393,9 +380,8 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
 
         # the next draft: the masks' proposals where this round's draft was accepted in full and nothing stopped
         done = active & (hit_eos | stopped | (count + commit >= max_new_tokens))
-        carry = drafts_next & (accepted == lengths) & (commit == lengths + 1) & ~done
-        next_width = max(group_width - 1, 0)
-        if next_width and bool(carry.any()):
+        carry = drafts_next & (accepted == lengths) & ~done  # (a commit cut short by EOS or a criterion is done)
+        if bool(carry.any()):  # carried rows have >= 2 masks: a draft of >= 1 token
             draft, draft_probs = _propose_draft(group_logits, mask_id, config, generator)
             draft_length = torch.where(carry, group_lengths - 1, torch.zeros_like(group_lengths))
         else:
@@ -411,6 +397,26 @@ def fused_verify_decode(model, input_ids, attention_mask, max_new_tokens: int, c
 
     return _result(input_ids, prompt_valid, out, count, fill_id, history, config, forward_passes, accepted_total,
                    forward_passes.clone())
+
+
+def _token_rules(model, config, device):
+    """(EOS ids as a tensor or None, the id that pads rows stopped early, the id the causal model never chooses: a
+    dedicated [MASK], None when the mask id is a reused ordinary token)."""
+    eos_ids = config.eos_token_ids()
+    eos_tensor = torch.tensor(eos_ids, device=device) if eos_ids else None
+    mask_id = config.mask_token_id
+    fill_id = config.pad_token_id if config.pad_token_id is not None else (eos_ids[0] if eos_ids else mask_id)
+    excluded_id = None if getattr(model.config, "mask_token_reused", False) else mask_id
+    return eos_tensor, fill_id, excluded_id
+
+
+def _causal_prompt_cache(model, input_ids, prompt_positions, prompt_valid, active) -> ColumnCache:
+    """The exact causal cache of every prompt token but the last one (that one is the first verified query)."""
+    cache = ColumnCache(input_ids.shape[0], input_ids.device)
+    if input_ids.shape[1] > 1 and bool(active.any()):
+        cache.forward(model, input_ids[:, :-1], prompt_positions[:, :-1], prompt_valid[:, :-1], "causal",
+                      torch.arange(0, device=input_ids.device))
+    return cache
 
 
 def _result(input_ids, prompt_valid, out, count, fill_id, history, config, forward_passes, committed_total,
@@ -522,7 +528,7 @@ def _drafter_queue(drafter: ColumnCache, queue_ids, queue_pos, queue_valid, comm
     - full-attention models: the tokens committed since the last draft (their keys / values are then computed once,
       Fast-dLLM's incremental approximation).
     """
-    batch, device = queue_ids.shape[0], queue_ids.device
+    device = queue_ids.device
     if recompute:
         drafter.crop(0)
         full_ids = torch.cat([input_ids, out], dim=1)
