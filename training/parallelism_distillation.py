@@ -73,52 +73,44 @@ def parse(argv=None):
     return parser.parse_args_into_dataclasses(argv)
 
 
-def read_documents(path: str, text_column: str, needed_tokens: int, tokenizer) -> list[str]:
-    """Documents from the start of ``path`` until they hold about ``needed_tokens`` tokens (the file is not read
-    further: enwiki shards are hundreds of MB)."""
+def iter_documents(path: str, text_column: str):
+    """The documents of ``path`` in order, read lazily (enwiki shards are hundreds of MB; the prompts need the first
+    few dozen documents)."""
     from diffusion_lm.data import check_text_file
     from diffusion_lm.paths import require_local_path
 
     path = require_local_path(path, "dataset")
     check_text_file(path)
-    documents, tokens = [], 0
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            if path.endswith((".jsonl", ".json")):
-                try:
-                    text = json.loads(line)[text_column]
-                except (ValueError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path}, line {number}: not a JSON object with a {text_column!r} field "
-                                     f"({type(error).__name__})") from None
-            else:
-                text = line
-            documents.append(text)
-            tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
-            if tokens >= needed_tokens:
-                break
-    return documents
+            if not path.endswith((".jsonl", ".json")):
+                yield line
+                continue
+            try:
+                yield json.loads(line)[text_column]
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}, line {number}: not a JSON object with a {text_column!r} field "
+                                 f"({type(error).__name__})") from None
 
 
 def self_distillation_corpus(recipe: ParallelismArguments, model, tokenizer, output_dir: str):
     """(training sequences, held-out prompts, tokens per forward of the data's decode): generated once, kept in
     OUTPUT_DIR/self_distillation.json and reused while the settings that made it are unchanged."""
     from diffusion_lm.parallelism import causal_greedy_continuations, corpus_prompts
+    from diffusion_lm.paths import read_json, write_json
     from diffusion_lm.tokens import pad_token_id
 
     made_by = {key: getattr(recipe, key) for key in ("model", "dataset", "text_column", "num_sequences",
                                                     "prompt_tokens", "new_tokens", "eval_prompts")}
     path = os.path.join(output_dir, CORPUS_FILE)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved.get("made_by") == made_by:
-            print(f"reusing the self-distillation corpus in {path}", flush=True)
-            return saved["sequences"], saved["eval_prompts"], saved["tokens_per_forward"]
-    count = recipe.num_sequences + recipe.eval_prompts
-    documents = read_documents(recipe.dataset, recipe.text_column, 2 * count * recipe.prompt_tokens, tokenizer)
-    prompts = corpus_prompts(documents, tokenizer, recipe.prompt_tokens, count)
+    saved = read_json(path) or {}
+    if saved.get("made_by") == made_by:
+        print(f"reusing the self-distillation corpus in {path}", flush=True)
+        return saved["sequences"], saved["eval_prompts"], saved["tokens_per_forward"]
+    prompts = corpus_prompts(iter_documents(recipe.dataset, recipe.text_column), tokenizer, recipe.prompt_tokens,
+                             recipe.num_sequences + recipe.eval_prompts)  # stops reading once it has them
     started = time.time()
 
     def progress(done, total):
@@ -127,11 +119,8 @@ def self_distillation_corpus(recipe: ParallelismArguments, model, tokenizer, out
     sequences, tokens_per_forward = causal_greedy_continuations(
         model, prompts[: recipe.num_sequences], recipe.new_tokens, recipe.generation_batch_size,
         pad_token_id(tokenizer), progress)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"made_by": made_by, "sequences": sequences, "eval_prompts": prompts[recipe.num_sequences:],
-                   "tokens_per_forward": tokens_per_forward}, f)
-    os.replace(path + ".tmp", path)
+    write_json(path, {"made_by": made_by, "sequences": sequences, "eval_prompts": prompts[recipe.num_sequences:],
+                      "tokens_per_forward": tokens_per_forward}, indent=None)
     return sequences, prompts[recipe.num_sequences:], tokens_per_forward
 
 
@@ -142,7 +131,6 @@ def verify_tokens_per_forward(model, prompts, new_tokens: int, pad_id: int) -> f
 
 
 def main(argv=None) -> int:
-    import torch
     from datasets import Dataset
 
     from diffusion_lm.adapt import FINAL_STAGING, replace_final_model, with_lora_adapter

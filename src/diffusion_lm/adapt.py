@@ -27,7 +27,7 @@ from .checkpoint import checkpoint_problem, latest_intact_checkpoint, load_check
 from .infilling import decode_text
 from .modeling.generation_diffusion import fast_decoding_defaults
 from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
-from .paths import read_json
+from .paths import read_json, write_json
 from .presets import load_preset
 from .training_record import TRAINING_RECORD_NAME, TrainingInfo
 from .distillation import is_peft_model
@@ -296,11 +296,7 @@ def load_run_record(output_dir: str) -> dict | None:
 
 
 def save_run_record(settings: "AdaptSettings") -> None:
-    os.makedirs(settings.output_dir, exist_ok=True)
-    path = os.path.join(settings.output_dir, RUN_RECORD_NAME)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(settings.run_record(), f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(settings.output_dir, RUN_RECORD_NAME), settings.run_record())
 
 
 def contradictions(record: dict, requested: dict, requested_dir: str | None = None) -> list[str]:

@@ -88,6 +88,17 @@ def resolve_model_reference(name: str, what: str, *, gguf: bool = False) -> str:
     return path
 
 
+def write_json(path: str | os.PathLike, value, indent: int | None = 2) -> None:
+    """``value`` as JSON into ``path`` (its folder created), replaced in one rename: a kill never leaves half a
+    file."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=indent)
+    os.replace(temporary, path)
+
+
 def read_json(path: str | os.PathLike, what: str | None = None):
     """The JSON value in the local file ``path``; None when there is no such file; ValueError naming the file (or
     ``what``) when it is not valid JSON."""

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 from ..checkpoint import DTYPE_NAMES
 from ..modeling.unmasking import ALG_NAMES
+from ..paths import write_json
 
 DEFAULT_TASKS = "piqa,siqa,winogrande,lambada,rocstories,gsm8k"
 
@@ -117,13 +117,6 @@ def load_partial_results(path: str, current: dict) -> dict | None:
     return saved
 
 
-def write_results(path: str, results: dict) -> None:
-    """``results`` as JSON into ``path``, replaced in one rename (a kill never leaves half a file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.partial"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(temporary, path)
 
 
 def _duration(seconds: float) -> str:
@@ -237,7 +230,7 @@ def run(args) -> int:
 
     def save(partial: dict, complete: bool = False) -> None:
         if args.output:
-            write_results(args.output, {**header, **partial, "complete": complete,
+            write_json(args.output, {**header, **partial, "complete": complete,
                                         "wall_seconds": round(time.perf_counter() - start, 1)})
 
     try:
@@ -262,7 +255,7 @@ def run(args) -> int:
     results = {**header, **results, "complete": True, "wall_seconds": round(time.perf_counter() - start, 1)}
     print(format_table(results))
     if args.output:
-        write_results(args.output, results)
+        write_json(args.output, results)
         print(f"results written to {args.output}")
     if args.update_card:
         diffusion_entry = results["models"][labels[-1]]
