@@ -32,7 +32,6 @@ CACHES = (None, "prefix", "dual")
 ENTROPY_BOUNDS = (0.5, 2.0)
 DRAFT_LENGTHS = (4, 8)
 SUB_BLOCKS = (4, 8)
-DECODING_ORDER = "confidence"  # set by main(): --alg, else the checkpoint's own order
 
 
 def is_block_model(model) -> bool:
@@ -204,7 +203,8 @@ def diffusion_generate(model, prompts, new_tokens, block_length, setting, detail
         setting.pop("block_length", None)
     else:
         setting.setdefault("block_length", block_length)
-    setting.setdefault("alg", DECODING_ORDER)
+    # named in every call (which also sets a checkpoint's default verify aside): main() fixes the order
+    setting.setdefault("alg", getattr(model.generation_config, "alg", None) or "confidence")
     out = model.generate(prompts, max_new_tokens=new_tokens, temperature=0.0, eos_token_id=None,
                          return_dict_in_generate=True, **setting)
     if details is not None and out.accepted_per_verification is not None:
@@ -351,10 +351,9 @@ def main(argv=None) -> None:
     ar, diffusion, tokenizer, description = load_models(args)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     block_model = is_block_model(diffusion)
-    global DECODING_ORDER
     # every row decodes in one order: --alg, else the checkpoint's own (left_to_right for causal-context models)
-    DECODING_ORDER = args.alg or (getattr(diffusion.generation_config, "alg", None) if args.model else None) \
-        or "confidence"
+    order = args.alg or (getattr(diffusion.generation_config, "alg", None) if args.model else None) or "confidence"
+    diffusion.generation_config.alg = order
     model_block = getattr(diffusion.config, "diffusion_block_size", None) if block_model else None
     if block_model and default_setting["kv_cache"] == "dual":  # a block model's fast cache is its exact prefix cache
         default_setting["kv_cache"] = "prefix"
@@ -368,7 +367,7 @@ def main(argv=None) -> None:
     if block_model and getattr(diffusion.config, "context_attention", "block") == "causal":
         blocks += " (token-causal context: verify drafts and verifies in one forward per round)"
     print(f"model: {description} | threads {torch.get_num_threads()} | prompt {args.prompt_length} + "
-          f"{args.new_tokens} new | {blocks} | greedy, {DECODING_ORDER} order", flush=True)
+          f"{args.new_tokens} new | {blocks} | greedy, {order} order", flush=True)
 
     # --- speed --------------------------------------------------------------------------------------------------
     for batch_size in args.batch_sizes:
