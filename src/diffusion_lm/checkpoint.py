@@ -114,14 +114,11 @@ def torch_file_problem(path: str | os.PathLike) -> str | None:
 def damaged_weight_files(directory: str) -> list[tuple[str, str]]:
     """(file, what is wrong) for each weights file of a checkpoint directory that is damaged."""
     found = []
-    for path in sorted(glob.glob(os.path.join(directory, "*.safetensors"))):
-        problem = safetensors_problem(path)
-        if problem:
-            found.append((path, problem))
-    for path in sorted(glob.glob(os.path.join(directory, "*.bin"))):
-        problem = torch_file_problem(path)
-        if problem:
-            found.append((path, problem))
+    for pattern, problem_of in (("*.safetensors", safetensors_problem), ("*.bin", torch_file_problem)):
+        for path in sorted(glob.glob(os.path.join(directory, pattern))):
+            problem = problem_of(path)
+            if problem:
+                found.append((path, problem))
     return found
 
 
@@ -436,7 +433,8 @@ def finished_model_in(directory: str | os.PathLike) -> str | None:
 def require_free_output_dir(directory: str | os.PathLike, *, resumable: bool, overwrite: bool = False) -> None:
     """ValueError when ``directory`` holds another run's finished model (or, for ``resumable`` commands, another
     run's checkpoints) and ``overwrite`` was not asked for: a run never replaces another run's work unasked. The
-    message names the folder and the flags that proceed (``--resume`` when ``resumable``, ``--overwrite-output-dir``)."""
+    message names the folder and the flags that proceed (``--resume`` when ``resumable``,
+    ``--overwrite-output-dir``)."""
     if overwrite:
         return
     directory = os.fspath(directory)
@@ -445,10 +443,10 @@ def require_free_output_dir(directory: str | os.PathLike, *, resumable: bool, ov
     if finished is not None:
         raise ValueError(f"--output-dir {directory} already holds a finished model ({os.path.basename(finished)}); "
                          f"{continue_hint}{OVERWRITE_FLAG} to replace it (or choose another --output-dir)")
-    checkpoints = sorted(glob.glob(os.path.join(directory, "checkpoint-[0-9]*")))
+    checkpoints = checkpoints_newest_first(directory)
     if checkpoints:
         raise ValueError(f"--output-dir {directory} holds the checkpoints of an unfinished run "
-                         f"({os.path.basename(checkpoints[-1])}); {continue_hint}{OVERWRITE_FLAG} to start over (or "
+                         f"({os.path.basename(checkpoints[0])}); {continue_hint}{OVERWRITE_FLAG} to start over (or "
                          "choose another --output-dir)")
 
 
