@@ -87,11 +87,12 @@ def test_the_recipe_trains_a_lora_adapter_and_saves_a_merged_model(tmp_path):
     assert trained.config.context_attention == "causal" and trained.config.diffusion_block_size == 4
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
 
-    with pytest.raises(ValueError, match="already holds a finished model"):
+    with pytest.raises(ValueError, match="already holds a finished model.*--overwrite-output-dir"):
         recipe.main(flags)
     corpus_written = os.path.getmtime(out / recipe.CORPUS_FILE)
     assert recipe.main(flags + ["--resume"]) == 0
     assert os.path.getmtime(out / recipe.CORPUS_FILE) == corpus_written
+    assert recipe.main(flags + ["--overwrite-output-dir"]) == 0  # the flag the refusal names exists
 
 
 def test_the_recipe_makes_the_drafts_agree_with_the_causal_decode(tmp_path):

@@ -44,7 +44,8 @@ class ParallelismArguments:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (0 = full fine-tuning); the saved model is merged"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default 2 * lora_r)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in output_dir from its last checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "replace another run's model in output_dir"})
+    overwrite_output_dir: bool = field(default=False,
+                                       metadata={"help": "replace another run's model or checkpoints in output_dir"})
 
     def validate(self) -> None:
         for name in ("num_sequences", "prompt_tokens", "new_tokens", "generation_batch_size"):
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     started = time.time()
     output_dir = args.output_dir
     if not recipe.resume:
-        require_free_output_dir(output_dir, resumable=True, overwrite=recipe.overwrite)
+        require_free_output_dir(output_dir, resumable=True, overwrite=recipe.overwrite_output_dir)
     model, tokenizer = load_checkpoint(recipe.model)
     pad_id = pad_token_id(tokenizer)
     sequences, eval_prompts, data_tokens_per_forward = self_distillation_corpus(recipe, model, tokenizer, output_dir)
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
         * trainer.accelerator.num_processes,
         "notes": "self-distillation on the model's own causal greedy decode (training/parallelism_distillation.py)",
-        "extra": {"recipe": {k: v for k, v in asdict(recipe).items() if k not in ("resume", "overwrite")},
+        "extra": {"recipe": {k: v for k, v in asdict(recipe).items() if k not in ("resume", "overwrite_output_dir")},
                   "distill_weight": args.distill_weight, "ar_loss_weight": args.ar_loss_weight,
                   "final_train_loss": training_loss,
                   "verify_tokens_per_forward_before": before, "verify_tokens_per_forward_after": after},
