@@ -545,3 +545,6 @@ def test_a_default_verify_decodes_causally_and_gives_way_to_diffusion_settings_h
     assert (filled != model.config.mask_token_id).all()
     with pytest.raises(ValueError, match="infill_mask: verify='causal'"):
         model.generate(holes, infill_mask=holes == model.config.mask_token_id, max_new_tokens=0, verify="causal")
+    # a setting diffusion decoding refuses on this model stays refused when the default verify gives way to it
+    with pytest.raises(ValueError, match="kv_cache='dual' has nothing to reuse"):
+        model.generate(ids, max_new_tokens=8, kv_cache="dual")

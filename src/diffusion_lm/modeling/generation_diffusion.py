@@ -428,11 +428,14 @@ class DiffusionGenerationMixin(GenerationMixin):
             holes = holes.repeat_interleave(config.num_return_sequences, dim=0)
         self._check_length(prompt_length + max_new_tokens)
 
-        if config.verify is not None and "verify" not in kwargs and generation_config is None and \
-                self._diffusion_decoding_requested(kwargs, holes, logits_processor, streamer, input_ids.shape[0]):
-            config.verify = None  # the checkpoint's default verify gives way to the diffusion decoding asked for
         if config.verify is not None:
-            self._check_verify_inputs(holes, logits_processor, streamer, input_ids.shape[0])
+            problem = self._verify_input_problem(holes, logits_processor, streamer, input_ids.shape[0])
+            if problem is not None and ("verify" in kwargs or generation_config is not None):
+                raise ValueError(problem)  # asked for by name: refused before any forward pass
+            if problem is not None:  # the checkpoint's default verify gives way to diffusion decoding
+                config.verify = None
+                self._check_decoding_mode(config)
+        if config.verify is not None:
             if streamer is not None:
                 streamer.put(input_ids.cpu())
             result = verify_decode(self, input_ids, attention_mask, max_new_tokens, config, streamer=streamer,
@@ -501,6 +504,10 @@ class DiffusionGenerationMixin(GenerationMixin):
             raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary (size {vocab_size})")
         if config.max_new_tokens is None:
             config.max_new_tokens = 64
+        if config.verify is not None and "verify" not in kwargs and generation_config is None and (
+                any(kwargs.get(name) is not None for name in DIFFUSION_DECODING_FIELDS)
+                or self._verify_model_problem() is not None):
+            config.verify = None  # the checkpoint's default verify gives way to the diffusion decoding asked for
         self._check_decoding_mode(config)
         return config
 
@@ -521,39 +528,39 @@ class DiffusionGenerationMixin(GenerationMixin):
         elif config.sub_block_length is not None:
             raise ValueError("sub_block_length is for block-diffusion models (attention_mode='block'); a full-attention "
                              "model decodes in blocks of block_length")
-        parameters = inspect.signature(self.forward).parameters
-        takes_cache = "cache" in parameters or "past_key_values" in parameters
-        if config.kv_cache is not None and not takes_cache:
+        if config.kv_cache is not None and not self._takes_cache():
             raise ValueError(f"kv_cache={config.kv_cache!r}: {type(self).__name__}.forward takes no KV cache")
-        if config.verify is not None:
-            if not getattr(self.config, "shift", True):
-                raise ValueError("verify='causal' needs a model with the AR shift (config.shift=True): without it the "
-                                 "causal mode reads each token's prediction at the token itself, which it sees")
-            if not takes_cache:
-                raise ValueError(f"verify='causal': {type(self).__name__}.forward takes no KV cache")
-            implementation = getattr(self.config, "_attn_implementation", None) or ""
-            if "flash" in implementation:
-                raise ValueError(f"verify='causal' needs attention patterns that attention implementation "
-                                 f"{implementation!r} cannot take; use attn_implementation='sdpa' or 'eager'")
+        if config.verify is not None and self._verify_model_problem() is not None:
+            raise ValueError(self._verify_model_problem())
+
+    def _takes_cache(self) -> bool:
+        parameters = inspect.signature(self.forward).parameters
+        return "cache" in parameters or "past_key_values" in parameters
+
+    def _verify_model_problem(self) -> str | None:
+        """Why this model cannot run ``verify='causal'`` (None: it can)."""
+        if not getattr(self.config, "shift", True):
+            return ("verify='causal' needs a model with the AR shift (config.shift=True): without it the causal mode "
+                    "reads each token's prediction at the token itself, which it sees")
+        if not self._takes_cache():
+            return f"verify='causal': {type(self).__name__}.forward takes no KV cache"
+        implementation = getattr(self.config, "_attn_implementation", None) or ""
+        if "flash" in implementation:
+            return (f"verify='causal' needs attention patterns that attention implementation {implementation!r} "
+                    "cannot take; use attn_implementation='sdpa' or 'eager'")
+        return None
 
     @staticmethod
-    def _diffusion_decoding_requested(kwargs: dict, holes, logits_processor, streamer, batch_size: int) -> bool:
-        """Whether a call asks for what only diffusion decoding does: a diffusion-decoding setting passed by name
-        (steps, alg, threshold, ...), holes to fill, logits processors, or a streamer with a batch. Then a
-        checkpoint's *default* ``verify`` does not apply (an explicit ``verify=`` still does, and is checked)."""
-        named = any(kwargs.get(name) is not None for name in DIFFUSION_DECODING_FIELDS)
-        return named or bool(holes.any()) or bool(logits_processor) or (streamer is not None and batch_size > 1)
-
-    @staticmethod
-    def _check_verify_inputs(holes, logits_processor, streamer, batch_size: int) -> None:
-        """ValueError for inputs self-verified decoding cannot honour (before any forward pass)."""
+    def _verify_input_problem(holes, logits_processor, streamer, batch_size: int) -> str | None:
+        """Why self-verified decoding cannot honour these inputs (None: it can)."""
         if bool(holes.any()):
-            raise ValueError("infill_mask: verify='causal' continues the prompt left to right; it cannot fill holes")
+            return "infill_mask: verify='causal' continues the prompt left to right; it cannot fill holes"
         if logits_processor:
-            raise ValueError("logits_processor: verify='causal' cannot apply logits processors (they would change the "
-                             "causal distribution the drafts are verified against); pass temperature / top_k / top_p")
+            return ("logits_processor: verify='causal' cannot apply logits processors (they would change the causal "
+                    "distribution the drafts are verified against); pass temperature / top_k / top_p")
         if streamer is not None and batch_size > 1:
-            raise ValueError("streamer: verify='causal' streams one sequence (batch size 1)")
+            return "streamer: verify='causal' streams one sequence (batch size 1)"
+        return None
 
     def _prepare_prompt(self, input_ids, attention_mask, config: DiffusionGenerationConfig):
         """(input_ids, attention_mask) on the model's device, 2D, with a BOS column where the prompt is empty."""
