@@ -147,8 +147,8 @@ class DiffusionGenerationConfig(GenerationConfig):
         ``entropy_bound`` and ``block_length`` do not apply. ``None``: off. When ``verify`` is a checkpoint's
         *default* (its generation_config.json), a call that names a diffusion-decoding setting (``steps``, ``alg``,
         ``threshold``, ``entropy_bound``, ``block_length``, ``sub_block_length``, ``kv_cache``, ...), fills holes
-        (``infill_mask``), passes ``logits_processor`` or streams a batch decodes by diffusion instead; ``verify=None``
-        always does.
+        (``infill_mask``), passes ``logits_processor`` or streams a batch decodes by diffusion instead, as does a
+        model that cannot verify (flash attention, no KV cache, no shift); ``verify=None`` always does.
     draft_length (`int`, *optional*):
         Draft tokens per verification with ``verify``. Default: a block model's ``diffusion_block_size`` (a draft
         never crosses the end of the model's current block), else ``block_length``, else 8.
