@@ -113,7 +113,7 @@ def run_phase(phase: str, args, queue) -> None:
 
         model.config.context_attention = "causal"
         if phase == "diffusion-keep-ar-lora":
-            from diffusion_lm.adapt import with_lora_adapter
+            from diffusion_lm.adapt_run import with_lora_adapter
 
             model = with_lora_adapter(model, 32).train()
         teacher = ARTeacher.of(model)  # the frozen copy (or the adapter switch) exists from before the first step

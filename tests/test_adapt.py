@@ -11,7 +11,8 @@ import torch
 from tiny import WORDS, save_tiny_ar_checkpoint, tiny_tokenizer
 from transformers import AutoModel, TrainerCallback
 
-from diffusion_lm.adapt import AdaptSettings, run_adaptation
+from diffusion_lm.adapt import AdaptSettings
+from diffusion_lm.adapt_run import run_adaptation
 from diffusion_lm.cli import main
 from diffusion_lm.data import DiffusionDataCollator, load_text_dataset, pack_tokens
 from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from tiny import WORDS, save_tiny_ar_checkpoint
 from transformers import AutoModel, TrainerCallback
 
-import diffusion_lm.adapt as adapt_module
-from diffusion_lm.adapt import RUN_RECORD_NAME, AdaptSettings, run_adaptation
+import diffusion_lm.checkpoint as checkpoint_module
+from diffusion_lm.adapt import RUN_RECORD_NAME, AdaptSettings
+from diffusion_lm.adapt_run import run_adaptation
 from diffusion_lm.cli import main
 
 
@@ -117,10 +118,10 @@ def test_final_model_replacement_never_mixes_generations(tmp_path, base, corpus,
 
     def observed_replace(src, dst):
         real_replace(src, dst)
-        if adapt_module.FINAL_STAGING in str(src) or adapt_module.FINAL_PREVIOUS in str(dst):
+        if checkpoint_module.FINAL_STAGING in str(src) or checkpoint_module.FINAL_PREVIOUS in str(dst):
             states.append(_hashes(out))
 
-    monkeypatch.setattr(adapt_module.os, "replace", observed_replace)
+    monkeypatch.setattr(checkpoint_module.os, "replace", observed_replace)
     # a new run writes over the old final model (asked to)
     assert main(cli_flags(base, corpus, out, steps=4) + ["--overwrite-output-dir"]) == 0
     monkeypatch.undo()
@@ -131,7 +132,7 @@ def test_final_model_replacement_never_mixes_generations(tmp_path, base, corpus,
         assert len(generation) <= 1, present
         if "config.json" in present:  # loadable: then complete
             assert len(present) == 4, present
-    assert record(out)["steps"] == 4 and not os.path.exists(os.path.join(out, adapt_module.FINAL_PREVIOUS))
+    assert record(out)["steps"] == 4 and not os.path.exists(os.path.join(out, checkpoint_module.FINAL_PREVIOUS))
 
 
 def test_kill_during_the_final_save_then_resume_ends_at_max_steps(tmp_path, base, corpus, monkeypatch, capsys):
@@ -142,10 +143,10 @@ def test_kill_during_the_final_save_then_resume_ends_at_max_steps(tmp_path, base
 
     def killed_after_the_weights(src, dst):
         real_replace(src, dst)
-        if adapt_module.FINAL_STAGING in str(src) and str(dst).endswith("model.safetensors"):
+        if checkpoint_module.FINAL_STAGING in str(src) and str(dst).endswith("model.safetensors"):
             raise KeyboardInterrupt("killed while moving the final model into place")
 
-    monkeypatch.setattr(adapt_module.os, "replace", killed_after_the_weights)
+    monkeypatch.setattr(checkpoint_module.os, "replace", killed_after_the_weights)
     assert main(cli_flags(base, corpus, out, steps=4) + ["--overwrite"]) == 130
     monkeypatch.undo()
     # the new weights are in place, but neither the old config, card nor record sits beside them
@@ -184,7 +185,8 @@ def test_a_run_without_a_record_resumes_only_with_its_flags(tmp_path, base, corp
 KILL_SCRIPT = """
 import os, signal, sys
 from transformers import TrainerCallback
-from diffusion_lm.adapt import AdaptSettings, run_adaptation
+from diffusion_lm.adapt import AdaptSettings
+from diffusion_lm.adapt_run import run_adaptation
 
 class KillNine(TrainerCallback):  # the process dies as under `kill -9`: no handler, no cleanup
     def on_step_end(self, args, state, control, **kwargs):
@@ -245,8 +247,7 @@ def test_kill_9_then_a_truncated_newest_checkpoint_resumes_from_the_previous_one
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json",
                                      "rng_state.pth"])
 def test_each_damaged_checkpoint_file_is_named_and_skipped(killed_run, damaged, capsys):
-    from diffusion_lm.adapt import resume_checkpoint, settings_from_record
-    from diffusion_lm.adapt import load_run_record
+    from diffusion_lm.adapt import load_run_record, resume_checkpoint, settings_from_record
 
     truncate(os.path.join(killed_run, "checkpoint-6", damaged), 0.6)
     settings = settings_from_record(load_run_record(killed_run), killed_run)

@@ -12,20 +12,16 @@ import torch.nn.functional as F
 from datasets import Dataset
 from tiny import tiny_diffusion_model
 
-from diffusion_lm.adapt import AdaptSettings, with_lora_adapter
+from diffusion_lm.adapt import AdaptSettings
+from diffusion_lm.adapt_run import with_lora_adapter
 from diffusion_lm.data import DiffusionDataCollator
 from diffusion_lm.distillation import ARTeacher
 from diffusion_lm.modeling.attention_annealing import build_attention_mask
 from diffusion_lm.modeling.block_diffusion import per_token_noise_levels, two_stream_attention_pattern
 from diffusion_lm.modeling.corruption import mask_tokens, maskable_positions
 from diffusion_lm.objective import diffusion_objective
-from diffusion_lm.trainer import (
-    DiffusionTrainer,
-    DiffusionTrainingArguments,
-    check_block_curriculum,
-    curriculum_block_size,
-    parse_block_curriculum,
-)
+from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
+from diffusion_lm.training_settings import check_block_curriculum, curriculum_block_size, parse_block_curriculum
 
 BLOCK = 4
 

@@ -134,9 +134,9 @@ def verify_tokens_per_forward(model, prompts, new_tokens: int, pad_id: int) -> f
 def main(argv=None) -> int:
     from datasets import Dataset
 
-    from diffusion_lm.adapt import FINAL_STAGING, replace_final_model, with_lora_adapter
-    from diffusion_lm.checkpoint import (latest_intact_checkpoint, load_checkpoint, require_free_output_dir,
-                                         save_checkpoint)
+    from diffusion_lm.adapt_run import with_lora_adapter
+    from diffusion_lm.checkpoint import (FINAL_STAGING, latest_intact_checkpoint, load_checkpoint, replace_final_model,
+                                         require_free_output_dir, save_checkpoint)
     from diffusion_lm.data import DiffusionDataCollator
     from diffusion_lm.distillation import is_peft_model
     from diffusion_lm.tokens import pad_token_id

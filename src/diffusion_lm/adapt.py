@@ -1,39 +1,26 @@
-"""``diffusion-lm adapt``: convert an AR checkpoint and continue pre-training it with the diffusion objective."""
+"""The settings of ``diffusion-lm adapt`` and their reconciliation with a recorded run.
+
+``AdaptSettings`` is every knob of an adaptation run (a YAML key, an attribute and a flag each);
+``resolve_settings`` merges defaults, a preset or config file and the command line. A run records its settings in
+its output directory before the first step (``RUN_RECORD_NAME``): ``--resume`` continues from that record, refusing
+a flag that contradicts it, and ``resume_checkpoint`` picks the checkpoint to continue from. The run itself is
+``diffusion_lm.adapt_run``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 
-import torch
-from datasets import Dataset, IterableDataset
-
-from .conversion import (
-    DEFAULT_MASK_TOKEN,
-    ARSource,
-    check_block_size,
-    check_reusable_token_id,
-    convert_ar_model,
-    load_ar_config,
-    load_ar_model,
-)
-from .data import DiffusionDataCollator, load_text_dataset, pack_tokens
-from .checkpoint import checkpoint_problem, latest_intact_checkpoint, load_checkpoint, save_checkpoint
-from .infilling import decode_text
-from .modeling.generation_diffusion import fast_decoding_defaults
-from .embedded import EMBEDDED_BASE_LICENSE, EMBEDDED_BASE_NAME, require_embedded_gguf, sample_embedded_corpus
+from .checkpoint import checkpoint_problem, checkpoint_step, latest_intact_checkpoint, require_free_output_dir
+from .conversion import DEFAULT_MASK_TOKEN
 from .paths import read_json, write_json
 from .presets import load_preset
-from .training_record import TRAINING_RECORD_NAME, TrainingInfo
-from .distillation import is_peft_model
-from .trainer import DiffusionTrainer, DiffusionTrainingArguments, check_attention_settings, check_block_curriculum
+from .training_settings import check_attention_settings, check_block_curriculum
 
-EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 # the settings of the run in output_dir, written before training starts: `--resume` alone continues from it
 RUN_RECORD_NAME = ".adapt_run.json"
 # settings a resumed run may change: they decide what is logged and kept, not what is trained
@@ -42,14 +29,6 @@ RESUME_MAY_CHANGE = {"resume", "output_dir", "sample_prompt", "logging_steps", "
 # local-path settings, compared as absolute paths (relative ones resolve against the run's working directory)
 PATH_SETTINGS = ("base", "dataset", "eval_dataset")
 FLOAT_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2")
-FINAL_STAGING = ".final-staging"
-FINAL_PREVIOUS = ".final-previous"
-# top-level files of a final model in output_dir (what a new final model replaces as a whole)
-FINAL_MODEL_FILES = (
-    "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
-    "pytorch_model*.bin", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
-    "chat_template.*", "README.md", TRAINING_RECORD_NAME, "training_args.bin", "*.py",
-)
 
 
 def _setting(default=None, help: str = "", *, factory=None, **argparse_options):
@@ -399,102 +378,6 @@ def _resumed_settings(config: str | None, config_values: dict, overrides: dict) 
     return settings
 
 
-def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrainingArguments:
-    use_bf16 = settings.bf16 and (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return DiffusionTrainingArguments(
-        output_dir=settings.output_dir,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        adam_beta1=settings.adam_beta1,
-        adam_beta2=settings.adam_beta2,
-        bf16=use_bf16,
-        # without an accelerator, torch.distributed processes (accelerate launch / torchrun) use gloo on CPU
-        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        anneal_steps=settings.anneal_steps,
-        loss_normalization=settings.loss_normalization,
-        distill_weight=settings.effective_distill_weight,
-        distill_top_k=settings.distill_top_k,
-        ar_loss_weight=settings.effective_ar_loss_weight,
-        block_curriculum=settings.block_curriculum,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=settings.eval_steps or settings.max_steps,
-        eval_on_start=settings.eval_on_start and has_eval,
-        report_to=settings.report_to,
-        # passed only when wanted: the argument is deprecated in transformers 5 (``activation_checkpointing``)
-        **({"gradient_checkpointing": True} if settings.gradient_checkpointing else {}),
-        **settings.extra_training_args,
-    )
-
-
-def load_base(settings: AdaptSettings):
-    """(AR model, tokenizer, base name for the card). The family, ``block_size`` and the reused mask token id are
-    checked against the base's config and tokenizer before its weights (or any data) load."""
-    base = settings.base or require_embedded_gguf()
-    source = ARSource.parse(base)
-    config = load_ar_config(source)
-    check_block_size(config, settings.block_size)
-    dtype = torch.bfloat16 if settings.bf16 and torch.cuda.is_available() else torch.float32
-    model, tokenizer = load_ar_model(source, dtype=dtype)
-    if settings.reuse_mask_token_id is not None:
-        check_reusable_token_id(tokenizer, settings.reuse_mask_token_id)
-    return model, tokenizer, (EMBEDDED_BASE_NAME if settings.base is None else base)
-
-
-def build_train_dataset(settings: AdaptSettings, ar_model, tokenizer, args: DiffusionTrainingArguments):
-    with args.main_process_first(desc="preparing the corpus"):
-        if settings.dataset is None:
-            corpus_file = os.path.join(settings.output_dir, "embedded_corpus.jsonl")
-            if os.path.isfile(corpus_file):
-                raw = load_text_dataset(corpus_file)
-            else:
-                print("Sampling the embedded corpus from the base model ...", flush=True)
-                raw = Dataset.from_dict({"text": sample_embedded_corpus(ar_model, tokenizer, seed=settings.seed)})
-                if args.should_save:
-                    os.makedirs(settings.output_dir, exist_ok=True)
-                    raw.to_json(corpus_file)
-        else:
-            raw = load_text_dataset(
-                settings.dataset,
-                split=settings.dataset_split,
-                config_name=settings.dataset_config,
-                streaming=settings.streaming,
-            )
-        packed = pack_tokens(raw, tokenizer, settings.block_size, text_column=settings.text_column)
-        require_blocks(packed, settings.dataset or "the embedded corpus", settings.block_size, "--dataset")
-        return packed
-
-
-def require_blocks(packed, name: str, block_size: int, flag: str) -> None:
-    """ValueError naming the corpus when it yields no full block of ``block_size`` tokens."""
-    if isinstance(packed, IterableDataset):
-        empty = next(iter(packed), None) is None
-    else:
-        empty = len(packed) == 0
-    if empty:
-        raise ValueError(f"{flag} {name} is shorter than one block of {block_size} tokens; give it more text or "
-                         "use a smaller --block-size")
-
-
-def build_eval_dataset(settings: AdaptSettings, tokenizer):
-    if settings.eval_dataset is None:
-        return None
-    packed = pack_tokens(load_text_dataset(settings.eval_dataset), tokenizer, settings.block_size,
-                         text_column=settings.text_column)
-    require_blocks(packed, settings.eval_dataset, settings.block_size, "--eval-dataset")
-    return packed.select(range(min(settings.eval_samples, len(packed))))
-
-
 def resume_checkpoint(settings: AdaptSettings) -> str | None:
     """The checkpoint to resume from (None: start from the base), after checking the run record agrees."""
     if settings.resume in (None, False, ""):
@@ -537,6 +420,7 @@ def resume_checkpoint(settings: AdaptSettings) -> str | None:
     return last
 
 
+
 def claim_output_dir(settings: AdaptSettings) -> None:
     """A new run's output directory: ValueError when it holds another run's finished model or checkpoints (unless
     ``overwrite_output_dir``); with ``overwrite_output_dir``, that run's checkpoints, record and sampled corpus go
@@ -553,178 +437,6 @@ def claim_output_dir(settings: AdaptSettings) -> None:
             elif name in (RUN_RECORD_NAME, "embedded_corpus.jsonl"):
                 os.remove(path)
 
-
-def checkpoint_step(checkpoint: str) -> int:
-    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
-        return int(json.load(f).get("global_step", 0))
-
-
-def final_model_files(directory: str, also: set[str] = frozenset()) -> list[str]:
-    """Top-level files of the final model in ``directory`` (checkpoints, corpus and hidden files excluded)."""
-    found = []
-    for name in os.listdir(directory):
-        if name.startswith(".") or not os.path.isfile(os.path.join(directory, name)):
-            continue
-        if name in also or any(fnmatch.fnmatch(name, pattern) for pattern in FINAL_MODEL_FILES):
-            found.append(name)
-    return found
-
-
-def replace_final_model(staging: str, output_dir: str) -> None:
-    """Put the complete model in ``staging`` in place of the one in ``output_dir``, by renames only.
-
-    The old model's files leave first (config.json first of all), the new ones arrive after (config.json last):
-    a kill at any point leaves a complete model or one without config.json that nothing loads, never new weights
-    beside the old config, card or record. A resume rewrites the final model from the last checkpoint.
-    """
-    new_files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
-    previous = os.path.join(output_dir, FINAL_PREVIOUS)
-    shutil.rmtree(previous, ignore_errors=True)
-    os.makedirs(previous)
-    old_files = final_model_files(output_dir, also=set(new_files))
-    for name in sorted(old_files, key=lambda name: name != "config.json"):
-        os.replace(os.path.join(output_dir, name), os.path.join(previous, name))
-    for name in new_files:
-        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def save_final(trainer: DiffusionTrainer, tokenizer, settings: AdaptSettings, info: dict):
-    """Model, tokenizer, card, training record and trainer_state.json into output_dir, replacing an older final model
-    atomically (see ``replace_final_model``). Returns the saved model (a LoRA run's merged one)."""
-    staging = os.path.join(settings.output_dir, FINAL_STAGING)
-    if trainer.args.should_save:
-        shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
-    trainer.accelerator.wait_for_everyone()
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    merged = is_peft_model(model)
-    if merged:  # the adapter is folded into the weights: the saved model is a plain diffusion checkpoint
-        model = model.merge_and_unload()
-    # the checkpoint's generation_config.json carries the measured fast-decoding defaults (README, "Fast decoding")
-    model.generation_config.update(**fast_decoding_defaults(model.config))
-    if not merged:
-        trainer.save_model(staging)  # on every process: gathers sharded weights
-    if trainer.args.should_save:
-        # tokenizer, diffusion_lm_training.json and the README.md card, named after the output directory (not the
-        # staging one)
-        save_checkpoint(model, tokenizer, staging, info, repo_id=os.path.basename(os.path.abspath(settings.output_dir)),
-                        weights_saved=not merged)
-        replace_final_model(staging, settings.output_dir)
-        trainer.save_state()
-    trainer.accelerator.wait_for_everyone()
-    return model
-
-
-def _finished_training_loss(settings: AdaptSettings, state) -> float | None:
-    """The training loss of a run that had finished: from its record, else the logged losses."""
-    record = TrainingInfo.load(settings.output_dir)
-    if record is not None and record.steps == state.global_step and record.extra.get("final_train_loss") is not None:
-        return record.extra["final_train_loss"]
-    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-    return sum(losses) / len(losses) if losses else None
-
-
-def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> dict:
-    """The whole run: load, convert, pack, train (resumable), save, sample. Returns a summary dict.
-
-    Resuming a run whose checkpoint already reached ``max_steps`` trains no further step: the final model is
-    written again from that checkpoint (as when the run was killed during its final save).
-    """
-    from transformers import TrainerState
-
-    from .embedded import is_embedded_name
-
-    started = time.time()
-    if is_embedded_name(settings.base):
-        settings.base = None  # --base embedded: the default base, by name
-    settings.validate()
-    if not settings.resume:
-        claim_output_dir(settings)
-    checkpoint = resume_checkpoint(settings)
-    args = training_arguments(settings, has_eval=settings.eval_dataset is not None)
-    finished = checkpoint is not None and checkpoint_step(checkpoint) >= settings.max_steps
-    if finished:
-        print(f"{checkpoint} already reached --max-steps {settings.max_steps}: no further training, writing the "
-              "final model from it.", flush=True)
-        model, tokenizer = load_checkpoint_model(checkpoint)
-        base_name = model.config._name_or_path = (EMBEDDED_BASE_NAME if settings.base is None else settings.base)
-        train_dataset = eval_dataset = None
-    else:
-        ar_model, tokenizer, base_name = load_base(settings)
-        train_dataset = build_train_dataset(settings, ar_model, tokenizer, args)
-        eval_dataset = build_eval_dataset(settings, tokenizer)
-        # a new run (or an old one without a record) is recorded once its data is ready, before the first step
-        if args.should_save and (not settings.resume or load_run_record(settings.output_dir) is None):
-            save_run_record(settings)
-        model, tokenizer = convert_ar_model(
-            ar_model, tokenizer, mask_token=settings.mask_token, reuse_mask_token_id=settings.reuse_mask_token_id,
-            shift=settings.shift, seed=settings.seed,
-        )
-        del ar_model
-        if settings.from_scratch:
-            model = reinitialized(model, settings.seed)
-        model.config._name_or_path = base_name
-        # block diffusion is a property of the model: its config carries the mode and block size for decoding
-        model.config.attention_mode = settings.attention_mode
-        model.config.diffusion_block_size = settings.diffusion_block_size
-        model.config.context_attention = settings.effective_context_attention if settings.attention_mode == "block" \
-            else "block"
-        if settings.lora_r:
-            model = with_lora_adapter(model, settings.lora_r, settings.lora_alpha)
-    if settings.attn_implementation:
-        model.set_attn_implementation(settings.attn_implementation)
-    trainer = DiffusionTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=DiffusionDataCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    if finished:
-        trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-        training_loss = _finished_training_loss(settings, trainer.state)
-    else:
-        training_loss = trainer.train(resume_from_checkpoint=checkpoint).training_loss
-    tokens_seen = trainer.state.global_step * settings.batch_size * settings.gradient_accumulation_steps * \
-        settings.block_size * trainer.accelerator.num_processes
-    info = {
-        "stage": "adapt",
-        "base_model": base_name,
-        "datasets": [settings.dataset or EMBEDDED_CORPUS_NAME],
-        "steps": trainer.state.global_step,
-        "tokens": tokens_seen,
-        "block_size": settings.block_size,
-        "anneal_steps": settings.anneal_steps,
-        "attention_mode": model.config.attention_mode,
-        "diffusion_block_size": model.config.diffusion_block_size,
-        "shift": bool(model.config.shift),
-        "initialization": "random (from scratch)" if settings.from_scratch else "AR weights",
-        "mask_token": tokenizer.convert_ids_to_tokens(model.config.mask_token_id),
-        "mask_token_id": model.config.mask_token_id,
-        "mask_token_reused": settings.reuse_mask_token_id is not None,
-        "loss_normalization": settings.loss_normalization,
-        **adaptation_recipe(settings),
-        "learning_rate": settings.learning_rate,
-        "lr_scheduler_type": settings.lr_scheduler_type,
-        "global_batch_size": settings.batch_size * settings.gradient_accumulation_steps * trainer.accelerator.num_processes,
-        "final_train_loss": training_loss,
-    }
-    if settings.base is None:
-        info["license"] = EMBEDDED_BASE_LICENSE
-    saved = save_final(trainer, tokenizer, settings, info)
-    summary = {**info, "output_dir": settings.output_dir, "wall_time_s": round(time.time() - started, 1)}
-    if checkpoint is not None:
-        summary["resumed_from"] = checkpoint
-    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
-    if evaluations:  # the Trainer evaluated at the last step already (eval_steps defaults to max_steps)
-        summary["eval_loss_elbo_first"] = evaluations[0]["eval_loss"]
-        summary["eval_loss_elbo_final"] = evaluations[-1]["eval_loss"]
-    if settings.sample_prompt and trainer.args.should_save:
-        summary["sample"] = sample_text(saved, tokenizer, settings.sample_prompt, settings.seed)
-    return summary
 
 
 def adaptation_recipe(settings: AdaptSettings) -> dict:
@@ -746,48 +458,5 @@ def adaptation_recipe(settings: AdaptSettings) -> dict:
     return recipe
 
 
-def with_lora_adapter(model, r: int, alpha: int | None = None):
-    """``model`` under a PEFT LoRA adapter of rank ``r`` on every linear layer; the base weights stay frozen except
-    the [MASK] row of the embedding (a new token has no trained embedding), kept tied to the LM head."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=r,
-        lora_alpha=alpha if alpha is not None else 2 * r,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        trainable_token_indices=[model.config.mask_token_id],
-        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
-
-
-def reinitialized(model, seed: int):
-    """The same architecture and config (vocabulary, mask id, shift) with fresh random weights: the from-scratch
-    ablation."""
-    torch.manual_seed(seed)
-    fresh = type(model)(model.config).to(model.dtype)
-    fresh.tie_weights()
-    return fresh
-
-
-def load_checkpoint_model(checkpoint: str):
-    """The diffusion model and tokenizer a Trainer checkpoint holds (float32, the library's classes), with the
-    diffusion decoding defaults."""
-    from .conversion import configure_generation
-
-    model, tokenizer = load_checkpoint(checkpoint)
-    configure_generation(model, tokenizer)
-    return model, tokenizer
-
-
-def sample_text(model, tokenizer, prompt: str, seed: int, new_tokens: int = 32) -> str:
-    """A short diffusion-decoded continuation, to show the adapted model works."""
-    model.eval()
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    with torch.no_grad():
-        output = model.generate(input_ids, max_new_tokens=new_tokens, steps=new_tokens, generator=generator)
-    sequences = output.sequences if hasattr(output, "sequences") else output
-    return decode_text(tokenizer, sequences[0].tolist(), model.config)
+__all__ = ["RUN_RECORD_NAME", "AdaptSettings", "adaptation_recipe", "claim_output_dir", "config_name", "contradictions",
+           "load_run_record", "resolve_settings", "resume_checkpoint", "save_run_record", "settings_from_record"]

@@ -4,19 +4,26 @@
   tokenizer, for every command, the evaluators, the lm-eval adapter and the recipes in ``training/``.
 - ``save_checkpoint``: model, tokenizer, training record and card into a push-ready directory, each file written
   once; ``adapt``, ``sft --merge`` and ``import-reference`` save through it.
+- ``save_final_model`` / ``replace_final_model``: a training run's final model into its output directory, replacing
+  an older one by renames only, so a killed save never mixes the two.
+- Trainer checkpoints: which one a resume continues from (``latest_intact_checkpoint``), and whether an output
+  directory holds another run's work (``require_free_output_dir``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import os
-import struct
+import shutil
 
 import torch
 
+from .damaged_files import damaged_json_files, damaged_weight_files, torch_file_problem
 from .paths import ordinary_permissions, read_json
+from .training_record import TRAINING_RECORD_NAME
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
@@ -61,65 +68,6 @@ def _backend_available(device_type: str) -> bool:
         return bool(available()) if callable(available) else False
     except Exception:  # noqa: BLE001 - a backend that cannot even say is not usable
         return False
-
-
-def safetensors_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with the safetensors file ``path`` (None: its header parses and the file holds every tensor it
-    lists), from the header alone: truncated, empty, or not a safetensors file."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                return f"truncated ({size} bytes; not even a header)"
-            (header_length,) = struct.unpack("<Q", prefix)
-            if header_length > size - 8:
-                return f"truncated ({size} bytes, its header alone needs {header_length + 8})"
-            header = json.loads(f.read(header_length).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, struct.error):
-        return "not a safetensors file (its header does not parse)"
-    except OSError as error:
-        return f"unreadable ({error.strerror or error})"
-    if not isinstance(header, dict):
-        return "not a safetensors file (its header does not parse)"
-    ends = [entry["data_offsets"][1] for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
-    needed = 8 + header_length + max(ends, default=0)
-    if size < needed:
-        return f"truncated ({size} of {needed} bytes)"
-    return None
-
-
-def torch_file_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a ``torch.save`` file (None: a complete zip archive, as torch writes them: its directory at
-    the end lists members that all lie inside the file). Reads the archive's directory only, not the tensors."""
-    import zipfile
-
-    try:
-        size = os.path.getsize(path)
-        if size == 0:
-            return "empty (0 bytes)"
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-        end = max((info.header_offset + info.compress_size for info in members), default=0)
-        if not members or end > size:
-            return f"truncated ({size} of at least {end} bytes)" if members else "holds nothing"
-        return None
-    except zipfile.BadZipFile:
-        return f"truncated or not a torch file ({size} bytes, its archive directory is missing)"
-    except OSError as error:
-        return f"unreadable ({error.strerror or error})"
-
-
-def damaged_weight_files(directory: str) -> list[tuple[str, str]]:
-    """(file, what is wrong) for each weights file of a checkpoint directory that is damaged."""
-    found = []
-    for pattern, problem_of in (("*.safetensors", safetensors_problem), ("*.bin", torch_file_problem)):
-        for path in sorted(glob.glob(os.path.join(directory, pattern))):
-            problem = problem_of(path)
-            if problem:
-                found.append((path, problem))
-    return found
 
 
 @contextlib.contextmanager
@@ -168,29 +116,6 @@ def _checkpoint_error_message(error: BaseException, path: str, what: str) -> str
         return f"{what}: a weights file of {path} is damaged ({_first_line(error)}); re-download it or save the " \
                "checkpoint again"
     return None
-
-
-def damaged_json_files(directory: str) -> list[tuple[str, str]]:
-    """(file, what is wrong) for each top-level ``*.json`` file of ``directory`` that is not UTF-8 JSON."""
-    found = []
-    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as error:
-            found.append((path, f"unreadable ({error.strerror or error})"))
-            continue
-        if not data.strip():
-            found.append((path, "empty"))
-            continue
-        try:
-            json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            found.append((path, f"not UTF-8 (invalid byte 0x{data[error.start]:02x} at byte offset {error.start})"))
-        except json.JSONDecodeError as error:
-            found.append((path, f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}; cut "
-                                "short?)"))
-    return found
 
 
 def _first_line(error: BaseException) -> str:
@@ -336,6 +261,83 @@ def save_checkpoint(
     return str(directory)
 
 
+def checkpoint_step(checkpoint: str) -> int:
+    """The optimizer step a Trainer checkpoint was saved at."""
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+        return int(json.load(f).get("global_step", 0))
+
+
+FINAL_STAGING = ".final-staging"
+FINAL_PREVIOUS = ".final-previous"
+# top-level files of a final model in output_dir (what a new final model replaces as a whole)
+FINAL_MODEL_FILES = (
+    "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+    "pytorch_model*.bin", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+    "chat_template.*", "README.md", TRAINING_RECORD_NAME, "training_args.bin", "*.py",
+)
+
+
+def final_model_files(directory: str, also: set[str] = frozenset()) -> list[str]:
+    """Top-level files of the final model in ``directory`` (checkpoints, corpus and hidden files excluded)."""
+    found = []
+    for name in os.listdir(directory):
+        if name.startswith(".") or not os.path.isfile(os.path.join(directory, name)):
+            continue
+        if name in also or any(fnmatch.fnmatch(name, pattern) for pattern in FINAL_MODEL_FILES):
+            found.append(name)
+    return found
+
+
+def replace_final_model(staging: str, output_dir: str) -> None:
+    """Put the complete model in ``staging`` in place of the one in ``output_dir``, by renames only.
+
+    The old model's files leave first (config.json first of all), the new ones arrive after (config.json last):
+    a kill at any point leaves a complete model or one without config.json that nothing loads, never new weights
+    beside the old config, card or record. A resume rewrites the final model from the last checkpoint.
+    """
+    new_files = sorted(os.listdir(staging), key=lambda name: name == "config.json")
+    previous = os.path.join(output_dir, FINAL_PREVIOUS)
+    shutil.rmtree(previous, ignore_errors=True)
+    os.makedirs(previous)
+    old_files = final_model_files(output_dir, also=set(new_files))
+    for name in sorted(old_files, key=lambda name: name != "config.json"):
+        os.replace(os.path.join(output_dir, name), os.path.join(previous, name))
+    for name in new_files:
+        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def save_final_model(trainer, tokenizer, output_dir: str, record: dict):
+    """A ``Trainer``'s model with ``tokenizer``, its card, training ``record`` and trainer_state.json into
+    ``output_dir``, replacing an older final model atomically (see ``replace_final_model``). Call on every process.
+    Returns the saved model (a LoRA run's merged one)."""
+    from .distillation import is_peft_model
+    from .modeling.generation_diffusion import fast_decoding_defaults
+
+    staging = os.path.join(output_dir, FINAL_STAGING)
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    merged = is_peft_model(model)
+    if merged:  # the adapter is folded into the weights: the saved model is a plain diffusion checkpoint
+        model = model.merge_and_unload()
+    # the checkpoint's generation_config.json carries the measured fast-decoding defaults (README, "Fast decoding")
+    model.generation_config.update(**fast_decoding_defaults(model.config))
+    if not merged:
+        trainer.save_model(staging)  # on every process: gathers sharded weights
+    if trainer.args.should_save:
+        # tokenizer, diffusion_lm_training.json and the README.md card, named after the output directory (not the
+        # staging one)
+        save_checkpoint(model, tokenizer, staging, record, repo_id=os.path.basename(os.path.abspath(output_dir)),
+                        weights_saved=not merged)
+        replace_final_model(staging, output_dir)
+        trainer.save_state()
+    trainer.accelerator.wait_for_everyone()
+    return model
+
+
 # what a Trainer checkpoint holds besides its weights, checked when present (torch.save archives)
 TRAINER_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
 
@@ -450,5 +452,6 @@ def require_free_output_dir(directory: str | os.PathLike, *, resumable: bool, ov
                          "choose another --output-dir)")
 
 
-__all__ = ["DTYPE_NAMES", "default_device", "finished_model_in", "load_checkpoint", "require_free_output_dir",
-           "resolve_device", "resolve_dtype", "save_checkpoint"]
+__all__ = ["DTYPE_NAMES", "checkpoint_problem", "checkpoint_step", "default_device", "finished_model_in",
+           "latest_intact_checkpoint", "load_checkpoint", "replace_final_model", "require_free_output_dir",
+           "resolve_device", "resolve_dtype", "save_checkpoint", "save_final_model"]

@@ -44,7 +44,7 @@ def settings_from_args(args: argparse.Namespace) -> AdaptSettings:
 
 def run(args: argparse.Namespace) -> int:
     from . import check_references, hub_access
-    from ..adapt import run_adaptation
+    from ..adapt_run import run_adaptation
 
     settings = settings_from_args(args)
     with hub_access(check_references(args, settings)):  # paths a config file named get the flags' early check
