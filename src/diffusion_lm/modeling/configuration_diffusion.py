@@ -42,7 +42,7 @@ ATTENTION_MODES = ("bidirectional", "causal", "block")
 # verifier share its keys / values)
 CONTEXT_ATTENTIONS = ("block", "causal")
 
-# name -> default; the configuration classes declare the same defaults as annotated class attributes
+# name -> default
 DIFFUSION_FIELDS = {"mask_token_id": None, "mask_token_reused": False, "shift": True,
                     "attention_mode": "bidirectional", "diffusion_block_size": None,
                     "context_attention": "block"}
@@ -85,27 +85,55 @@ def validate_diffusion_fields(config) -> None:
         raise ValueError("attention_mode='block' needs diffusion_block_size (the number of positions per block)")
 
 
+# name -> annotation of the fields above, declared on every diffusion configuration class by ``diffusion_config``
+DIFFUSION_FIELD_TYPES = {"mask_token_id": int | None, "mask_token_reused": bool, "shift": bool, "attention_mode": str,
+                         "diffusion_block_size": int | None, "context_attention": str}
+
+
 def diffusion_config(config_class):
-    """Class decorator: make ``config_class`` (an AR configuration subclass declaring ``DIFFUSION_FIELDS`` as
-    annotated class attributes) a configuration of the installed transformers' style, validated on construction."""
-    missing = [name for name in DIFFUSION_FIELDS if name not in config_class.__dict__]
-    if missing:
-        raise TypeError(f"{config_class.__name__} must declare the diffusion fields {missing}")
+    """Class decorator: make ``config_class`` (an AR configuration subclass whose body names its ``model_type``) a
+    diffusion configuration: the ``DIFFUSION_FIELDS`` declared with their defaults, validated on construction, in the
+    installed transformers' style (a strict dataclass where configurations are dataclasses, ``__init__`` keywords
+    before). A family's configuration file is then only::
+
+        @diffusion_config
+        class DiffuLlamaConfig(LlamaConfig):
+            model_type = "diffullama"
+    """
+    base = config_class.__mro__[1]
+    doc = f"``{base.__name__}`` plus the masked-diffusion fields:\n{DIFFUSION_FIELDS_DOC}"
     if DATACLASS_CONFIGS:
         from transformers.configuration_utils import strict
 
-        return strict(config_class)  # validate_architecture (which calls validate_diffusion_fields) runs on init
+        # Dataclass configurations collect their fields when the class is created (``__init_subclass__``), so the
+        # class is created again from its body's attributes plus the diffusion fields, as if declared there (the body
+        # holds class attributes only: a method using ``super()`` would point at the discarded first class).
+        declared = {name: value for name, value in config_class.__dict__.items() if not name.startswith("__")}
+        annotations = {**config_class.__dict__.get("__annotations__", {}), **DIFFUSION_FIELD_TYPES}
+
+        def validate_architecture(self):
+            super(diffusion_class, self).validate_architecture()
+            validate_diffusion_fields(self)
+
+        namespace = {**DIFFUSION_FIELDS, **declared, "__annotations__": annotations, "__doc__": doc,
+                     "__module__": config_class.__module__, "__qualname__": config_class.__qualname__,
+                     "validate_architecture": validate_architecture}
+        diffusion_class = type(config_class.__name__, (base,), namespace)
+        return strict(diffusion_class)  # validate_architecture runs on init
 
     def __init__(self, **kwargs):
         # set before the parent's __init__ so that its own checks see a complete configuration
-        for name in DIFFUSION_FIELDS:
-            setattr(self, name, kwargs.pop(name, config_class.__dict__[name]))
+        for name, default in DIFFUSION_FIELDS.items():
+            setattr(self, name, kwargs.pop(name, default))
         super(config_class, self).__init__(**kwargs)
         validate_diffusion_fields(self)
 
+    for name, default in DIFFUSION_FIELDS.items():
+        setattr(config_class, name, default)
+    config_class.__doc__ = doc
     config_class.__init__ = __init__
     return config_class
 
 
-__all__ = ["ATTENTION_MODES", "CONTEXT_ATTENTIONS", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC",
+__all__ = ["ATTENTION_MODES", "CONTEXT_ATTENTIONS", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC", "DIFFUSION_FIELD_TYPES",
            "MIN_TRANSFORMERS_VERSION", "diffusion_config", "validate_diffusion_fields"]
