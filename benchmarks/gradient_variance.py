@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from diffusion_lm.modeling.block_diffusion import sample_block_noise_levels
     from diffusion_lm.modeling.corruption import maskable_positions
     from diffusion_lm.modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
-    from diffusion_lm.objective import block_diffusion_settings, diffusion_objective
+    from diffusion_lm.objective import ObjectiveSettings, block_diffusion_settings, diffusion_objective
 
     if args.draws < 2:
         raise SystemExit("--draws must be at least 2 (a variance needs two gradients)")
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_checkpoint(args.model, dtype=torch.float32, device="cpu")
     model.train()
+    settings = ObjectiveSettings(model.config.mask_token_id, normalization="masked_tokens", shift=model.config.shift)
     # block diffusion (the default objective) draws one level per block; full attention one per sequence
     diffusion_block = block_diffusion_settings(model.config)
     if diffusion_block is not None and args.block_size % diffusion_block:
@@ -74,9 +75,7 @@ def main(argv=None) -> int:
         for draw in range(args.draws):
             levels = draw_levels(len(ids), stratified, generator)
             model.zero_grad(set_to_none=True)
-            output = diffusion_objective(model, ids, maskable, mask_token_id=model.config.mask_token_id,
-                                         normalization="masked_tokens", shift=model.config.shift,
-                                         noise_levels=levels, generator=generator)
+            output = diffusion_objective(model, ids, maskable, settings, noise_levels=levels, generator=generator)
             output.loss.backward()
             losses.append(float(output.loss.detach()))
             with torch.no_grad():  # Welford: running mean and sum of squared deviations per coordinate

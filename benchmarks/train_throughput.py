@@ -100,7 +100,7 @@ def build_models(args):
 
 def run_phase(phase: str, args, queue) -> None:
     from diffusion_lm.modeling.corruption import maskable_positions
-    from diffusion_lm.objective import diffusion_objective
+    from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -139,12 +139,13 @@ def run_phase(phase: str, args, queue) -> None:
         levels, draws = noise(input_ids, index)
         if full_logits:
             return full_logits_loss(model, input_ids, maskable, levels, draws)
-        keep_ar = {}
+        settings = ObjectiveSettings(model.config.mask_token_id)
+        soft_targets = None
         if teacher is not None:
-            keep_ar = dict(soft_targets=teacher.next_token_distributions(input_ids), distill_weight=0.5, ar_weight=1.0)
-        return diffusion_objective(model, input_ids, maskable, mask_token_id=model.config.mask_token_id,
-                                   noise_levels=levels, mask_draws=draws,
-                                   anneal_ratio=0.5 if phase == "diffusion-anneal" else None, **keep_ar)
+            settings = ObjectiveSettings(model.config.mask_token_id, distill_weight=0.5, ar_weight=1.0)
+            soft_targets = teacher.next_token_distributions(input_ids)
+        return diffusion_objective(model, input_ids, maskable, settings, noise_levels=levels, mask_draws=draws,
+                                   anneal_ratio=0.5 if phase == "diffusion-anneal" else None, soft_targets=soft_targets)
 
     def step(input_ids, index):
         with autocast:

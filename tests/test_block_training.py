@@ -19,7 +19,7 @@ from diffusion_lm.modeling.block_diffusion import (
     two_stream_attention_pattern,
 )
 from diffusion_lm.modeling.corruption import mask_tokens, maskable_positions
-from diffusion_lm.objective import diffusion_objective
+from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
 from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
 
 
@@ -64,8 +64,8 @@ def test_one_pass_loss_equals_the_per_block_hand_computation(family, attn_implem
     for normalization in ("masked_tokens", "elbo"):
         generator = torch.Generator().manual_seed(7)
         outputs[normalization] = diffusion_objective(
-            model, clean, maskable, mask_token_id=model.config.mask_token_id, attention_mask=attention_mask,
-            normalization=normalization, noise_levels=block_levels, generator=generator)
+            model, clean, maskable, ObjectiveSettings(model.config.mask_token_id, normalization=normalization),
+            attention_mask=attention_mask, noise_levels=block_levels, generator=generator)
     # the same corruption, drawn the same way
     token_levels = per_token_noise_levels(block_levels, seq_len, block_size)
     noisy, is_masked = mask_tokens(clean, maskable, token_levels, model.config.mask_token_id,
@@ -148,7 +148,7 @@ def test_annealed_objective_at_ratio_zero_matches_causal_blocks_over_a_block_mod
     clean = torch.randint(6, 60, (2, seq_len), generator=torch.Generator().manual_seed(3))
     maskable = maskable_positions(None, clean)
     levels = torch.full((2, 3), level)
-    output = diffusion_objective(model, clean, maskable, mask_token_id=model.config.mask_token_id,
+    output = diffusion_objective(model, clean, maskable, ObjectiveSettings(model.config.mask_token_id),
                                  noise_levels=levels, anneal_ratio=0.0, generator=torch.Generator().manual_seed(5))
     noisy, is_masked = mask_tokens(clean, maskable, per_token_noise_levels(levels, seq_len, block_size),
                                    model.config.mask_token_id, generator=torch.Generator().manual_seed(5))
@@ -241,7 +241,7 @@ def test_block_objective_refuses_left_padding():
     ids = torch.randint(6, 60, (1, 8))
     attention_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
     with pytest.raises(ValueError, match="right padding"):
-        diffusion_objective(model, ids, maskable_positions(attention_mask, ids), mask_token_id=1,
+        diffusion_objective(model, ids, maskable_positions(attention_mask, ids), ObjectiveSettings(mask_token_id=1),
                             attention_mask=attention_mask)
 
 

@@ -9,7 +9,7 @@ from tiny import tiny_diffusion_model
 from diffusion_lm.modeling.corruption import maskable_positions, mask_tokens
 from diffusion_lm.modeling.diffusion_loss import masked_diffusion_loss
 from diffusion_lm.modeling.modeling_diffusion_utils import cross_entropy_at_targets
-from diffusion_lm.objective import diffusion_objective
+from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
 
 
 def test_chunked_cross_entropy_matches_full_logits_in_value_and_gradient():
@@ -47,9 +47,9 @@ def test_objective_runs_the_lm_head_only_on_masked_positions_and_equals_the_full
     for normalization in ("masked_tokens", "elbo"):
         rows.clear()
         model.zero_grad()
-        output = diffusion_objective(model, input_ids, maskable, mask_token_id=model.config.mask_token_id,
-                                     attention_mask=attention_mask, noise_levels=levels, mask_draws=draws,
-                                     normalization=normalization)
+        settings = ObjectiveSettings(mask_token_id=model.config.mask_token_id, normalization=normalization)
+        output = diffusion_objective(model, input_ids, maskable, settings, attention_mask=attention_mask,
+                                     noise_levels=levels, mask_draws=draws)
         assert sum(rows) == int(output.num_masked)  # nothing unscored reaches the head
         output.loss.backward()
         new_grad = model.lm_head.weight.grad.clone()

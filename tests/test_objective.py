@@ -1,5 +1,6 @@
 """The diffusion objective against hand computation; corruption never touches given tokens or position 0."""
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from diffusion_lm.modeling.attention_annealing import annealing_ratio
 from diffusion_lm.modeling.corruption import mask_tokens, maskable_positions
 from diffusion_lm.modeling.diffusion_loss import masked_diffusion_loss
 from diffusion_lm.modeling.noise_schedule import reverse_unmask_probability, sample_noise_levels
-from diffusion_lm.objective import diffusion_objective
+from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
 from tiny import tiny_diffusion_model
 
 
@@ -107,11 +108,28 @@ def test_noise_levels_and_schedule():
 
 
 def test_objective_is_float32_and_differentiable_under_bf16():
+    """Under bf16 weights the loss is float32, and both it and the LM head's gradient (through the head that runs
+    only on the scored positions) match a float64 hand computation on the full logits of the same weights."""
     model, tokenizer = tiny_diffusion_model("llama")
     model = model.to(torch.bfloat16).train()
-    ids = torch.randint(6, 80, (2, 12))
-    out = diffusion_objective(model, ids, maskable_positions(None, ids), mask_token_id=tokenizer.mask_token_id,
-                              noise_levels=torch.tensor([0.5, 0.9]))
+    reference = copy.deepcopy(model).double()  # the same (bf16-representable) weights, in float64
+    ids = torch.randint(6, 80, (2, 12), generator=torch.Generator().manual_seed(0))
+    maskable = maskable_positions(None, ids)
+    levels = torch.tensor([0.5, 0.9])
+    out = diffusion_objective(model, ids, maskable, ObjectiveSettings(tokenizer.mask_token_id), noise_levels=levels,
+                              generator=torch.Generator().manual_seed(3))
     assert out.loss.dtype == torch.float32
     out.loss.backward()
-    assert model.lm_head.weight.grad is not None
+
+    noisy, is_masked = mask_tokens(ids, maskable, levels, tokenizer.mask_token_id,
+                                   generator=torch.Generator().manual_seed(3))
+    assert int(out.num_masked) == int(is_masked.sum()) > 3
+    logits = reference(input_ids=noisy).logits  # logit j - 1 predicts token j (the shift)
+    rows, cols = is_masked.nonzero(as_tuple=True)
+    terms = torch.nn.functional.cross_entropy(logits[rows, cols - 1], ids[rows, cols], reduction="none")
+    expected = (terms / levels.double()[rows]).sum() / len(rows)  # 1/t weights, per masked token
+    expected.backward()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=2e-3)
+    grad, expected_grad = model.lm_head.weight.grad.double(), reference.lm_head.weight.grad
+    assert expected_grad.norm() > 0
+    assert ((grad - expected_grad).norm() / expected_grad.norm()).item() < 0.05

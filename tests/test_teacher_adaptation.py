@@ -3,6 +3,7 @@ of causal-context block models, LoRA adaptation and the block-size curriculum.""
 
 import json
 import os
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -19,7 +20,7 @@ from diffusion_lm.distillation import ARTeacher
 from diffusion_lm.modeling.attention_annealing import build_attention_mask
 from diffusion_lm.modeling.block_diffusion import per_token_noise_levels, two_stream_attention_pattern
 from diffusion_lm.modeling.corruption import mask_tokens, maskable_positions
-from diffusion_lm.objective import diffusion_objective
+from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
 from diffusion_lm.trainer import DiffusionTrainer, DiffusionTrainingArguments
 from diffusion_lm.training_settings import check_block_curriculum, curriculum_block_size, parse_block_curriculum
 
@@ -86,9 +87,10 @@ def test_distillation_term_equals_a_hand_computation(mode):
     assert torch.equal(teacher[0][:, 1:][maskable[:, 1:]], expected_ids[:, 1:][maskable[:, 1:]])
     torch.testing.assert_close(teacher[1].double()[:, 1:][maskable[:, 1:]], expected_probs[:, 1:][maskable[:, 1:]])
 
-    output = diffusion_objective(model, clean, maskable, mask_token_id=model.config.mask_token_id,
+    settings = ObjectiveSettings(mask_token_id=model.config.mask_token_id)
+    output = diffusion_objective(model, clean, maskable, replace(settings, distill_weight=weight),
                                  attention_mask=attention_mask, noise_levels=levels, soft_targets=teacher,
-                                 distill_weight=weight, generator=torch.Generator().manual_seed(5))
+                                 generator=torch.Generator().manual_seed(5))
     token_levels = per_token_noise_levels(levels, 12, BLOCK) if mode == "block" else levels[:, None].expand(-1, 12)
     noisy, is_masked = mask_tokens(clean, maskable, token_levels, model.config.mask_token_id,
                                    generator=torch.Generator().manual_seed(5))
@@ -105,12 +107,11 @@ def test_distillation_term_equals_a_hand_computation(mode):
     assert output.loss.item() == pytest.approx(total / count, rel=1e-4)
     assert output.distill_kl_sum.item() == pytest.approx(kl, rel=1e-4, abs=1e-6)
     # weight 0 is the plain objective
-    plain = diffusion_objective(model, clean, maskable, mask_token_id=model.config.mask_token_id,
-                                attention_mask=attention_mask, noise_levels=levels,
+    plain = diffusion_objective(model, clean, maskable, settings, attention_mask=attention_mask, noise_levels=levels,
                                 generator=torch.Generator().manual_seed(5))
-    zero = diffusion_objective(model, clean, maskable, mask_token_id=model.config.mask_token_id,
+    zero = diffusion_objective(model, clean, maskable, replace(settings, distill_weight=0.0),
                                attention_mask=attention_mask, noise_levels=levels, soft_targets=teacher,
-                               distill_weight=0.0, generator=torch.Generator().manual_seed(5))
+                               generator=torch.Generator().manual_seed(5))
     assert zero.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
 
 
@@ -126,10 +127,11 @@ def test_causal_context_clean_stream_is_the_causal_mode_and_the_ar_loss_reads_it
     attention_mask[0, 8:] = 0
     maskable = maskable_positions(attention_mask, clean)
     levels = torch.tensor([[0.5, 0.5, 0.5], [0.9, 0.2, 0.6]])
-    kwargs = dict(mask_token_id=model.config.mask_token_id, attention_mask=attention_mask, noise_levels=levels)
-    plain = diffusion_objective(model, clean, maskable, generator=torch.Generator().manual_seed(1), **kwargs)
-    with_ar = diffusion_objective(model, clean, maskable, ar_weight=0.5, generator=torch.Generator().manual_seed(1),
-                                  **kwargs)
+    settings = ObjectiveSettings(mask_token_id=model.config.mask_token_id)
+    kwargs = dict(attention_mask=attention_mask, noise_levels=levels)
+    plain = diffusion_objective(model, clean, maskable, settings, generator=torch.Generator().manual_seed(1), **kwargs)
+    with_ar = diffusion_objective(model, clean, maskable, replace(settings, ar_weight=0.5),
+                                  generator=torch.Generator().manual_seed(1), **kwargs)
     log_q = F.log_softmax(causal_logits(model, clean).double(), dim=-1)
     ar = [-log_q[r, j - 1, clean[r, j]].item() for r, j in maskable.nonzero().tolist() if j > 0]
     assert with_ar.ar_count.item() == len(ar)
@@ -139,7 +141,7 @@ def test_causal_context_clean_stream_is_the_causal_mode_and_the_ar_loss_reads_it
     # a block-context model's clean stream sees the tokens it would predict: refused
     block_context, _ = model_of("block", context="block")
     with pytest.raises(ValueError, match="context_attention='causal'"):
-        diffusion_objective(block_context, clean, maskable, ar_weight=0.5, **kwargs)
+        diffusion_objective(block_context, clean, maskable, replace(settings, ar_weight=0.5), **kwargs)
 
 
 def test_causal_context_generation_matches_the_training_pattern_with_and_without_cache():

@@ -10,6 +10,8 @@ asks for, so the trainers need not know which it is. Everything here is composed
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
 from .modeling.attention_annealing import allowed_to_additive, build_attention_mask
@@ -75,68 +77,97 @@ def check_right_padded(attention_mask: torch.Tensor | None) -> None:
                          "tokenizer.padding_side = 'right' (or use DiffusionDataCollator)")
 
 
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """What a run's diffusion objective is, fixed for the run (built once from its training arguments).
+
+    ``mask_token_id``: the [MASK] id noised positions get. ``normalization``: ``"masked_tokens"`` (per masked
+    token, the reference) or ``"elbo"`` (per modelled token). ``shift``: the AR shift (position i's logit predicts
+    token i + 1). Noise levels t are drawn from U(``eps``, 1), one per ``stratified`` stratum when asked.
+    ``distill_weight``: every scored prediction is trained against ``(1 - w) * one-hot(token) + w * teacher`` when
+    the call brings ``soft_targets``. ``ar_weight`` (block models with causal context): the weight of the clean
+    stream's next-token loss. ``block_size``: overrides the model's configured block size (a block-size curriculum).
+    """
+
+    mask_token_id: int
+    normalization: str = "masked_tokens"
+    shift: bool = True
+    eps: float = DEFAULT_EPS
+    stratified: bool = False
+    distill_weight: float = 0.0
+    ar_weight: float = 0.0
+    block_size: int | None = None
+
+    @classmethod
+    def from_arguments(cls, args, *, mask_token_id: int, shift: bool = True,
+                       block_size: int | None = None) -> ObjectiveSettings:
+        """The training objective a ``DiffusionArguments`` (training arguments or SFT config) asks for."""
+        return cls(mask_token_id=mask_token_id, normalization=args.loss_normalization, shift=shift,
+                   eps=args.noise_eps, stratified=args.stratified_noise, distill_weight=args.distill_weight,
+                   ar_weight=args.ar_loss_weight, block_size=block_size)
+
+    def for_evaluation(self, normalization: str | None = None) -> ObjectiveSettings:
+        """The model's own bound, as evaluation reports it: no teacher, no AR loss, the configured block size, and
+        ``normalization`` when given."""
+        return replace(self, normalization=normalization or self.normalization, distill_weight=0.0, ar_weight=0.0,
+                       block_size=None)
+
+
 def diffusion_objective(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
+    settings: ObjectiveSettings,
     *,
-    mask_token_id: int,
     attention_mask: torch.Tensor | None = None,
-    normalization: str = "masked_tokens",
-    shift: bool = True,
-    eps: float = DEFAULT_EPS,
-    stratified: bool = False,
-    anneal_ratio: float | None = None,
     noise_levels: torch.Tensor | None = None,
     mask_draws: torch.Tensor | None = None,
-    normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
+    anneal_ratio: float | None = None,
     anneal_seed: int | None = None,
-    block_size: int | None = None,
     soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-    distill_weight: float = 0.0,
-    ar_weight: float = 0.0,
+    normalizer: torch.Tensor | float | None = None,
     ar_normalizer: torch.Tensor | float | None = None,
 ) -> DiffusionLossOutput:
-    """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L); ``maskable`` marks what may be noised.
+    """Masked-diffusion loss of ``model`` on clean ``input_ids`` (B, L) under ``settings``; ``maskable`` marks what
+    may be noised. The keywords are this batch's: its padding, its corruption and what its loss is divided by.
 
-    Without ``noise_levels`` each sequence draws t ~ U(eps, 1); ``stratified`` takes one t from each of B equal
-    strata instead (the same objective in expectation, lower variance). ``mask_draws`` (B, L): the uniforms that
+    Without ``noise_levels`` each sequence draws t ~ U(eps, 1) (``settings.stratified``: one t from each of B equal
+    strata instead, the same objective in expectation, lower variance). ``mask_draws`` (B, L): the uniforms that
     decide which positions are masked (see ``diffusion_lm.training_noise``); ``normalizer``: the count the loss is
     divided by instead of this batch's (e.g. the optimizer step's, over every micro-batch and process).
     ``generator`` drives every draw made here (noise, masks, the annealing pattern); ``anneal_seed`` makes the
-    annealing links a hash of (seed, positions) instead (the same for every micro-batch of a step). The LM head runs only on the
-    positions whose prediction is scored, in chunks (``target_ids`` of the model forward).
+    annealing links a hash of (seed, positions) instead (the same for every micro-batch of a step). The LM head runs
+    only on the positions whose prediction is scored, in chunks (``target_ids`` of the model forward).
 
     Block models (``config.attention_mode == "block"``) get :func:`block_diffusion_objective`; ``noise_levels``
-    is then one level per block, (B, number of blocks), instead of one per sequence (B,); ``block_size`` overrides
-    the configured one (a block-size curriculum).
+    is then one level per block, (B, number of blocks), instead of one per sequence (B,).
 
     Distillation: ``soft_targets`` = (ids, probs), each (B, L, K), the teacher's distribution of each token
-    (``diffusion_lm.distillation.ARTeacher``); every scored prediction is trained against
-    ``(1 - distill_weight) * one-hot(token) + distill_weight * teacher``. ``ar_weight`` (block models): see
+    (``diffusion_lm.distillation.ARTeacher``), mixed in with ``settings.distill_weight``. ``ar_normalizer``: see
     :func:`block_diffusion_objective`.
     """
     config = model_config(model)
     configured = block_diffusion_settings(config)
     if configured is not None:  # it checks the padding itself
+        if settings.block_size is None:
+            settings = replace(settings, block_size=configured)
         return block_diffusion_objective(
-            model, input_ids, maskable, mask_token_id=mask_token_id, block_size=block_size or configured,
-            attention_mask=attention_mask, normalization=normalization, shift=shift, eps=eps, stratified=stratified,
-            anneal_ratio=anneal_ratio, noise_levels=noise_levels, mask_draws=mask_draws, normalizer=normalizer,
-            generator=generator, anneal_seed=anneal_seed, soft_targets=soft_targets, distill_weight=distill_weight,
-            ar_weight=ar_weight, ar_normalizer=ar_normalizer,
-            context_attention=getattr(config, "context_attention", "block"),
+            model, input_ids, maskable, settings, context_attention=getattr(config, "context_attention", "block"),
+            attention_mask=attention_mask, noise_levels=noise_levels, mask_draws=mask_draws, generator=generator,
+            anneal_ratio=anneal_ratio, anneal_seed=anneal_seed, soft_targets=soft_targets, normalizer=normalizer,
+            ar_normalizer=ar_normalizer,
         )
-    if ar_weight:
+    shift = settings.shift
+    if settings.ar_weight:
         raise ValueError("ar_weight needs a block-diffusion model (attention_mode 'block'): full-attention diffusion "
                          "has no clean stream to put a next-token loss on")
     check_right_padded(attention_mask)
     maskable = predicted_only(maskable, shift)
     if noise_levels is None:
-        noise_levels = sample_noise_levels(input_ids.shape[0], eps, stratified=stratified, device=input_ids.device,
-                                           generator=generator)
-    noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, mask_token_id, generator=generator,
+        noise_levels = sample_noise_levels(input_ids.shape[0], settings.eps, stratified=settings.stratified,
+                                           device=input_ids.device, generator=generator)
+    noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, settings.mask_token_id, generator=generator,
                                        draws=mask_draws)
     if anneal_ratio is not None and anneal_ratio < 1.0:
         # the annealed pattern is drawn here, from the caller's generator, and handed over as a 4D mask
@@ -149,48 +180,44 @@ def diffusion_objective(
     outputs = model(input_ids=noisy_ids, attention_mask=attention_mask,
                     target_ids=targets_at_logits(input_ids, is_masked, shift), **soft)
     soft_losses = None if soft_targets is None else per_token(outputs.token_soft_losses, shift)
-    return mix_distillation(per_token(outputs.token_losses, shift), soft_losses, soft_targets, distill_weight,
-                            is_masked, noise_levels, maskable, normalization=normalization, normalizer=normalizer)
+    return mix_distillation(per_token(outputs.token_losses, shift), soft_losses, soft_targets,
+                            settings.distill_weight, is_masked, noise_levels, maskable,
+                            normalization=settings.normalization, normalizer=normalizer)
 
 
 def block_diffusion_objective(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
+    settings: ObjectiveSettings,
     *,
-    mask_token_id: int,
-    block_size: int,
+    context_attention: str = "block",
     attention_mask: torch.Tensor | None = None,
-    normalization: str = "masked_tokens",
-    shift: bool = True,
-    eps: float = DEFAULT_EPS,
-    stratified: bool = False,
-    anneal_ratio: float | None = None,
     noise_levels: torch.Tensor | None = None,
     mask_draws: torch.Tensor | None = None,
-    normalizer: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
+    anneal_ratio: float | None = None,
     anneal_seed: int | None = None,
     soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-    distill_weight: float = 0.0,
-    ar_weight: float = 0.0,
+    normalizer: torch.Tensor | float | None = None,
     ar_normalizer: torch.Tensor | float | None = None,
-    context_attention: str = "block",
 ) -> DiffusionLossOutput:
     """Block-diffusion loss (METHOD.md section 9) in one forward pass over ``[noisy ; clean]``.
 
-    Each block k of ``block_size`` positions draws its own t ~ U(eps, 1) (or takes ``noise_levels[:, k]``); its
-    maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
+    Each block k of ``settings.block_size`` positions draws its own t ~ U(eps, 1) (or takes ``noise_levels[:, k]``);
+    its maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
     attend to itself causally OR Bernoulli(ratio) (annealing from causal to block attention). With the "elbo"
     normalisation the loss is the block-diffusion bound on the NLL per predicted token. ``attention_mask`` (B, L)
     may mark right padding only: blocks are counted from position 0. ``mask_draws``, ``normalizer``,
-    ``soft_targets`` and ``distill_weight`` as in :func:`diffusion_objective`.
+    ``soft_targets`` and the distillation weight as in :func:`diffusion_objective`.
 
     ``context_attention="causal"`` makes the clean stream token-causal: its logit at i is the model's own AR
-    prediction of token i + 1. ``ar_weight`` > 0 then adds ``ar_weight`` x the mean next-token cross-entropy of the
-    clean stream over the modelled tokens (divided by ``ar_normalizer`` when given: the step's count) - the AR loss
-    of TiDAR, at no extra forward (those logits are computed anyway for the blocks' first tokens).
+    prediction of token i + 1. ``settings.ar_weight`` > 0 then adds ``ar_weight`` x the mean next-token
+    cross-entropy of the clean stream over the modelled tokens (divided by ``ar_normalizer`` when given: the step's
+    count) - the AR loss of TiDAR, at no extra forward (those logits are computed anyway for the blocks' first
+    tokens).
     """
+    shift, block_size, ar_weight = settings.shift, settings.block_size, settings.ar_weight
     if ar_weight and context_attention != "causal":
         raise ValueError("ar_weight needs context_attention='causal': under block-causal context attention the clean "
                          "stream sees the tokens it would predict")
@@ -206,11 +233,11 @@ def block_diffusion_objective(
     maskable = predicted_only(maskable, shift)
     device = input_ids.device
     if noise_levels is None:
-        noise_levels = sample_block_noise_levels(batch_size, seq_len, block_size, eps, stratified=stratified,
-                                                 device=device, generator=generator)
+        noise_levels = sample_block_noise_levels(batch_size, seq_len, block_size, settings.eps,
+                                                 stratified=settings.stratified, device=device, generator=generator)
     token_levels = per_token_noise_levels(noise_levels, seq_len, block_size)
-    noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, mask_token_id, generator=generator,
-                                       draws=mask_draws)
+    noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, settings.mask_token_id,
+                                       generator=generator, draws=mask_draws)
 
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
     pattern = two_stream_attention_pattern(batch_size, seq_len, block_size, key_is_token,
@@ -253,10 +280,14 @@ def block_diffusion_objective(
 
     clean_indices = torch.arange(seq_len, 2 * seq_len - 1, device=device)
     output = mix_distillation(per_token_of(outputs.token_losses, keep), per_token_of(outputs.token_soft_losses, keep),
-                              soft_targets, distill_weight, is_masked, token_levels, maskable,
-                              normalization=normalization, normalizer=normalizer)
+                              soft_targets, settings.distill_weight, is_masked, token_levels, maskable,
+                              normalization=settings.normalization, normalizer=normalizer)
     if ar_weight:
         output = output.with_ar_loss(per_token_of(outputs.token_losses, clean_indices),
-                                     per_token_of(outputs.token_soft_losses, clean_indices), distill_weight,
+                                     per_token_of(outputs.token_soft_losses, clean_indices), settings.distill_weight,
                                      maskable, ar_weight, ar_normalizer)
     return output
+
+
+__all__ = ["ObjectiveSettings", "block_diffusion_objective", "block_diffusion_settings", "diffusion_objective",
+           "model_config", "unwrapped_model"]

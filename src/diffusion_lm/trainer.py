@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -30,7 +30,7 @@ from .modeling.diffusion_loss import LOSS_NORMALIZATIONS, DiffusionLossOutput
 from .modeling.noise_schedule import DEFAULT_EPS
 from .modeling.shift import IGNORE_INDEX, predicted_only
 from .distillation import ARTeacher
-from .objective import block_diffusion_settings, diffusion_objective
+from .objective import ObjectiveSettings, block_diffusion_settings, diffusion_objective
 from .training_noise import derived_seed, sample_keys, sample_noise
 from .training_settings import check_block_curriculum, curriculum_block_size, parse_block_curriculum
 from .paths import ordinary_permissions
@@ -236,7 +236,10 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         self._eval_generator: torch.Generator | None = None
         self._step_modelled: torch.Tensor | None = None
         config = self.model.config
-        self.configured_block_size = self.diffusion_block_size
+        self.objective_settings = ObjectiveSettings.from_arguments(
+            self.args, mask_token_id=self.mask_token_id, shift=self.shift, block_size=self.diffusion_block_size)
+        # evaluation reports the model's own bound at its configured block size
+        self.evaluation_settings = self.objective_settings.for_evaluation(self.eval_loss_normalization)
         if self.args.block_curriculum is not None:
             check_block_curriculum(self.args.block_curriculum, self.diffusion_block_size)
         if self.args.ar_loss_weight and getattr(config, "context_attention", "block") != "causal":
@@ -334,40 +337,34 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
             generator = self._eval_generator
         else:
             generator = None  # the global RNG (seeded by the Trainer), for batches without planned noise
-        normalization = self.args.loss_normalization
-        if not training and self.eval_loss_normalization is not None:
-            normalization = self.eval_loss_normalization
-        # training adds the teacher and the AR loss; evaluation reports the model's own bound at its own block size
-        extra = {}
+        training_terms = {}
         if training:
-            extra = {"block_size": self.diffusion_block_size, "ar_weight": self.args.ar_loss_weight}
+            # training adds the teacher and the AR loss, at this step's block size (a curriculum changes it)
+            settings = self.objective_settings
+            if self.diffusion_block_size != settings.block_size:
+                settings = replace(settings, block_size=self.diffusion_block_size)
             if self.teacher is not None:
-                extra.update(soft_targets=self.teacher.next_token_distributions(prepared["input_ids"],
-                                                                                prepared["attention_mask"]),
-                             distill_weight=self.args.distill_weight)
+                training_terms["soft_targets"] = self.teacher.next_token_distributions(prepared["input_ids"],
+                                                                                       prepared["attention_mask"])
             if step_wide and self.args.ar_loss_weight and self._step_modelled is not None:
-                extra["ar_normalizer"] = self._step_modelled.clamp(min=1) / self.accelerator.num_processes
+                training_terms["ar_normalizer"] = self._step_modelled.clamp(min=1) / self.accelerator.num_processes
         else:
-            extra = {"block_size": self.configured_block_size}
+            settings = self.evaluation_settings
         output = diffusion_objective(
             model,
             prepared["input_ids"],
             prepared["maskable"],
-            mask_token_id=self.mask_token_id,
+            settings,
             attention_mask=prepared["attention_mask"],
-            normalization=normalization,
-            shift=self.shift,
-            eps=self.args.noise_eps,
-            stratified=self.args.stratified_noise,
-            anneal_ratio=anneal_ratio,
             noise_levels=prepared.get("noise_levels"),
             mask_draws=prepared.get("mask_draws"),
-            # each process's loss is its share of the step's sum; data parallelism averages over processes
-            normalizer=num_items_in_batch.clamp(min=1) / self.accelerator.num_processes if step_wide else None,
             generator=generator,
+            anneal_ratio=anneal_ratio,
             # the annealing links of an optimizer step: a function of (seed, step) and the two positions
             anneal_seed=derived_seed(self.args.seed, "anneal", self.state.global_step) if step_wide else None,
-            **extra,
+            # each process's loss is its share of the step's sum; data parallelism averages over processes
+            normalizer=num_items_in_batch.clamp(min=1) / self.accelerator.num_processes if step_wide else None,
+            **training_terms,
         )
         self.record_metrics(output, inputs, "train" if training else "eval")
         return (output.loss, output) if return_outputs else output.loss
