@@ -9,24 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..modeling.unmasking import ALG_NAMES
+from .decoding_flags import add_decoding_flags, check_decoding_flags, check_decoding_lengths, generation_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "chat") -> None:
     add = parser.add_argument
     add("model", metavar="MODEL_DIR", help="diffusion checkpoint or LoRA adapter directory (or Hub id)")
     add("--max-new-tokens", type=int, default=128, help="reply canvas in tokens (default 128)")
-    add("--steps", type=int, help="diffusion decoding steps (default: one per new token)")
-    add("--alg", default="confidence", choices=ALG_NAMES, help="unmasking rule (default confidence)")
-    add("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    add("--top-p", type=float)
-    add("--top-k", type=int)
-    add("--block-length", type=int, help="semi-autoregressive block size")
-    add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
-    add("--threshold", type=float, help="commit every position at least this confident, in (0, 1]")
-    from .generate import add_rule_flags
-
-    add_rule_flags(add)
+    add_decoding_flags(parser)
     add("--system", help="system message to start the conversation with")
     add("--no-history", action="store_true", help="answer each line on its own, without earlier turns")
     add("--seed", type=int, default=0)
@@ -46,20 +36,17 @@ def load_chat_model(path: str, device: str | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .generate import fast_decoding_kwargs, step_progress, validate_decoding_args
+    from .generate import step_progress
 
-    validate_decoding_args(args, args.max_new_tokens, "--max-new-tokens", 1)
+    check_decoding_flags(args)
+    check_decoding_lengths(args, args.max_new_tokens, "--max-new-tokens", 1)
     import torch
 
     from ..chat_generation import generate_completions
 
     model, tokenizer = load_chat_model(args.model, args.device)
     use_template = bool(getattr(tokenizer, "chat_template", None))
-    generate_kwargs = {"steps": args.steps or args.max_new_tokens, "alg": args.alg, "temperature": args.temperature}
-    for key in ("top_p", "top_k", "block_length"):
-        if getattr(args, key) is not None:
-            generate_kwargs[key] = getattr(args, key)
-    generate_kwargs.update(fast_decoding_kwargs(args))
+    generate_kwargs = generation_kwargs(args, steps=args.steps or args.max_new_tokens)
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)
     interactive = sys.stdin.isatty()

@@ -11,8 +11,8 @@ import os
 import time
 
 from ..checkpoint import DTYPE_NAMES
-from ..modeling.unmasking import ALG_NAMES
 from ..paths import write_json
+from .decoding_flags import DECODING_FLAGS, add_decoding_flags, check_decoding_flags, generation_kwargs
 
 DEFAULT_TASKS = "piqa,siqa,winogrande,lambada,rocstories,gsm8k"
 
@@ -48,14 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "eval") -> None:
              "always uses 'elbo'",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every Monte-Carlo draw (default 0)")
-    parser.add_argument(
-        "--steps", type=int, help="diffusion decoding steps (default: one per generated token)"
-    )
-    parser.add_argument("--alg", default="confidence", choices=ALG_NAMES, help="diffusion decoding order (default confidence)")
-    parser.add_argument("--kv-cache", choices=["none", "prefix", "dual"], default="none",
-                        help="KV cache of diffusion decoding (default none: exact)")
-    parser.add_argument("--threshold", type=float, help="confidence-threshold parallel decoding, in (0, 1]")
-    parser.add_argument("--block-length", type=int, help="semi-autoregressive block size of diffusion decoding")
+    add_decoding_flags(parser)
     parser.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="GSM8K answer budget (default 256)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     parser.add_argument("--ppl-data", metavar="FILE", help="text file (.txt/.json/.jsonl) for the likelihood bound")
@@ -89,6 +82,24 @@ def _validate(args) -> None:
         raise ValueError("--update-card needs --model to be a local directory")
     if args.resume and not args.output:
         raise ValueError("--resume needs --output: the results file of the run to continue")
+    check_decoding_flags(args)
+
+
+# the decoding flags every results file records (the others: when given)
+SETTINGS_DECODING_FIELDS = ("steps", "alg", "kv_cache", "threshold", "block_length")
+# checkpoint fields that decode only when asked for: an explicit step count sets a default verify aside (as in
+# `generate`)
+_ONLY_WHEN_GIVEN = ("verify", "draft_length")
+
+
+def decoding_fields(args, generation_config) -> dict:
+    """The ``DecodingSettings`` fields of the decoding flags, decoding as ``diffusion-lm generate`` does: a
+    fast-decoding flag left out takes the checkpoint's generation_config value."""
+    fields = generation_kwargs(args, steps=args.steps)
+    for spec in DECODING_FLAGS:
+        if spec.from_checkpoint and spec.field not in fields and spec.field not in _ONLY_WHEN_GIVEN:
+            fields[spec.field] = getattr(generation_config, spec.field, None)
+    return fields
 
 
 # settings that must match for --resume to continue a run (the others only change what is kept or shown)
@@ -169,21 +180,22 @@ def run(args) -> int:
     dtype = resolve_dtype(args.dtype)
     progress = not args.no_progress
     start = time.perf_counter()
-    if args.threshold is not None and not 0 < args.threshold <= 1:
-        raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
     settings = {
         "mc_samples": args.mc_samples,
         "estimator": args.estimator,
         "seed": args.seed,
         "steps": args.steps,
         "alg": args.alg,
-        "kv_cache": args.kv_cache,
+        "kv_cache": args.kv_cache,  # None: the checkpoint's generation_config
         "threshold": args.threshold,
         "block_length": args.block_length,
         "limit": args.limit,
         "gsm8k_max_new_tokens": args.gsm8k_max_new_tokens,
         "ppl_block_size": args.ppl_block_size if args.ppl_data else None,
         "dtype": args.dtype,
+        # the other decoding flags only when given: results saved before they existed still --resume
+        **{spec.field: getattr(args, spec.field) for spec in DECODING_FLAGS
+           if spec.field not in SETTINGS_DECODING_FIELDS and getattr(args, spec.field) != spec.default},
     }
     header = {"model": args.model, "ar_baseline": args.ar_baseline, "tasks": specs, "data_dir": args.data_dir,
               "ppl_data": args.ppl_data, "settings": settings}
@@ -199,9 +211,7 @@ def run(args) -> int:
 
     model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=device, what="--model")
     scoring = ScoringSettings(args.mc_samples, args.estimator, args.seed, batch_size=args.batch_size)
-    decoding = DecodingSettings(steps=args.steps, alg=args.alg, seed=args.seed,
-                                kv_cache=None if args.kv_cache == "none" else args.kv_cache,
-                                threshold=args.threshold, block_length=args.block_length)
+    decoding = DecodingSettings(seed=args.seed, **decoding_fields(args, model.generation_config))
     evaluators = {}
     if source is not None:
         ar_model, ar_tokenizer = load_ar_model(source, dtype=dtype)

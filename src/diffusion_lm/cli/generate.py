@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..checkpoint import DTYPE_NAMES
-from ..modeling.unmasking import ALG_NAMES
+from .decoding_flags import add_decoding_flags, check_decoding_flags, check_decoding_lengths, generation_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> None:
@@ -26,17 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
         add("--prompt", default="", help="text to continue (default: empty, start from BOS)")
         add("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
         add("--chat", action="store_true", help="wrap the prompt as one user turn with the tokenizer's chat template")
-    add("--steps", type=int, help="denoising steps (default: one per generated token)")
-    add("--alg", default="confidence", choices=ALG_NAMES, help="unmasking rule (default confidence)")
-    add("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    add("--top-k", type=int, help="sample from the k most likely tokens (with --temperature > 0)")
-    add("--top-p", type=float, help="nucleus sampling mass in (0, 1] (with --temperature > 0)")
-    add("--alg-temperature", type=float, default=0.0, help="> 0 draws the positions to commit at random")
-    add("--block-length", type=int, help="semi-autoregressive block size (must divide the generated length)")
-    add("--kv-cache", choices=["none", "prefix", "dual"], help="KV cache: none (exact), prefix or dual (default: the checkpoint's generation_config)")
-    add("--threshold", type=float, help="commit every position at least this confident, in (0, 1] (default: the "
-                                        "checkpoint's generation_config)")
-    add_rule_flags(add)
+    add_decoding_flags(parser)
     add("--seed", type=int, default=0)
     add("--show-steps", action="store_true", help="print the sequence after every denoising step")
     add("--mask-symbol", default="░", help="how --show-steps draws a masked position (default ░)")
@@ -45,67 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "generate") -> No
     add("--trust-remote-code", action="store_true", help="allow the checkpoint's own code (not needed for ours)")
 
 
-def add_rule_flags(add) -> None:
-    """Flags of the decoding rules beyond the threshold (``generate`` and ``chat``)."""
-    add("--entropy-bound", type=float, help="also commit, in confidence order, the positions whose summed entropy "
-                                            "(nats) stays under this bound (> 0)")
-    add("--sub-block-length", type=int, help="block-diffusion models: decode each block in sub-blocks of N positions "
-                                             "(with --kv-cache dual: the rest of the block from the cache)")
-    add("--verify", choices=["causal"], help="self-verified decoding: diffusion drafts, the model's causal mode checks "
-                                            "(greedy output = its causal greedy decode)")
-    add("--draft-length", type=int, help="with --verify: draft tokens per verification (default: the model's block, "
-                                         "else --block-length, else 8)")
-
-
-def fast_decoding_kwargs(args) -> dict:
-    """``kv_cache`` / ``threshold`` for ``generate`` when the flags are given (else the checkpoint's defaults)."""
-    kwargs = {}
-    if getattr(args, "kv_cache", None) is not None:
-        kwargs["kv_cache"] = None if args.kv_cache == "none" else args.kv_cache
-    if getattr(args, "threshold", None) is not None:
-        if not 0 < args.threshold <= 1:
-            raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
-        kwargs["threshold"] = args.threshold
-    if getattr(args, "entropy_bound", None) is not None:
-        if not args.entropy_bound > 0:
-            raise ValueError(f"--entropy-bound must be > 0, got {args.entropy_bound}")
-        kwargs["entropy_bound"] = args.entropy_bound
-    if getattr(args, "sub_block_length", None) is not None:
-        if args.sub_block_length < 1:
-            raise ValueError(f"--sub-block-length must be >= 1, got {args.sub_block_length}")
-        kwargs["sub_block_length"] = args.sub_block_length
-    if getattr(args, "verify", None) is not None:
-        kwargs["verify"] = args.verify
-    if getattr(args, "draft_length", None) is not None:
-        if args.draft_length < 1:
-            raise ValueError(f"--draft-length must be >= 1, got {args.draft_length}")
-        kwargs["draft_length"] = args.draft_length
-    return kwargs
-
-
-def validate_decoding_args(args, length: int, flag: str, minimum: int) -> None:
-    """Fail on bad decoding numbers before a model is loaded (``generate``, ``infill``, ``chat``); ``length`` is the
-    generated length given by ``flag``, at least ``minimum``."""
-    if length < minimum:
-        raise ValueError(f"{flag} must be >= {minimum}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError("--steps must be >= 1")
-    if args.temperature < 0:
-        raise ValueError("--temperature must be >= 0")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ValueError("--top-p must be in (0, 1]")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError("--top-k must be >= 1")
-    if args.block_length is not None and (args.block_length < 1 or length % args.block_length):
-        raise ValueError(f"--block-length must divide {flag} ({length})")
-
-
 def _validate(args) -> None:
-    fast_decoding_kwargs(args)  # the flags' own checks, before the model is loaded
+    check_decoding_flags(args)  # before the model is loaded
     if args.command == "infill":
-        validate_decoding_args(args, args.length, "--length", 1)
+        check_decoding_lengths(args, args.length, "--length", 1)
     else:
-        validate_decoding_args(args, args.max_new_tokens, "--max-new-tokens", 0)
+        check_decoding_lengths(args, args.max_new_tokens, "--max-new-tokens", 0)
 
 
 def step_progress(total: int, description: str = "denoising"):
@@ -169,17 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = next(model.parameters()).device
     mask_token_id = resolve_mask_token_id(model)
-    gen_kwargs = dict(
-        steps=args.steps or max(1, args.length if args.command == "infill" else args.max_new_tokens),
-        alg=args.alg,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        alg_temperature=args.alg_temperature,
-        block_length=args.block_length,
-        generator=torch.Generator(device=device).manual_seed(args.seed),
-        **fast_decoding_kwargs(args),
-    )
+    steps = args.steps or max(1, args.length if args.command == "infill" else args.max_new_tokens)
+    gen_kwargs = dict(generation_kwargs(args, steps), generator=torch.Generator(device=device).manual_seed(args.seed))
 
     if args.command == "infill":
         from ..infilling import infill, infill_input_ids

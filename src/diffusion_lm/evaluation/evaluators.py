@@ -40,15 +40,24 @@ class ScoringSettings:
 
 @dataclass
 class DecodingSettings:
-    """Diffusion decoding: ``steps`` None means one step per generated token; greedy unless temperature > 0."""
+    """Diffusion decoding, every field passed to ``generate`` as it is (None: off, never the checkpoint's default):
+    ``steps`` None means one step per generated token; greedy unless temperature > 0. See DiffusionGenerationConfig
+    for the fields."""
 
     steps: int | None = None
     alg: str = "confidence"
     temperature: float = 0.0
     seed: int = 0
-    kv_cache: str | None = None  # None | "prefix" | "dual" (see DiffusionGenerationConfig)
+    kv_cache: str | None = None  # None | "prefix" | "dual"
     threshold: float | None = None  # confidence-threshold parallel decoding
     block_length: int | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    alg_temperature: float = 0.0
+    entropy_bound: float | None = None
+    sub_block_length: int | None = None
+    verify: str | None = None
+    draft_length: int | None = None
 
 
 def context_token_ids(tokenizer, text: str) -> list[int]:
@@ -141,6 +150,13 @@ class DiffusionEvaluator:
             kv_cache=d.kv_cache,
             threshold=d.threshold,
             block_length=d.block_length,
+            top_k=d.top_k,
+            top_p=d.top_p,
+            alg_temperature=d.alg_temperature,
+            entropy_bound=d.entropy_bound,
+            sub_block_length=d.sub_block_length,
+            verify=d.verify,
+            draft_length=d.draft_length,
             # greedy decoding draws nothing; for sampling the stream is seeded from the batch's first example
             generator=example_generator(d.seed, key, device=device),
             step_callback=show_step,
