@@ -9,16 +9,9 @@ import torch
 from datasets import Dataset
 from tiny import tiny_diffusion_model
 
-from diffusion_lm.sft import (
-    DiffusionSFTConfig,
-    DiffusionSFTTrainer,
-    alpaca_to_prompt_completion,
-    chat_stop_token_ids,
-    generate_completions,
-    load_sft_dataset,
-    lora_config_for,
-    split_last_assistant_turn,
-)
+from diffusion_lm.chat_generation import chat_stop_token_ids, generate_completions
+from diffusion_lm.sft import DiffusionSFTConfig, DiffusionSFTTrainer, lora_config_for
+from diffusion_lm.sft_data import alpaca_to_prompt_completion, load_sft_dataset, split_last_assistant_turn
 
 # variable-length answers: the model must learn where each one stops
 PAIRS = [
@@ -456,7 +449,7 @@ def test_push_to_hub_uploads_weights_with_a_card(tmp_path, monkeypatch, lora):
     assert ("adapter_model.safetensors" if lora else "model.safetensors") in upload["files"]
     assert "diffusion_lm_training.json" in upload["files"]
     assert "diffusion-lm" in upload["readme"]  # the trainer's tags reach the card
-    if not lora:  # a full checkpoint gets diffusion_lm.hub's card, with the SFT record
+    if not lora:  # a full checkpoint gets diffusion_lm's card (model_card.write_card), with the SFT record
         assert "supervised fine-tuning" in upload["readme"] and "me/pairs" in upload["readme"]
 
 

@@ -67,7 +67,7 @@ def test_lora_sft_with_merge_writes_the_full_model_where_the_next_commands_look(
     summary = summary_of(capsys.readouterr().out)
     assert {"eval_loss_before", "eval_loss_after"} <= set(summary)
     # OUTPUT_DIR is the merged full model, push-ready, with its card; the adapter sits in OUTPUT_DIR/adapter
-    from diffusion_lm.hub import commit_operations, push_readiness_problems
+    from diffusion_lm.push import commit_operations, push_readiness_problems
 
     assert push_readiness_problems(out) == []
     assert json.load(open(os.path.join(out, "diffusion_lm_training.json")))["stage"] == "sft"

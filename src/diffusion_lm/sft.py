@@ -39,24 +39,11 @@ from trl import SFTConfig, SFTTrainer
 
 from .modeling.corruption import maskable_positions
 from .modeling.diffusion_loss import DiffusionLossOutput
-from .chat_generation import (  # noqa: F401  (re-exported: they were defined here)
-    chat_stop_token_ids,
-    configure_chat_generation,
-    encode_prompt,
-    generate_completions,
-)
+from .chat_generation import configure_chat_generation
 from .models import DIFFUSION_MODEL_TYPES
 from .objective import block_diffusion_settings
 from .trainer import DiffusionArguments, DiffusionTrainerMixin
-from .sft_data import (  # noqa: F401  (re-exported: they were defined here)
-    ALPACA_PROMPT,
-    alpaca_to_prompt_completion,
-    load_sft_dataset,
-    sharegpt_dataset_to_messages,
-    sharegpt_to_messages,
-    split_last_assistant_turn,
-    to_trl_format,
-)
+from .sft_data import sharegpt_dataset_to_messages, split_last_assistant_turn
 from .training_noise import step_generator
 
 EOS_FILLERS = ("random", "max_length", "longest")
@@ -310,10 +297,15 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
             "extra": extra,
         }
 
-    def _save(self, output_dir: str | None = None, state_dict=None):
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """The Trainer's save (every checkpoint and the final model go through it), then the training record and card
+        beside the model it wrote: a full model's config.json or an adapter's adapter_config.json. (An FSDP sharded
+        save writes neither here: its checkpoint gets no card, as before.)"""
         output_dir = output_dir or self.args.output_dir
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
+        super().save_model(output_dir, _internal_call=_internal_call)
+        wrote_model = any(os.path.isfile(os.path.join(output_dir, name))
+                          for name in ("config.json", "adapter_config.json"))
+        if self.args.should_save and wrote_model:
             if self.is_peft():
                 record_adapter_base(output_dir)
             self.write_card(output_dir)
@@ -331,7 +323,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL calls this before every checkpoint and push. Full models: the card is written once per save by
-        :meth:`_save`; here it is rendered again only when a new dataset name changes it."""
+        :meth:`save_model`; here it is rendered again only when a new dataset name changes it."""
         new_dataset = bool(dataset_name) and dataset_name not in self.dataset_names
         if new_dataset:
             self.dataset_names.append(dataset_name)
@@ -391,17 +383,4 @@ def lora_config_for(model: PreTrainedModel, r: int = 16, alpha: int | None = Non
     )
 
 
-__all__ = [
-    "DiffusionSFTConfig",
-    "DiffusionSFTTrainer",
-    "alpaca_to_prompt_completion",
-    "chat_stop_token_ids",
-    "configure_chat_generation",
-    "encode_prompt",
-    "generate_completions",
-    "load_sft_dataset",
-    "lora_config_for",
-    "sharegpt_to_messages",
-    "split_last_assistant_turn",
-    "to_trl_format",
-]
+__all__ = ["DiffusionSFTConfig", "DiffusionSFTTrainer", "lora_config_for", "record_adapter_base"]

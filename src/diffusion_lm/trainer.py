@@ -173,6 +173,10 @@ class AtomicCheckpointsMixin:
         if self.args.should_save:  # safetensors writes through a private (0600) temporary file
             ordinary_permissions(output_dir or self.args.output_dir)
 
+    # The two private Trainer names left in src/: no public hook chooses where a checkpoint is written (TrainerCallback
+    # .on_save runs after the files are in place), so the atomic save wraps _save_checkpoint and points
+    # _get_output_dir at the staging folder for its duration; save_model (public) cannot, as the optimizer, scheduler
+    # and RNG state are written outside it.
     def _get_output_dir(self, trial):
         return self._checkpoint_staging or super()._get_output_dir(trial)
 

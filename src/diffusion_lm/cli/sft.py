@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
 def train(script: SFTScriptArguments, config: DiffusionSFTConfig) -> int:
     from ..checkpoint import load_checkpoint, require_free_output_dir
-    from ..sft import DiffusionSFTTrainer, load_sft_dataset, lora_config_for
+    from ..sft import DiffusionSFTTrainer, lora_config_for
+    from ..sft_data import load_sft_dataset
 
     # another run's finished model is replaced only when asked (checked before anything loads)
     require_free_output_dir(config.output_dir, resumable=False, overwrite=script.overwrite_output_dir)
