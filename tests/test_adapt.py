@@ -15,7 +15,10 @@ from diffusion_lm.adapt import AdaptSettings
 from diffusion_lm.adapt_run import run_adaptation
 from diffusion_lm.cli import main
 from diffusion_lm.data import DiffusionDataCollator, load_text_dataset, pack_tokens
+from diffusion_lm.modeling.block_diffusion import per_token_noise_levels, sample_block_noise_levels
+from diffusion_lm.modeling.corruption import mask_tokens, maskable_positions
 from diffusion_lm.modeling.generation_diffusion import fast_decoding_defaults
+from diffusion_lm.modeling.noise_schedule import sample_noise_levels
 
 
 @pytest.fixture
@@ -211,7 +214,40 @@ def test_trainer_refuses_a_left_padded_batch(tmp_path, attention_mode):
     with pytest.raises(ValueError, match="left-padded"):
         trainer.compute_loss(model, {"input_ids": ids, "attention_mask": left})
     right = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8])
-    assert torch.isfinite(trainer.compute_loss(model, {"input_ids": ids, "attention_mask": right}))
+    model.train()
+
+    def loss_of(input_ids):  # a training-mode batch outside a step draws its noise from the global RNG
+        torch.manual_seed(0)
+        return trainer.compute_loss(model, {"input_ids": input_ids, "attention_mask": right}, return_outputs=True)
+
+    loss, output = loss_of(ids)
+    # what the padding holds is neither seen nor scored
+    other_padding = ids.clone()
+    other_padding[0, 6:] = torch.tensor([50, 51])
+    assert loss_of(other_padding)[0].item() == loss.item()
+    # the same draws by hand: the loss is the 1/t-weighted cross-entropy of the masked real tokens per masked token
+    torch.manual_seed(0)
+    maskable = maskable_positions(right, ids)
+    if attention_mode == "block":
+        levels = sample_block_noise_levels(2, 8, 4, trainer.args.noise_eps, stratified=True)
+        token_levels = per_token_noise_levels(levels, 8, 4)
+    else:
+        token_levels = sample_noise_levels(2, trainer.args.noise_eps, stratified=True)[:, None].expand(-1, 8)
+    noisy, is_masked = mask_tokens(ids, maskable, token_levels, model.config.mask_token_id)
+    assert int(output.num_masked) == int(is_masked.sum()) > 0 and not is_masked[0, 6:].any()
+    total = 0.0
+    with torch.no_grad():
+        for row, j in is_masked.nonzero().tolist():
+            if attention_mode == "block":  # the block's noisy tokens after the clean earlier blocks
+                start = j - j % 4
+                logits = model(input_ids=torch.cat([ids[row, :start], noisy[row, start:start + 4]])[None],
+                               attention_mask=right[row:row + 1, :start + 4]).logits[0]
+                logits = logits[start - 1] if j == start else logits[j - 1]
+            else:
+                logits = model(input_ids=noisy[row:row + 1], attention_mask=right[row:row + 1]).logits[0, j - 1]
+            total += torch.nn.functional.cross_entropy(logits[None].double(), ids[row, j][None]).item() / \
+                token_levels[row, j].item()
+    assert loss.item() == pytest.approx(total / int(is_masked.sum()), rel=1e-4)
 
 
 @pytest.mark.smollm2
