@@ -329,7 +329,4 @@ def test_readme_lists_the_shipped_files(checkpoints):
                for family, (directory, _, _) in checkpoints.items()}
     assert set.intersection(*shipped.values()) == common
     for family, names in shipped.items():
-        own = {f"configuration_{MODULES[family]}.py", f"modeling_{MODULES[family]}.py"}
-        if family == "qwen2":  # DiffuQwen2 reuses DiffuLLaMA's decoder forward
-            own |= {"configuration_diffullama.py", "modeling_diffullama.py"}
-        assert names == common | own, family
+        assert names == common | {f"configuration_{MODULES[family]}.py", f"modeling_{MODULES[family]}.py"}, family

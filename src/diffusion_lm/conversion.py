@@ -177,7 +177,9 @@ def convert_ar_model(
     _, model_class = diffusion_classes_for(ar_config.model_type)
     model = model_class(config).to(ar_model.dtype)
     missing, unexpected = model.load_state_dict(ar_model.state_dict(), strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {}) if config.tie_word_embeddings else set()
+    # a head tied to the input embeddings may be absent from the AR state
+    head = model.get_output_embeddings()
+    tied = {f"{name}.weight" for name, module in model.named_modules() if module is head and config.tie_word_embeddings}
     if unexpected or set(missing) - tied:
         raise ValueError(f"AR weights do not match the diffusion model: missing {missing}, unexpected {unexpected}")
     model.tie_weights()

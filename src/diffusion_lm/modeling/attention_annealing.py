@@ -126,15 +126,19 @@ def build_attention_mask(
     mode: str | None = None,
     block_size: int | None = None,
     position_ids: torch.Tensor | None = None,
+    key_positions: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
 ) -> torch.Tensor | None:
-    """The additive mask a diffusion model's attention layers receive for a full (uncached) forward.
+    """The additive mask a diffusion model's attention layers receive: the one mask builder, for a full forward and
+    for new positions against cached keys alike.
 
     - a 4D ``attention_mask`` is taken as given (a custom pattern);
     - bidirectional (``anneal_ratio`` None or >= 1): None without padding, else a (B, 1, 1, L) key-padding mask,
       never an L x L tensor;
-    - annealed, ``causal`` or ``block`` (see ``attention_pattern``): a (B, 1, L, L) pattern, padded keys blocked.
+    - annealed, ``causal`` or ``block`` (see ``attention_pattern``): a (B, 1, Q, L) pattern, padded keys blocked.
+    ``seq_len`` counts the keys (``attention_mask`` is (B, seq_len) over them); ``position_ids`` (B, Q) are the
+    queries' positions, ``key_positions`` (B, seq_len) the keys' (both default to 0 .. seq_len - 1).
     """
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask
@@ -144,6 +148,8 @@ def build_attention_mask(
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
     if position_ids is None:
         position_ids = torch.arange(seq_len, device=device).expand(batch_size, -1)
-    pattern = attention_pattern(mode, position_ids, position_ids, key_is_token, block_size=block_size,
+    if key_positions is None:
+        key_positions = position_ids
+    pattern = attention_pattern(mode, position_ids, key_positions, key_is_token, block_size=block_size,
                                 anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
     return None if pattern is None else allowed_to_additive(pattern, dtype)

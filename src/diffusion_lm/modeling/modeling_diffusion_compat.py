@@ -41,23 +41,12 @@ class DiffusionAutoMapMixin:
 # Each function below relies on something transformers does not promise. When a release changes it, this is the
 # only file to edit (the lowest supported release, 5.0.0, and the newest are both tested: tests/test_remote_code.py).
 
-# Class attributes of transformers' LM head classes that a subclass must repeat: which weights are tied, and the
-# tensor / pipeline parallel plans (``_tied_weights_keys``, ``_tp_plan``, ``_pp_plan``; underscored, read by
-# ``PreTrainedModel`` at load / parallelisation time).
-_HEAD_LAYOUT_ATTRIBUTES = ("_tied_weights_keys", "_tp_plan", "_pp_plan")
-
-
-def same_head_layout(ar_head_class):
-    """Class decorator: give a diffusion head class the tied-weight keys and parallel plans of the AR head class
-    whose weight names it shares (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...)."""
-
-    def decorate(cls):
-        for name in _HEAD_LAYOUT_ATTRIBUTES:
-            if hasattr(ar_head_class, name):
-                setattr(cls, name, getattr(ar_head_class, name))
-        return cls
-
-    return decorate
+def attention_implementation(config) -> str:
+    """The attention kernel a model runs with ("eager", "sdpa", "flash_attention_2", ...): the private
+    ``config._attn_implementation`` that transformers' own models and masking utilities read (no public accessor in
+    transformers 5). Needed because flash kernels can run the bidirectional mode but no pattern: which one a model
+    runs depends on its configuration, so no class attribute can declare it."""
+    return getattr(config, "_attn_implementation", None) or ""
 
 
 def open_causal_buffer(module) -> None:
@@ -104,5 +93,5 @@ def gather_dynamic_cache(cache, index) -> None:
         layer.values = layer.values.gather(2, expanded)
 
 
-__all__ = ["DiffusionAutoMapMixin", "crop_dynamic_cache", "gather_dynamic_cache", "generation_defaults", "open_causal_buffer",
-           "same_head_layout"]
+__all__ = ["DiffusionAutoMapMixin", "attention_implementation", "crop_dynamic_cache", "gather_dynamic_cache", "generation_defaults",
+           "open_causal_buffer"]

@@ -13,7 +13,8 @@ import torch.utils.checkpoint
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
-from .attention_annealing import allowed_to_additive, attention_pattern
+from .attention_annealing import build_attention_mask
+from .modeling_diffusion_compat import attention_implementation
 from .shift import IGNORE_INDEX
 
 
@@ -34,13 +35,6 @@ class MaskedDiffusionLMOutput(ModelOutput):
     @property
     def past_key_values(self) -> Cache | None:
         return self.cache
-
-
-def make_attention_bidirectional(model: torch.nn.Module) -> None:
-    """Clear the ``is_causal`` flag of every attention module so SDPA / flash kernels run without a causal mask."""
-    for module in model.modules():
-        if hasattr(module, "is_causal"):
-            module.is_causal = False
 
 
 def positions_from_padding(attention_mask: torch.Tensor | None, batch_size: int, seq_len: int, device) -> torch.Tensor:
@@ -91,46 +85,35 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"input_ids: token id {bad} is outside the vocabulary (ids 0..{vocab_size - 1})")
 
 
-def layer_attention_mask(
-    config,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    num_cached: int,
-    anneal_ratio: float | None,
-) -> torch.Tensor | None:
-    """Additive mask handed to the attention layers for the configured mode (see ``attention_pattern``).
+def check_attention_mask(config, attention_mask: torch.Tensor | None, num_keys: int, num_new: int,
+                         batch_size: int, anneal_ratio: float | None) -> bool:
+    """ValueError for a mask the model cannot apply; True when it goes to the layers as given (a 4D pattern, or
+    the padding mask of flash kernels).
 
-    ``attention_mask`` is 2D over the keys (the ``num_cached`` cached keys, then the new positions, in sequence
-    order) or a ready 4D pattern (any key layout). Flash-attention kernels take only a 2D padding mask; asking them
-    for an annealed, causal or block pattern would silently drop it (the reference code's pitfall), so that is an
-    error here.
+    ``attention_mask`` is 2D over the keys (the cached keys, then the new positions, in sequence order) or a ready 4D
+    pattern (any key layout). Flash-attention kernels take only a 2D padding mask; asking them for an annealed,
+    causal or block pattern would silently drop it (the reference code's pitfall), so that is an error here.
     """
-    batch_size, num_new = inputs_embeds.shape[:2]
-    num_keys = num_cached + num_new
-    mode = config.attention_mode
+    num_cached = num_keys - num_new
     annealing = anneal_ratio is not None and anneal_ratio < 1.0
     if annealing and num_cached:
         raise ValueError("anneal_ratio is a training setting; it cannot be combined with a KV cache")
+    implementation = attention_implementation(config)
     if attention_mask is not None and attention_mask.dim() == 4:
-        if "flash" in (config._attn_implementation or ""):
-            raise ValueError(f"attention implementation {config._attn_implementation!r} cannot take a 4D mask")
-        return attention_mask
+        if "flash" in implementation:
+            raise ValueError(f"attention implementation {implementation!r} cannot take a 4D mask")
+        return True
     if attention_mask is not None and tuple(attention_mask.shape) != (batch_size, num_keys):
         expected = f"({batch_size}, {num_keys})" + (f": {num_cached} cached + {num_new} new" if num_cached else "")
         raise ValueError(f"attention_mask must have shape {expected}, got {tuple(attention_mask.shape)}")
-    if "flash" in (config._attn_implementation or ""):
-        if mode != "bidirectional" or annealing:
+    if "flash" in implementation:
+        if config.attention_mode != "bidirectional" or annealing:
             raise ValueError(
-                f"attention implementation {config._attn_implementation!r} cannot apply an annealed, causal or block "
+                f"attention implementation {implementation!r} cannot apply an annealed, causal or block "
                 "attention pattern; use attn_implementation='sdpa' or 'eager'"
             )
-        return attention_mask
-    key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
-    key_positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
-    pattern = attention_pattern(mode, position_ids, key_positions, key_is_token,
-                                block_size=getattr(config, "diffusion_block_size", None), anneal_ratio=anneal_ratio)
-    return None if pattern is None else allowed_to_additive(pattern, inputs_embeds.dtype)
+        return True
+    return False
 
 
 def prepare_decoder_inputs(
@@ -163,7 +146,15 @@ def prepare_decoder_inputs(
         else:
             position_ids = positions_from_padding(attention_mask, batch_size, num_cached + num_new,
                                                   inputs_embeds.device)[:, num_cached:]
-    layer_mask = layer_attention_mask(config, attention_mask, position_ids, inputs_embeds, num_cached, anneal_ratio)
+    num_keys = num_cached + num_new
+    if check_attention_mask(config, attention_mask, num_keys, num_new, batch_size, anneal_ratio):
+        return inputs_embeds, position_ids, attention_mask
+    key_positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
+    layer_mask = build_attention_mask(
+        attention_mask, batch_size, num_keys, inputs_embeds.dtype, inputs_embeds.device, mode=config.attention_mode,
+        block_size=getattr(config, "diffusion_block_size", None), position_ids=position_ids,
+        key_positions=key_positions, anneal_ratio=anneal_ratio,
+    )
     return inputs_embeds, position_ids, layer_mask
 
 
