@@ -14,7 +14,8 @@ from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion
 from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion
 
-# AR model_type -> diffusion classes. Families whose decoder matches LLaMA's module layout map to DiffuLLaMA.
+# AR model_type -> diffusion classes (a family: its configuration and modeling files under modeling/, declared
+# from the template in modeling/modeling_diffusion.py, and an entry here)
 FAMILIES = {
     "gpt2": (DiffuGPTConfig, DiffuGPTForMaskedDiffusion),
     "llama": (DiffuLlamaConfig, DiffuLlamaForMaskedDiffusion),

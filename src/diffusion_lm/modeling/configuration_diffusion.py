@@ -135,5 +135,5 @@ def diffusion_config(config_class):
     return config_class
 
 
-__all__ = ["ATTENTION_MODES", "CONTEXT_ATTENTIONS", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC", "DIFFUSION_FIELD_TYPES",
-           "MIN_TRANSFORMERS_VERSION", "diffusion_config", "validate_diffusion_fields"]
+__all__ = ["ATTENTION_MODES", "CONTEXT_ATTENTIONS", "DATACLASS_CONFIGS", "DIFFUSION_FIELDS", "DIFFUSION_FIELDS_DOC",
+           "DIFFUSION_FIELD_TYPES", "MIN_TRANSFORMERS_VERSION", "diffusion_config", "validate_diffusion_fields"]
