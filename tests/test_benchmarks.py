@@ -48,6 +48,7 @@ def workspace(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", OBJECTIVES)
 def test_train_throughput_smallest_setting(workspace, mode, capsys):
     benchmark("train_throughput").main([
@@ -64,6 +65,7 @@ def test_train_throughput_smallest_setting(workspace, mode, capsys):
         assert "= 0.00e+00 nats" in out  # the chunked loss equals the full-logits loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", OBJECTIVES)
 def test_gradient_variance_smallest_setting(workspace, mode, capsys):
     assert benchmark("gradient_variance").main([
@@ -74,6 +76,7 @@ def test_gradient_variance_smallest_setting(workspace, mode, capsys):
     assert "| iid |" in out and "| stratified |" in out and "nan" not in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", OBJECTIVES)
 def test_scoring_agreement_smallest_setting(workspace, mode, capsys):
     assert benchmark("scoring_agreement").main([

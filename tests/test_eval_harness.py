@@ -235,6 +235,7 @@ def test_harness_command_line_entry_registers_the_model(monkeypatch, capsys):
     assert "diffusion_lm" in model_registry
 
 
+@pytest.mark.slow
 def test_harness_command_line_runs_on_the_cpu_and_writes_under_the_output_path(harness_setup, tmp_path,
                                                                                  monkeypatch):
     import glob

@@ -30,11 +30,13 @@ def wheel_names(tmp_path_factory):
         return set(archive.namelist())
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_presets(wheel_names):
     presets = sorted(name for name in os.listdir(os.path.join(REPO, "hub_configs")) if name.endswith(".yaml"))
     assert presets and all(f"diffusion_lm/hub_configs/{name}" in wheel_names for name in presets)
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_card_template_and_the_model_code(wheel_names):
     assert "diffusion_lm/templates/diffusion_lm_card.md" in wheel_names
     assert "diffusion_lm/modeling/modeling_diffusion_compat.py" in wheel_names

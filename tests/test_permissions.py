@@ -33,6 +33,7 @@ def test_save_checkpoint_writes_every_file_with_the_umask_mode(tmp_path, umask):
     assert found == {name: 0o666 & ~umask for name in found}
 
 
+@pytest.mark.slow
 def test_adapt_checkpoints_and_final_model_have_the_umask_mode(tmp_path, umask):
     from diffusion_lm.adapt import AdaptSettings, run_adaptation
 

@@ -53,6 +53,7 @@ def help_runs():
     return {path: (process.communicate(timeout=300), process.returncode) for path, process in processes.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SCRIPTS)
 def test_script_prints_its_help(path, help_runs):
     (stdout, stderr), returncode = help_runs[path]
