@@ -367,13 +367,13 @@ def test_cli_generate_takes_verify_and_entropy_bound(tmp_path, capsys):
 def test_verify_batch_compacts_its_caches_and_stays_exact(mode, monkeypatch):
     """Rows at different block phases and acceptance counts leave dead columns; the caches compact them away (here
     whenever there is one) and the text stays the causal greedy decode."""
-    import diffusion_lm.modeling.self_verification as self_verification
+    import diffusion_lm.modeling.decoding_cache as decoding_cache
 
-    monkeypatch.setattr(self_verification, "COMPACT_MIN_DEAD", 0)
-    monkeypatch.setattr(self_verification, "COMPACT_DEAD_SHARE", 0.0)
+    monkeypatch.setattr(decoding_cache, "COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(decoding_cache, "COMPACT_DEAD_SHARE", 0.0)
     compactions = []
-    gather = self_verification.gather_dynamic_cache
-    monkeypatch.setattr(self_verification, "gather_dynamic_cache",
+    gather = decoding_cache.gather_dynamic_cache
+    monkeypatch.setattr(decoding_cache, "gather_dynamic_cache",
                         lambda cache, index: (compactions.append(index.shape), gather(cache, index)))
     model = tiny("llama", mode=mode, block=4 if mode == "block" else None)
     ids, mask = left_padded_batch()
@@ -408,13 +408,14 @@ def test_fused_verify_equals_the_causal_greedy_loop_on_a_left_padded_batch(famil
     """One forward verifies the pending draft and drafts the next block; rows sit at different block phases, accept
     different counts and leave dead columns (compacted here whenever there is one): every row is still the causal
     greedy decode token for token, and the two-forward rounds (fuse=False) give the same text."""
+    import diffusion_lm.modeling.decoding_cache as decoding_cache
     import diffusion_lm.modeling.self_verification as self_verification
 
     calls = []
     fused = self_verification.fused_verify_decode
     monkeypatch.setattr(self_verification, "fused_verify_decode", lambda *a, **k: (calls.append(1), fused(*a, **k))[1])
-    monkeypatch.setattr(self_verification, "COMPACT_MIN_DEAD", 0)
-    monkeypatch.setattr(self_verification, "COMPACT_DEAD_SHARE", 0.0)
+    monkeypatch.setattr(decoding_cache, "COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(decoding_cache, "COMPACT_DEAD_SHARE", 0.0)
     model = causal_context_model(family)
     ids, mask = left_padded_batch()
     out = verify(model, ids, mask, max_new_tokens=30)

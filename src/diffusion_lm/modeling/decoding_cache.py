@@ -27,8 +27,15 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .attention_annealing import allowed_to_additive, attention_pattern
+from .modeling_diffusion_compat import crop_dynamic_cache, gather_dynamic_cache
+
 KV_CACHE_MODES = ("prefix", "dual")
 KV_CACHE_REFRESH = ("block", "incremental", "step")
+# a ColumnCache is compacted when it holds more than this many columns dead in some row, and they are more than
+# this share of its columns
+COMPACT_MIN_DEAD = 16
+COMPACT_DEAD_SHARE = 0.5
 
 
 @dataclass
@@ -152,4 +159,59 @@ class WindowPlanner:
         return passes
 
 
-__all__ = ["KV_CACHE_MODES", "KV_CACHE_REFRESH", "CanvasKVStore", "StepWindow", "WindowPlanner"]
+
+# --- self-verified decoding: KV caches in shared columns (see ``self_verification``) -------------------------------
+class ColumnCache:
+    """A ``DynamicCache`` whose columns carry, per row, a position and a validity flag (see the module docstring)."""
+
+    def __init__(self, batch_size: int, device) -> None:
+        self.cache = DynamicCache()
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.positions = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+
+    @property
+    def width(self) -> int:
+        return self.valid.shape[1]
+
+    def forward(self, model, input_ids, positions, valid, mode: str, read_columns,
+                causal_queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Run ``model`` on new columns (``input_ids`` / ``positions`` / ``valid``: (B, W)) over the cache under the
+        attention ``mode`` (``causal``, ``bidirectional`` or ``block``); their keys / values are appended. Returns
+        the logits (B, len(read_columns), V) at the new columns ``read_columns``. ``causal_queries`` (B, W): columns
+        that attend causally whatever ``mode`` says (committed text of a model with token-causal context)."""
+        key_positions = torch.cat([self.positions, positions], dim=1)
+        key_valid = torch.cat([self.valid, valid], dim=1)
+        pattern = attention_pattern(mode, positions, key_positions, key_valid,
+                                    block_size=getattr(model.config, "diffusion_block_size", None))
+        if pattern is None:  # bidirectional over real keys only: attention_pattern gave "attend everything"
+            pattern = torch.ones((1, 1, 1, key_valid.shape[1]), dtype=torch.bool, device=key_valid.device)
+        if causal_queries is not None and bool(causal_queries.any()):
+            causal = attention_pattern("causal", positions, key_positions, key_valid)
+            pattern = torch.where(causal_queries[:, None, :, None], causal, pattern)
+        layer_mask = allowed_to_additive(pattern, model.dtype)
+        outputs = model(input_ids=input_ids, attention_mask=layer_mask, position_ids=positions, cache=self.cache,
+                        logits_to_keep=read_columns)
+        self.positions, self.valid = key_positions, key_valid
+        return outputs.logits
+
+    def crop(self, width: int) -> None:
+        """Keep the first ``width`` columns."""
+        if width < self.width:
+            crop_dynamic_cache(self.cache, width)
+            self.valid, self.positions = self.valid[:, :width], self.positions[:, :width]
+
+    def trim(self) -> None:
+        """Drop trailing columns dead in every row (batch 1 never holds a dead column for long); when most columns
+        are dead (rows of a batch accept different counts), move each row's live columns to the right end and drop
+        the columns dead in every row. Attention is decided by positions and validity, not by column order."""
+        alive = self.valid.any(dim=0).nonzero()
+        self.crop(int(alive[-1]) + 1 if len(alive) else 0)
+        live = int(self.valid.sum(dim=1).max()) if self.width else 0
+        dead = self.width - live
+        if dead > COMPACT_MIN_DEAD and dead > COMPACT_DEAD_SHARE * self.width:
+            order = torch.argsort(self.valid.long(), dim=1, stable=True)[:, self.width - live:]
+            gather_dynamic_cache(self.cache, order)
+            self.valid, self.positions = self.valid.gather(1, order), self.positions.gather(1, order)
+
+
+__all__ = ["KV_CACHE_MODES", "KV_CACHE_REFRESH", "CanvasKVStore", "ColumnCache", "StepWindow", "WindowPlanner"]

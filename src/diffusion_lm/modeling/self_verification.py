@@ -21,10 +21,11 @@ Block models whose committed context is token-causal (``context_attention="causa
 instead of two: the committed text's keys / values are the same in both modes there, so one cache serves both, and
 the masks of the next draft ride along with the verification (``fused_verify_decode``, TiDAR style).
 
-Batches: sequences accept different counts, so each cache stores keys / values in shared *columns* with a per-row
-validity mask and per-row positions; a column a row rejected is dead for that row (never attended). Attention
-patterns are built from positions (``attention_pattern``), so the dead columns change nothing. Only ``torch`` and
-``transformers`` are imported: this file travels with checkpoints as remote code.
+Batches: sequences accept different counts, so each cache (``decoding_cache.ColumnCache``) stores keys / values in
+shared *columns* with a per-row validity mask and per-row positions; a column a row rejected is dead for that row
+(never attended). Attention patterns are built from positions (``attention_pattern``), so the dead columns change
+nothing. The acceptance rules are in ``denoising_step``. Only ``torch`` and ``transformers`` are imported: this file
+travels with checkpoints as remote code.
 """
 
 from __future__ import annotations
@@ -32,127 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import DynamicCache
 
-from .attention_annealing import allowed_to_additive, attention_pattern
-from .modeling_diffusion_compat import crop_dynamic_cache, gather_dynamic_cache
-from .unmasking import top_k_filter, top_p_filter
+from .decoding_cache import ColumnCache
+from .denoising_step import greedy_acceptance, speculative_acceptance, target_distribution
 
 VERIFY_MODES = ("causal",)
-# a cache is compacted when it holds more than this many columns dead in some row, and they are more than this share
-# of its columns
-COMPACT_MIN_DEAD = 16
-COMPACT_DEAD_SHARE = 0.5
-
-
-# --- the acceptance rules (pure functions of logits / probabilities) -----------------------------------------------
-def greedy_acceptance(draft: torch.Tensor, draft_lengths: torch.Tensor, target_logits: torch.Tensor):
-    """Greedy verification. ``draft`` (B, K) proposed tokens, ``draft_lengths`` (B,) how many of them are real,
-    ``target_logits`` (B, K + 1, V): the causal model's logits for the draft positions and the one after.
-
-    Returns (accepted (B,): draft tokens equal to the causal argmax before the first disagreement,
-    next_token (B,): the causal argmax after them). A round commits ``accepted + 1`` tokens.
-    """
-    choice = target_logits.argmax(dim=-1)  # (B, K + 1)
-    width = draft.shape[1]
-    within = torch.arange(width, device=draft.device)[None, :] < draft_lengths[:, None]
-    agree = (choice[:, :width] == draft) & within
-    accepted = agree.long().cumprod(dim=1).sum(dim=1)
-    return accepted, choice.gather(1, accepted[:, None]).squeeze(1)
-
-
-def speculative_acceptance(draft: torch.Tensor, draft_lengths: torch.Tensor, draft_probs: torch.Tensor,
-                           target_probs: torch.Tensor, generator: torch.Generator | None = None):
-    """Speculative-sampling verification. ``draft_probs`` (B, K, V): the distribution q each draft token was drawn
-    from; ``target_probs`` (B, K + 1, V): the causal model's p at the draft positions and the one after.
-
-    Draft token i is accepted with probability min(1, p_i(x_i) / q_i(x_i)); the first rejected one is replaced by a
-    draw from normalize(max(0, p_i - q_i)); if every real draft token is accepted the next token is drawn from
-    p_{length}. Returns (accepted (B,), next_token (B,)), as ``greedy_acceptance``.
-    """
-    batch, width = draft.shape
-    device = draft.device
-    if width:
-        p = target_probs[:, :width].gather(-1, draft[..., None]).squeeze(-1)
-        q = draft_probs.gather(-1, draft[..., None]).squeeze(-1)
-        ratio = torch.where(q > 0, p / q.clamp(min=torch.finfo(q.dtype).tiny), torch.zeros_like(p))
-        uniform = torch.rand((batch, width), device=device, generator=generator)
-        within = torch.arange(width, device=device)[None, :] < draft_lengths[:, None]
-        keep = (uniform < ratio.clamp(max=1.0)) & within
-        accepted = keep.long().cumprod(dim=1).sum(dim=1)
-    else:
-        accepted = torch.zeros(batch, dtype=torch.long, device=device)
-    rows = torch.arange(batch, device=device)
-    target = target_probs[rows, accepted]  # (B, V): p at the first position not accepted
-    rejected = accepted < draft_lengths
-    if width:
-        residual_q = draft_probs[rows, accepted.clamp(max=width - 1)]
-        residual = (target - residual_q).clamp(min=0)
-        mass = residual.sum(dim=-1, keepdim=True)
-        # p == q up to rounding leaves no residual mass: p itself is then the right law
-        residual = torch.where(mass > 0, residual / mass.clamp(min=torch.finfo(mass.dtype).tiny), target)
-        target = torch.where(rejected[:, None], residual, target)
-    next_token = torch.multinomial(target, num_samples=1, generator=generator).squeeze(1)
-    return accepted, next_token
-
-
-def target_distribution(logits: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
-    """The law tokens are drawn from at ``temperature`` > 0 after the top-k / top-p filters (as ``propose_tokens``)."""
-    return top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p).softmax(dim=-1)
-
-
-# --- KV caches in shared columns -------------------------------------------------------------------------------------
-class ColumnCache:
-    """A ``DynamicCache`` whose columns carry, per row, a position and a validity flag (see the module docstring)."""
-
-    def __init__(self, batch_size: int, device) -> None:
-        self.cache = DynamicCache()
-        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
-        self.positions = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
-
-    @property
-    def width(self) -> int:
-        return self.valid.shape[1]
-
-    def forward(self, model, input_ids, positions, valid, mode: str, read_columns,
-                causal_queries: torch.Tensor | None = None) -> torch.Tensor:
-        """Run ``model`` on new columns (``input_ids`` / ``positions`` / ``valid``: (B, W)) over the cache under the
-        attention ``mode`` (``causal``, ``bidirectional`` or ``block``); their keys / values are appended. Returns
-        the logits (B, len(read_columns), V) at the new columns ``read_columns``. ``causal_queries`` (B, W): columns
-        that attend causally whatever ``mode`` says (committed text of a model with token-causal context)."""
-        key_positions = torch.cat([self.positions, positions], dim=1)
-        key_valid = torch.cat([self.valid, valid], dim=1)
-        pattern = attention_pattern(mode, positions, key_positions, key_valid,
-                                    block_size=getattr(model.config, "diffusion_block_size", None))
-        if pattern is None:  # bidirectional over real keys only: attention_pattern gave "attend everything"
-            pattern = torch.ones((1, 1, 1, key_valid.shape[1]), dtype=torch.bool, device=key_valid.device)
-        if causal_queries is not None and bool(causal_queries.any()):
-            causal = attention_pattern("causal", positions, key_positions, key_valid)
-            pattern = torch.where(causal_queries[:, None, :, None], causal, pattern)
-        layer_mask = allowed_to_additive(pattern, model.dtype)
-        outputs = model(input_ids=input_ids, attention_mask=layer_mask, position_ids=positions, cache=self.cache,
-                        logits_to_keep=read_columns)
-        self.positions, self.valid = key_positions, key_valid
-        return outputs.logits
-
-    def crop(self, width: int) -> None:
-        """Keep the first ``width`` columns."""
-        if width < self.width:
-            crop_dynamic_cache(self.cache, width)
-            self.valid, self.positions = self.valid[:, :width], self.positions[:, :width]
-
-    def trim(self) -> None:
-        """Drop trailing columns dead in every row (batch 1 never holds a dead column for long); when most columns
-        are dead (rows of a batch accept different counts), move each row's live columns to the right end and drop
-        the columns dead in every row. Attention is decided by positions and validity, not by column order."""
-        alive = self.valid.any(dim=0).nonzero()
-        self.crop(int(alive[-1]) + 1 if len(alive) else 0)
-        live = int(self.valid.sum(dim=1).max()) if self.width else 0
-        dead = self.width - live
-        if dead > COMPACT_MIN_DEAD and dead > COMPACT_DEAD_SHARE * self.width:
-            order = torch.argsort(self.valid.long(), dim=1, stable=True)[:, self.width - live:]
-            gather_dynamic_cache(self.cache, order)
-            self.valid, self.positions = self.valid.gather(1, order), self.positions.gather(1, order)
 
 
 @dataclass

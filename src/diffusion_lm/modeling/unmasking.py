@@ -12,12 +12,13 @@ proposals with the rule ``alg`` and commits the best-scored ones:
   attention this is exactly AR greedy decoding).
 
 The deterministic rules commit an exact number of tokens per step, spread evenly over the steps (as LLaDA does).
-Only ``torch`` is imported: this file travels with checkpoints as remote code.
+Only ``torch`` and ``transformers`` are imported: this file travels with checkpoints as remote code.
 """
 
 from __future__ import annotations
 
 import torch
+from transformers.generation.logits_process import TopKLogitsWarper
 
 from .noise_schedule import reverse_unmask_probability
 
@@ -67,15 +68,19 @@ def random_unmask_probability(steps_left_after: int, steps: int) -> float:
 
 # --- token proposal -------------------------------------------------------------------------------------------------
 def top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    """Keep the ``top_k`` largest logits of every row (others -inf); None or 0 keeps all."""
+    """Keep the ``top_k`` largest logits of every row (others -inf; ties with the k-th are kept); None or 0 keeps
+    all. transformers' ``TopKLogitsWarper`` (which reads no ``input_ids``)."""
     if not top_k or top_k >= logits.shape[-1]:
         return logits
-    threshold = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < threshold, float("-inf"))
+    return TopKLogitsWarper(int(top_k))(None, logits)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability mass reaches ``top_p``."""
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability mass reaches ``top_p``.
+
+    Not transformers' ``TopPLogitsWarper``: that one sums the mass from the least likely token up, which keeps a
+    different token among equal logits and, where the mass lands within rounding of ``1 - top_p``, one token more
+    or less; this filter decides from the top, as Dream and LLaDA do, and keeps earlier outputs reproducible."""
     if top_p is None or top_p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
