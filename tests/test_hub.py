@@ -190,6 +190,7 @@ def test_save_checkpoint_rejects_bad_input(tmp_path):
 
 
 # --- loading where diffusion_lm is not installed --------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gpt2", "llama", "pushed"])
 def test_loads_and_generates_without_diffusion_lm(clean_run, name):
     assert clean_run["diffusion_lm_importable"] is False
@@ -198,6 +199,7 @@ def test_loads_and_generates_without_diffusion_lm(clean_run, name):
     assert result["class"].endswith("ForMaskedDiffusion") and result["mask_token"] == "<|mdm_mask|>"
 
 
+@pytest.mark.slow
 def test_card_usage_snippet_runs_without_diffusion_lm(clean_run):
     assert clean_run["snippet"] == "ok", clean_run["snippet"]
 
