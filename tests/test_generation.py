@@ -621,3 +621,18 @@ def test_remote_code_checkpoint_generates_without_diffusion_lm(tmp_path):
     assert report["config_class"] == "DiffusionGenerationConfig" and report["steps"] == 3
     assert report["history"] == 3 and report["masks_left"] == 0 and report["rejected"]
     assert report["diffusion_lm_imported"] is False
+
+
+def test_transformers_argument_order_and_known_fields_only(model):
+    """input_ids is the only positional argument (transformers' order); an attention mask in generation_config's
+    place is refused before any forward pass, as is a field DiffusionGenerationConfig does not have. A loaded
+    generation config's foreign entries are left out rather than refused."""
+    script(model, static_table(model, {}))
+    with pytest.raises(TypeError, match="attention_mask="):
+        model.generate(PROMPT, torch.ones_like(PROMPT))
+    with pytest.raises(ValueError, match="no field"):
+        DiffusionGenerationConfig(foo=1)
+    loaded = GenerationConfig(max_new_tokens=3)
+    loaded.foo = 1  # a custom entry of another generator in generation_config.json
+    config = DiffusionGenerationConfig.from_generation_config(loaded)
+    assert config.max_new_tokens == 3 and not hasattr(config, "foo")
