@@ -90,9 +90,14 @@ def test_eval_decodes_as_generate_does_with_the_checkpoints_fast_decoding_defaul
     DecodingSettings(**fields)  # every field is a DecodingSettings field
 
 
-def test_evaluator_decodes_batches_with_holes_under_a_checkpoints_fast_defaults():
+# the cache adapt ships in generation_config.json (README "Fast decoding"), with threshold 0.9
+@pytest.mark.parametrize("attention_mode, kv_cache", [("bidirectional", "dual"), ("block", "prefix")])
+def test_evaluator_decodes_batches_with_holes_under_a_checkpoints_fast_defaults(attention_mode, kv_cache):
     model, tokenizer = tiny_diffusion_model(seed=3)
-    fast = DiffusionEvaluator(model, tokenizer, decoding=DecodingSettings(kv_cache="dual", threshold=0.9))
+    if attention_mode == "block":
+        model.config.attention_mode, model.config.diffusion_block_size = "block", 4
+    decoding = DecodingSettings(kv_cache=kv_cache, threshold=0.9)
+    fast = DiffusionEvaluator(model, tokenizer, decoding=decoding)
     items = [([1, 10, 11, 12][: 2 + i % 3], 2 + i % 2, [20, 21][: i % 3]) for i in range(5)]
     filled = fast.fill_many(items, list(range(5)), batch_size=4)
     assert [len(ids) for ids in filled] == [n for _, n, _ in items]
