@@ -41,6 +41,16 @@ def readme_test_command() -> str:
     return re.search(r"```bash\n(.*?)\n```", section, flags=re.DOTALL).group(1).strip()
 
 
+def setup_commands() -> str:
+    """What the test command runs: the README's command, or the script it names (``scripts/test.sh``)."""
+    command = readme_test_command()
+    script = os.path.join(REPO, command.split()[0])
+    if os.path.isfile(script):
+        with open(script, encoding="utf-8") as f:
+            return f.read()
+    return command.replace(" && ", "\n")
+
+
 def declared_lowest_transformers() -> str:
     with open(os.path.join(REPO, "pyproject.toml"), encoding="utf-8") as f:
         return re.search(r'"transformers>=([0-9.]+),', f.read()).group(1)
@@ -137,7 +147,8 @@ def run_round_trip(checkpoints, tmp_path, python: str = sys.executable) -> tuple
 def lowest_python() -> str:
     """The interpreter of the lowest-version venv; skips (naming the command that creates it) when it is absent."""
     if not os.path.isfile(LOWEST_PYTHON):
-        create = " && ".join(part for part in readme_test_command().split(" && ") if "transformers-lowest" in part)
+        create = " && ".join(line.strip() for line in setup_commands().splitlines()
+                             if "transformers-lowest" in line and not line.lstrip().startswith("#"))
         pytest.skip(f".ci/transformers-lowest does not exist; the README's test command (.ci/run) creates it: {create}")
     return LOWEST_PYTHON
 
@@ -181,15 +192,15 @@ def test_ci_prepares_the_declared_lowest_transformers():
 
     lowest = declared_lowest_transformers()
     assert release(lowest) == MIN_TRANSFORMERS_VERSION
-    command = readme_test_command()
-    assert "python -m venv .ci/transformers-lowest && " in command
-    assert ".ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt" in command
+    command, setup = readme_test_command(), setup_commands()
+    assert "python -m venv .ci/transformers-lowest\n" in setup
+    assert ".ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt" in setup
     with open(os.path.join(REPO, ".ci", "transformers-lowest.txt"), encoding="utf-8") as f:
         pins = [line.split("#")[0].strip() for line in f]
     pins = [pin for pin in pins if pin]
     assert f"transformers=={lowest}" in pins
     assert all(re.fullmatch(r"[\w.-]+==[\w.+-]+", pin) for pin in pins), pins  # every dependency pinned exactly
-    assert command.rstrip().endswith("python -m pytest -q")
+    assert re.search(r"python -m pytest -q( \"\$@\")?$", setup.rstrip())
     with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
         assert f.read().rstrip().splitlines()[-1] == command
 

@@ -16,7 +16,11 @@ from .modeling_diffusion import DiffusionDecoderMixin, DiffusionForMaskedDiffusi
 from .attention_annealing import attention_pattern  # noqa: F401
 from .configuration_diffusion import DIFFUSION_FIELDS  # noqa: F401
 from .decoding_cache import KV_CACHE_MODES  # noqa: F401
+from .denoising_step import StepPredictions  # noqa: F401
+from .diffusion_decode import diffusion_decode  # noqa: F401
+from .generation_config_diffusion import DiffusionGenerationConfig  # noqa: F401
 from .generation_diffusion import DiffusionGenerationMixin  # noqa: F401
+from .generation_inputs import prepare_prompt  # noqa: F401
 from .modeling_diffusion_compat import DiffusionAutoMapMixin  # noqa: F401
 from .modeling_diffusion_utils import MaskedDiffusionLMOutput  # noqa: F401
 from .noise_schedule import reverse_unmask_probability  # noqa: F401

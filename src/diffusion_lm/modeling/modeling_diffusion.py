@@ -24,7 +24,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
-from .generation_diffusion import DiffusionGenerationConfig, DiffusionGenerationMixin
+from .generation_config_diffusion import DiffusionGenerationConfig
+from .generation_diffusion import DiffusionGenerationMixin
 from .modeling_diffusion_compat import DiffusionAutoMapMixin
 from .modeling_diffusion_utils import (
     DiffusionLMHeadMixin,
