@@ -60,14 +60,6 @@ def open_causal_buffer(module) -> None:
         causal_buffer.fill_(True)
 
 
-def generation_defaults() -> dict:
-    """The values ``GenerationConfig`` fields take when left unset (``GenerationConfig._get_default_generation_params``,
-    a private method of transformers 5): a generate argument equal to its default is not a request."""
-    from transformers import GenerationConfig
-
-    return GenerationConfig._get_default_generation_params()
-
-
 def crop_dynamic_cache(cache, length: int) -> None:
     """Keep the first ``length`` positions of a ``DynamicCache``. ``DynamicCache.crop`` changed meaning across
     transformers 5 (an absolute length up to 5.2x, a negative count of positions to drop since), so the layers'
@@ -93,5 +85,5 @@ def gather_dynamic_cache(cache, index) -> None:
         layer.values = layer.values.gather(2, expanded)
 
 
-__all__ = ["DiffusionAutoMapMixin", "attention_implementation", "crop_dynamic_cache", "gather_dynamic_cache", "generation_defaults",
+__all__ = ["DiffusionAutoMapMixin", "attention_implementation", "crop_dynamic_cache", "gather_dynamic_cache",
            "open_causal_buffer"]
