@@ -10,6 +10,7 @@ import random
 import socket
 import time
 
+import datasets  # noqa: F401 - imported here, its log handler writes to the real stderr, not to one test's capture
 import pytest
 import torch
 from tiny import WORDS, save_tiny_ar_checkpoint, tiny_diffusion_model
@@ -412,14 +413,15 @@ def test_ctrl_c_and_unexpected_errors(ws, monkeypatch, capsys):
 
 # --- Python API: the same mistakes raise ValueError / FileNotFoundError naming the field or path --------------------
 def _api_cases(ws):
-    from diffusion_lm.adapt import AdaptSettings, resolve_settings, run_adaptation
+    from diffusion_lm.adapt import AdaptSettings, resolve_settings
+    from diffusion_lm.adapt_run import run_adaptation
     from diffusion_lm.checkpoint import latest_intact_checkpoint, load_checkpoint, resolve_device
     from diffusion_lm.cli.chat import load_chat_model
     from diffusion_lm.presets import load_preset
     from diffusion_lm.conversion import convert_checkpoint
     from diffusion_lm.data import load_text_dataset
     from diffusion_lm.model_card import write_card
-    from diffusion_lm.sft import load_sft_dataset
+    from diffusion_lm.sft_data import load_sft_dataset
     from diffusion_lm.trainer import DiffusionTrainingArguments
 
     def settings(**overrides):

@@ -35,7 +35,8 @@ def test_save_checkpoint_writes_every_file_with_the_umask_mode(tmp_path, umask):
 
 @pytest.mark.slow
 def test_adapt_checkpoints_and_final_model_have_the_umask_mode(tmp_path, umask):
-    from diffusion_lm.adapt import AdaptSettings, run_adaptation
+    from diffusion_lm.adapt import AdaptSettings
+    from diffusion_lm.adapt_run import run_adaptation
 
     rng = random.Random(0)
     corpus = tmp_path / "corpus.txt"
