@@ -167,7 +167,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         print(f"{checkpoint} already reached --max-steps {settings.max_steps}: no further training, writing the "
               "final model from it.", flush=True)
         model, tokenizer = load_checkpoint_model(checkpoint)
-        base_name = model.config._name_or_path = (EMBEDDED_BASE_NAME if settings.base is None else settings.base)
+        base_name = model.config.name_or_path = (EMBEDDED_BASE_NAME if settings.base is None else settings.base)
         train_dataset = eval_dataset = None
     else:
         ar_model, tokenizer, base_name = load_base(settings)
@@ -183,7 +183,7 @@ def run_adaptation(settings: AdaptSettings, callbacks: list | None = None) -> di
         del ar_model
         if settings.from_scratch:
             model = reinitialized(model, settings.seed)
-        model.config._name_or_path = base_name
+        model.config.name_or_path = base_name
         # block diffusion is a property of the model: its config carries the mode and block size for decoding
         model.config.attention_mode = settings.attention_mode
         model.config.diffusion_block_size = settings.diffusion_block_size

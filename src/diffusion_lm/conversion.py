@@ -217,5 +217,5 @@ def convert_checkpoint(
     load_ar_config(source)  # fail early on an unsupported family, before loading weights
     ar_model, tokenizer = load_ar_model(source, dtype=dtype)
     model, tokenizer = convert_ar_model(ar_model, tokenizer, **convert_kwargs)
-    model.config._name_or_path = base
+    model.config.name_or_path = base
     return model, tokenizer

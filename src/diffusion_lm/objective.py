@@ -25,6 +25,7 @@ from .modeling.block_diffusion import (
 )
 from .modeling.corruption import mask_tokens
 from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy, mix_distillation
+from .modeling.modeling_diffusion_compat import attention_implementation
 from .modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
 from .modeling.shift import IGNORE_INDEX, per_token, predicted_only, targets_at_logits
 
@@ -51,7 +52,7 @@ def block_diffusion_settings(config) -> int | None:
     if getattr(config, "attention_mode", None) != "block":
         return None
     block_size = check_block_size(getattr(config, "diffusion_block_size", None))
-    implementation = getattr(config, "_attn_implementation", None) or ""
+    implementation = attention_implementation(config)
     if "flash" in implementation:
         raise ValueError(
             f"attention_mode='block' cannot be trained with attn_implementation={implementation!r}: flash-attention "

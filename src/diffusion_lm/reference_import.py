@@ -148,7 +148,7 @@ def import_reference(
         model = _load_diffugpt(directory, tokenizer, mask_token_id, dtype)
     else:
         model = _load_diffullama(directory, tokenizer, mask_token_id, dtype)
-    model.config._name_or_path = src
+    model.config.name_or_path = src
     configure_generation(model, tokenizer)
     model.eval()
     if out_dir is not None:

@@ -120,7 +120,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
     (what is fed and what may be noised), :meth:`diffusion_loss`, :meth:`noise_generator`.
     """
 
-    _tag_names = ["trl", "sft", "diffusion-lm", "masked-diffusion"]
+    card_tags = ["trl", "sft", "diffusion-lm", "masked-diffusion"]
     _name = "Diffusion SFT"
     eval_loss_normalization = None  # evaluation reports the training normalisation (the ELBO is logged beside it)
 
@@ -136,7 +136,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         **kwargs,
     ):
         if args is None:
-            name = model if isinstance(model, str) else (model.config._name_or_path or "model")
+            name = model if isinstance(model, str) else (model.config.name_or_path or "model")
             args = DiffusionSFTConfig(f"{os.path.basename(str(name).rstrip('/')) or 'model'}-diffusion-sft")
         elif not isinstance(args, DiffusionSFTConfig):
             if not isinstance(args, TrainingArguments):
@@ -173,14 +173,19 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
             raise ValueError(f"max_length {self.args.max_length} exceeds the model's {positions} positions")
         self.shift = getattr(base.config, "shift", True)
         self.diffusion_block_size = block_diffusion_settings(base.config)
-        if self._tokenizer.eos_token_id is None:
+        if self.text_tokenizer().eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: diffusion SFT trains the padding after answers as EOS")
-        self.padding_fill_id = self._tokenizer.eos_token_id
-        configure_chat_generation(base, self._tokenizer)
+        self.padding_fill_id = self.text_tokenizer().eos_token_id
+        configure_chat_generation(base, self.text_tokenizer())
         if self.args.mask_token_id is not None:  # generation must use the [MASK] the model is trained with
             base.generation_config.mask_token_id = self.mask_token_id
         self.init_diffusion_state()
+        self.train_tokens_seen = 0  # tokens of every process, for the log's num_tokens and the training record
         self.dataset_names: list[str] = []  # recorded in the card; set by callers that know where the data came from
+
+    def text_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The text tokenizer of ``processing_class`` (a processor carries one)."""
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
 
     # --- data -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -203,7 +208,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
 
     def resolve_mask_token_id(self, model: PreTrainedModel) -> int:
         for candidate in (self.args.mask_token_id, getattr(model.config, "mask_token_id", None),
-                          getattr(self._tokenizer, "mask_token_id", None)):
+                          getattr(self.text_tokenizer(), "mask_token_id", None)):
             if candidate is not None:
                 if candidate >= model.get_input_embeddings().num_embeddings:
                     raise ValueError(f"mask_token_id {candidate} is outside the model's embedding matrix")
@@ -265,9 +270,9 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
     def record_metrics(self, output: DiffusionLossOutput, inputs: dict[str, torch.Tensor], mode: str) -> None:
         super().record_metrics(output, inputs, mode)
         if mode == "train":
-            self._total_train_tokens += int(self.accelerator.gather(torch.tensor(
+            self.train_tokens_seen += int(self.accelerator.gather(torch.tensor(
                 inputs["input_ids"].numel(), device=inputs["input_ids"].device)).sum())
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self.diffusion_metrics[mode]["num_tokens"] = [self.train_tokens_seen]
 
     # --- saving: training record and card ---------------------------------------------------------------------
     def is_peft(self) -> bool:
@@ -286,10 +291,10 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
                              "modules_to_save": sorted(getattr(peft_config, "modules_to_save", None) or [])}
         return {
             "stage": "sft",
-            "base_model": base.config._name_or_path or None,
+            "base_model": base.config.name_or_path or None,
             "datasets": list(self.dataset_names),
             "steps": self.state.global_step,
-            "tokens": self._total_train_tokens,
+            "tokens": self.train_tokens_seen,
             "anneal_steps": 0,
             "learning_rate": args.learning_rate,
             "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
@@ -319,7 +324,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         if self.is_peft() or not os.path.isfile(os.path.join(output_dir, "config.json")):
             info.save(output_dir)
         else:
-            write_card(output_dir, info, tags=list(self._tag_names))
+            write_card(output_dir, info, tags=list(self.card_tags))
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL calls this before every checkpoint and push. Full models: the card is written once per save by
@@ -328,7 +333,9 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         if new_dataset:
             self.dataset_names.append(dataset_name)
         if self.is_peft():
-            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+            tags = [tags] if isinstance(tags, str) else list(tags or [])
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name,
+                                      tags=tags + [tag for tag in self.card_tags if tag not in tags])
         elif (new_dataset and self.is_world_process_zero()
               and os.path.isfile(os.path.join(self.args.output_dir, "config.json"))):
             self.write_card(self.args.output_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -17,11 +18,6 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-try:  # a function since transformers 5.x; a Trainer method in 5.0
-    from transformers.trainer_utils import rotate_checkpoints
-except ImportError:
-    rotate_checkpoints = None
 
 from .modeling.attention_annealing import annealing_ratio
 from .modeling.block_diffusion import num_blocks, per_token_noise_levels
@@ -162,6 +158,20 @@ class DiffusionTrainingArguments(DiffusionArguments, TrainingArguments):
             raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
 
 
+def delete_old_checkpoints(run_dir: str, limit: int | None, keep: str | None) -> None:
+    """``save_total_limit``: delete the oldest ``checkpoint-N`` folders (by step) beyond ``limit``, never the newest
+    (resumption reads it) nor ``keep`` (the best model when ``load_best_model_at_end``)."""
+    steps = sorted(int(name.rsplit("-", 1)[1]) for name in os.listdir(run_dir)
+                   if re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", name) and os.path.isdir(os.path.join(run_dir, name)))
+    folders = [os.path.abspath(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")) for step in steps]
+    if not limit or limit <= 0 or len(folders) <= limit:
+        return
+    protected = {folders[-1]} | ({os.path.abspath(keep)} if keep else set())
+    removable = [folder for folder in folders if folder not in protected]
+    for folder in removable[:len(folders) - max(limit, len(protected))]:
+        shutil.rmtree(folder)
+
+
 class AtomicCheckpointsMixin:
     """For ``Trainer`` subclasses: write each checkpoint into a staging folder, then rename it into place, so a run
     killed mid-save never leaves a half-written ``checkpoint-N`` for resumption to pick up."""
@@ -173,7 +183,7 @@ class AtomicCheckpointsMixin:
         if self.args.should_save:  # safetensors writes through a private (0600) temporary file
             ordinary_permissions(output_dir or self.args.output_dir)
 
-    # The two private Trainer names left in src/: no public hook chooses where a checkpoint is written (TrainerCallback
+    # The two private Trainer names in src/: no public hook chooses where a checkpoint is written (TrainerCallback
     # .on_save runs after the files are in place), so the atomic save wraps _save_checkpoint and points
     # _get_output_dir at the staging folder for its duration; save_model (public) cannot, as the optimizer, scheduler
     # and RNG state are written outside it.
@@ -195,17 +205,13 @@ class AtomicCheckpointsMixin:
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)
+            best = self.state.best_model_checkpoint  # named by _save_checkpoint under the staging folder
+            if best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging):
+                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+                self.state.save_to_json(os.path.join(final, "trainer_state.json"))
             ordinary_permissions(final)
             shutil.rmtree(staging, ignore_errors=True)
-            if rotate_checkpoints is None:
-                self._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
-            else:
-                rotate_checkpoints(
-                    output_dir=run_dir,
-                    save_total_limit=self.args.save_total_limit,
-                    best_model_checkpoint=self.state.best_model_checkpoint,
-                    use_mtime=True,
-                )
+            delete_old_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 
 
@@ -235,8 +241,8 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
     def init_diffusion_state(self) -> None:
         """Call at the end of ``__init__``."""
         self.model_accepts_loss_kwargs = True  # transformers < 5.24 reads this instead of loss_is_scaled_for_ga
-        if not isinstance(getattr(self, "_metrics", None), dict):
-            self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # our own store (TRL's SFTTrainer keeps a private one its compute_loss fills; ours replaces that loss)
+        self.diffusion_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._eval_generator: torch.Generator | None = None
         self._step_modelled: torch.Tensor | None = None
         config = self.model.config
@@ -375,7 +381,8 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # no logits: the predictions of one random corruption are not token predictions to score
-        inputs = self._prepare_inputs(inputs)
+        inputs = {name: value.to(self.args.device) if isinstance(value, torch.Tensor) else value
+                  for name, value in inputs.items()}
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
@@ -394,7 +401,7 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
         stats = torch.stack([output.weighted_sum.detach().float(), output.unweighted_sum.detach().float(),
                              output.num_masked.float(), output.num_modelled.float()])
         weighted, unweighted, masked, modelled = gather(stats[None]).sum(0).tolist()
-        metrics = self._metrics[mode]
+        metrics = self.diffusion_metrics[mode]
         metrics["loss_weighted"].append(weighted / max(masked, 1.0))
         metrics["loss_unweighted"].append(unweighted / max(masked, 1.0))
         metrics["elbo"].append(weighted / max(modelled, 1.0))
@@ -414,10 +421,10 @@ class DiffusionTrainerMixin(AtomicCheckpointsMixin):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         prefix = "eval_" if mode == "eval" else ""
-        for name, values in self._metrics[mode].items():
+        for name, values in self.diffusion_metrics[mode].items():
             if values:
                 logs[prefix + name] = sum(values) / len(values)
-        self._metrics[mode].clear()
+        self.diffusion_metrics[mode].clear()
         super().log(logs, start_time)
 
 

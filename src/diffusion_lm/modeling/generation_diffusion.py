@@ -28,6 +28,7 @@ from .generation_config_diffusion import (
     refused_generation_fields,
 )
 from .generation_inputs import check_length, prepare_prompt, prompt_holes
+from .modeling_diffusion_compat import attention_implementation
 from .self_verification import verify_decode
 from .unmasking import canonical_alg
 
@@ -266,7 +267,7 @@ class DiffusionGenerationMixin(GenerationMixin):
                     "reads each token's prediction at the token itself, which it sees")
         if not self._takes_cache():
             return f"verify='causal': {type(self).__name__}.forward takes no KV cache"
-        implementation = getattr(self.config, "_attn_implementation", None) or ""
+        implementation = attention_implementation(self.config)
         if "flash" in implementation:
             return (f"verify='causal' needs attention patterns that attention implementation {implementation!r} "
                     "cannot take; use attn_implementation='sdpa' or 'eager'")

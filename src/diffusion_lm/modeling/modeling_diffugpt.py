@@ -31,10 +31,8 @@ from .shift import logits_per_position  # noqa: F401
 from .unmasking import ALGORITHMS  # noqa: F401
 
 
-class DiffuGPTModel(DiffusionDecoderMixin, GPT2Model):
+class DiffuGPTModel(DiffusionDecoderMixin, GPT2Model, config_class=DiffuGPTConfig):
     """The GPT-2 decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
-
-    config_class = DiffuGPTConfig
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -55,11 +53,8 @@ class DiffuGPTModel(DiffusionDecoderMixin, GPT2Model):
         return self.ln_f(hidden_states)
 
 
-class DiffuGPTForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, GPT2LMHeadModel):
+class DiffuGPTForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, GPT2LMHeadModel, decoder_class=DiffuGPTModel):
     """DiffuGPT with its LM head; ``generate`` runs diffusion decoding."""
-
-    config_class = DiffuGPTConfig
-    decoder_class = DiffuGPTModel
 
 
 __all__ = ["DiffuGPTModel", "DiffuGPTForMaskedDiffusion"]

@@ -28,17 +28,12 @@ from .shift import logits_per_position  # noqa: F401
 from .unmasking import ALGORITHMS  # noqa: F401
 
 
-class DiffuLlamaModel(DiffusionDecoderMixin, LlamaModel):
+class DiffuLlamaModel(DiffusionDecoderMixin, LlamaModel, config_class=DiffuLlamaConfig):
     """The LLaMA decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
 
-    config_class = DiffuLlamaConfig
 
-
-class DiffuLlamaForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, LlamaForCausalLM):
+class DiffuLlamaForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, LlamaForCausalLM, decoder_class=DiffuLlamaModel):
     """DiffuLLaMA with its LM head; ``generate`` runs diffusion decoding."""
-
-    config_class = DiffuLlamaConfig
-    decoder_class = DiffuLlamaModel
 
 
 __all__ = ["DiffuLlamaModel", "DiffuLlamaForMaskedDiffusion"]

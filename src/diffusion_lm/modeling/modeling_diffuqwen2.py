@@ -29,17 +29,12 @@ from .shift import logits_per_position  # noqa: F401
 from .unmasking import ALGORITHMS  # noqa: F401
 
 
-class DiffuQwen2Model(DiffusionDecoderMixin, Qwen2Model):
+class DiffuQwen2Model(DiffusionDecoderMixin, Qwen2Model, config_class=DiffuQwen2Config):
     """The Qwen2 decoder stack with the diffusion attention pattern (bidirectional, annealed or causal)."""
 
-    config_class = DiffuQwen2Config
 
-
-class DiffuQwen2ForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, Qwen2ForCausalLM):
+class DiffuQwen2ForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, Qwen2ForCausalLM, decoder_class=DiffuQwen2Model):
     """DiffuQwen2 with its LM head; ``generate`` runs diffusion decoding."""
-
-    config_class = DiffuQwen2Config
-    decoder_class = DiffuQwen2Model
 
 
 __all__ = ["DiffuQwen2Model", "DiffuQwen2ForMaskedDiffusion"]

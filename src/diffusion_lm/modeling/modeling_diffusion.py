@@ -4,12 +4,14 @@ A family is a configuration file (``@diffusion_config`` over the AR configuratio
 classes over transformers' own: the decoder stack, with the diffusion forward mixed in before the AR ``XModel``, and
 the head, mixed in before the AR ``XForCausalLM`` (whose weight names, tied weights and parallel plans it keeps):
 
-    class DiffuMistralModel(DiffusionDecoderMixin, MistralModel):
-        config_class = DiffuMistralConfig
+    class DiffuMistralModel(DiffusionDecoderMixin, MistralModel, config_class=DiffuMistralConfig):
+        ...
 
-    class DiffuMistralForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, MistralForCausalLM):
-        config_class = DiffuMistralConfig
-        decoder_class = DiffuMistralModel
+    class DiffuMistralForMaskedDiffusion(DiffusionForMaskedDiffusionMixin, MistralForCausalLM,
+                                         decoder_class=DiffuMistralModel):
+        ...
+
+(the head's ``config_class`` is its decoder's).
 
 The decoder forward fits every stack laid out as transformers' LLaMA (``embed_tokens``, ``layers``, ``rotary_emb``,
 ``norm``); a family laid out otherwise overrides the three small hooks (GPT-2 does).
@@ -43,6 +45,11 @@ class DiffusionDecoderMixin:
     Every layer gets the pattern as its ``attention_mask`` and ``is_causal=False``, so no kernel adds a causal mask of
     its own (SDPA and flash attention take the flag from the call before the module's ``is_causal``).
     """
+
+    def __init_subclass__(cls, config_class=None, **kwargs):
+        if config_class is not None:  # set before PreTrainedModel reads it
+            cls.config_class = config_class
+        super().__init_subclass__(**kwargs)
 
     def position_inputs(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor):
         """(hidden states entering the first layer, extra keyword arguments of every layer): rotary embeddings."""
@@ -91,6 +98,11 @@ class DiffusionForMaskedDiffusionMixin(DiffusionAutoMapMixin, DiffusionLMHeadMix
 
     decoder_class: type[PreTrainedModel]
     generation_config_class = DiffusionGenerationConfig
+
+    def __init_subclass__(cls, decoder_class=None, **kwargs):
+        if decoder_class is not None:  # set before PreTrainedModel reads config_class
+            cls.decoder_class, cls.config_class = decoder_class, decoder_class.config_class
+        super().__init_subclass__(**kwargs)
 
     def __init__(self, config):
         # PreTrainedModel's own initialisation: the AR head's __init__ would build the AR decoder first
