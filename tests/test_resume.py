@@ -269,3 +269,17 @@ def test_no_intact_checkpoint_is_a_one_line_error(killed_run, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no intact checkpoint" in err[0] and killed_run in err[0], err
     assert "Traceback" not in err[0] and "bug" not in err[0]
+
+
+def test_save_total_limit_deletes_the_oldest_checkpoints_but_never_the_newest_nor_the_best(tmp_path):
+    from diffusion_lm.trainer import delete_old_checkpoints
+
+    for step in (2, 4, 6, 8, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-notes").mkdir()  # not a checkpoint: never touched
+    delete_old_checkpoints(str(tmp_path), 2, keep=str(tmp_path / "checkpoint-4"))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-4", "checkpoint-notes"]
+    delete_old_checkpoints(str(tmp_path), 1, keep=None)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-notes"]
+    delete_old_checkpoints(str(tmp_path), None, keep=None)  # no limit: nothing deleted
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-notes"]

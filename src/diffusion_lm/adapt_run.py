@@ -39,38 +39,29 @@ from .training_record import TrainingInfo
 EMBEDDED_CORPUS_NAME = "embedded:smollm2-self-samples"
 
 
+# AdaptSettings fields passed to DiffusionTrainingArguments under their own names
+SAME_NAMED_TRAINING_FIELDS = (
+    "output_dir", "max_steps", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+    "weight_decay", "adam_beta1", "adam_beta2", "anneal_steps", "loss_normalization", "distill_top_k",
+    "block_curriculum", "seed", "logging_steps", "save_steps", "save_total_limit", "report_to",
+)
+
+
 def training_arguments(settings: AdaptSettings, has_eval: bool) -> DiffusionTrainingArguments:
     use_bf16 = settings.bf16 and (torch.cuda.is_available() or torch.backends.mps.is_available())
     return DiffusionTrainingArguments(
-        output_dir=settings.output_dir,
-        max_steps=settings.max_steps,
+        **{name: getattr(settings, name) for name in SAME_NAMED_TRAINING_FIELDS},
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        adam_beta1=settings.adam_beta1,
-        adam_beta2=settings.adam_beta2,
         bf16=use_bf16,
         # without an accelerator, torch.distributed processes (accelerate launch / torchrun) use gloo on CPU
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        anneal_steps=settings.anneal_steps,
-        loss_normalization=settings.loss_normalization,
         distill_weight=settings.effective_distill_weight,
-        distill_top_k=settings.distill_top_k,
         ar_loss_weight=settings.effective_ar_loss_weight,
-        block_curriculum=settings.block_curriculum,
-        seed=settings.seed,
         data_seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=settings.eval_steps or settings.max_steps,
         eval_on_start=settings.eval_on_start and has_eval,
-        report_to=settings.report_to,
         # passed only when wanted: the argument is deprecated in transformers 5 (``activation_checkpointing``)
         **({"gradient_checkpointing": True} if settings.gradient_checkpointing else {}),
         **settings.extra_training_args,

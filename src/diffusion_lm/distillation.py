@@ -5,7 +5,7 @@ itself with the adapter disabled (no second copy of the weights); otherwise a fr
 step. It reads the clean context (every token before the one predicted) and hands over its top-k distribution of
 each token, renormalised: ``(ids, probs)``, each (B, L, K), entry j the distribution of token j (entry 0 is empty:
 nothing predicts the first token). The student is trained against ``(1 - w) * one-hot + w * teacher`` at each
-scored position (``diffusion_loss.mix_distillation``): the forward KL(teacher || student), mode-covering, as in
+scored position (``diffusion_loss.diffusion_loss_from_cross_entropy``): the forward KL(teacher || student), mode-covering, as in
 classic distillation; the teacher never receives a gradient.
 """
 

@@ -24,7 +24,7 @@ from .modeling.block_diffusion import (
     two_stream_position_ids,
 )
 from .modeling.corruption import mask_tokens
-from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy, mix_distillation
+from .modeling.diffusion_loss import DiffusionLossOutput, diffusion_loss_from_cross_entropy
 from .modeling.modeling_diffusion_compat import attention_implementation
 from .modeling.noise_schedule import DEFAULT_EPS, sample_noise_levels
 from .modeling.shift import IGNORE_INDEX, per_token, predicted_only, targets_at_logits
@@ -114,6 +114,22 @@ class ObjectiveSettings:
                        block_size=None)
 
 
+@dataclass(frozen=True)
+class BatchTerms:
+    """What belongs to one batch rather than to the objective: its padding, its corruption (given or drawn) and what
+    its loss is divided by. Documented at :func:`diffusion_objective`."""
+
+    attention_mask: torch.Tensor | None = None
+    noise_levels: torch.Tensor | None = None
+    mask_draws: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    anneal_ratio: float | None = None
+    anneal_seed: int | None = None
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None
+    normalizer: torch.Tensor | float | None = None
+    ar_normalizer: torch.Tensor | float | None = None
+
+
 def diffusion_objective(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -148,42 +164,50 @@ def diffusion_objective(
     (``diffusion_lm.distillation.ARTeacher``), mixed in with ``settings.distill_weight``. ``ar_normalizer``: see
     :func:`block_diffusion_objective`.
     """
+    batch = BatchTerms(attention_mask, noise_levels, mask_draws, generator, anneal_ratio, anneal_seed, soft_targets,
+                       normalizer, ar_normalizer)
     config = model_config(model)
     configured = block_diffusion_settings(config)
-    if configured is not None:  # it checks the padding itself
-        if settings.block_size is None:
-            settings = replace(settings, block_size=configured)
-        return block_diffusion_objective(
-            model, input_ids, maskable, settings, context_attention=getattr(config, "context_attention", "block"),
-            attention_mask=attention_mask, noise_levels=noise_levels, mask_draws=mask_draws, generator=generator,
-            anneal_ratio=anneal_ratio, anneal_seed=anneal_seed, soft_targets=soft_targets, normalizer=normalizer,
-            ar_normalizer=ar_normalizer,
-        )
-    shift = settings.shift
+    if configured is None:
+        return full_attention_objective(model, input_ids, maskable, settings, batch)
+    if settings.block_size is None:
+        settings = replace(settings, block_size=configured)
+    return block_diffusion_objective(model, input_ids, maskable, settings, batch,
+                                     context_attention=getattr(config, "context_attention", "block"))
+
+
+def full_attention_objective(model: torch.nn.Module, input_ids: torch.Tensor, maskable: torch.Tensor,
+                             settings: ObjectiveSettings, batch: BatchTerms) -> DiffusionLossOutput:
+    """The masked-diffusion loss of a full-attention (or annealed) model: :func:`diffusion_objective` without the
+    dispatch."""
+    shift, generator = settings.shift, batch.generator
     if settings.ar_weight:
         raise ValueError("ar_weight needs a block-diffusion model (attention_mode 'block'): full-attention diffusion "
                          "has no clean stream to put a next-token loss on")
+    attention_mask, noise_levels, soft_targets = batch.attention_mask, batch.noise_levels, batch.soft_targets
     check_right_padded(attention_mask)
     maskable = predicted_only(maskable, shift)
     if noise_levels is None:
         noise_levels = sample_noise_levels(input_ids.shape[0], settings.eps, stratified=settings.stratified,
                                            device=input_ids.device, generator=generator)
     noisy_ids, is_masked = mask_tokens(input_ids, maskable, noise_levels, settings.mask_token_id, generator=generator,
-                                       draws=mask_draws)
-    if anneal_ratio is not None and anneal_ratio < 1.0:
+                                       draws=batch.mask_draws)
+    if batch.anneal_ratio is not None and batch.anneal_ratio < 1.0:
         # the annealed pattern is drawn here, from the caller's generator, and handed over as a 4D mask
         batch_size, seq_len = input_ids.shape
         dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
         attention_mask = build_attention_mask(attention_mask, batch_size, seq_len, dtype, input_ids.device,
-                                              anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
+                                              anneal_ratio=batch.anneal_ratio, generator=generator,
+                                              anneal_seed=batch.anneal_seed)
     soft = {} if soft_targets is None else dict(zip(("soft_target_ids", "soft_target_probs"),
                                                     soft_targets_at_logits(soft_targets, shift)))
     outputs = model(input_ids=noisy_ids, attention_mask=attention_mask,
                     target_ids=targets_at_logits(input_ids, is_masked, shift), **soft)
     soft_losses = None if soft_targets is None else per_token(outputs.token_soft_losses, shift)
-    return mix_distillation(per_token(outputs.token_losses, shift), soft_losses, soft_targets,
-                            settings.distill_weight, is_masked, noise_levels, maskable,
-                            normalization=settings.normalization, normalizer=normalizer)
+    return diffusion_loss_from_cross_entropy(
+        per_token(outputs.token_losses, shift), is_masked, noise_levels, maskable, normalization=settings.normalization,
+        normalizer=batch.normalizer, soft_cross_entropy=soft_losses, soft_targets=soft_targets,
+        distill_weight=settings.distill_weight)
 
 
 def block_diffusion_objective(
@@ -191,17 +215,8 @@ def block_diffusion_objective(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
     settings: ObjectiveSettings,
-    *,
+    batch: BatchTerms,
     context_attention: str = "block",
-    attention_mask: torch.Tensor | None = None,
-    noise_levels: torch.Tensor | None = None,
-    mask_draws: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    anneal_ratio: float | None = None,
-    anneal_seed: int | None = None,
-    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-    normalizer: torch.Tensor | float | None = None,
-    ar_normalizer: torch.Tensor | float | None = None,
 ) -> DiffusionLossOutput:
     """Block-diffusion loss (METHOD.md section 9) in one forward pass over ``[noisy ; clean]``.
 
@@ -209,8 +224,8 @@ def block_diffusion_objective(
     its maskable tokens are masked with probability t and weighted 1/t. ``anneal_ratio`` < 1 makes each noisy block
     attend to itself causally OR Bernoulli(ratio) (annealing from causal to block attention). With the "elbo"
     normalisation the loss is the block-diffusion bound on the NLL per predicted token. ``attention_mask`` (B, L)
-    may mark right padding only: blocks are counted from position 0. ``mask_draws``, ``normalizer``,
-    ``soft_targets`` and the distillation weight as in :func:`diffusion_objective`.
+    may mark right padding only: blocks are counted from position 0. ``batch`` (padding, corruption, divisors)
+    and the distillation weight as in :func:`diffusion_objective`.
 
     ``context_attention="causal"`` makes the clean stream token-causal: its logit at i is the model's own AR
     prediction of token i + 1. ``settings.ar_weight`` > 0 then adds ``ar_weight`` x the mean next-token
@@ -219,6 +234,8 @@ def block_diffusion_objective(
     tokens).
     """
     shift, block_size, ar_weight = settings.shift, settings.block_size, settings.ar_weight
+    attention_mask, noise_levels, soft_targets, generator = (batch.attention_mask, batch.noise_levels,
+                                                             batch.soft_targets, batch.generator)
     if ar_weight and context_attention != "causal":
         raise ValueError("ar_weight needs context_attention='causal': under block-causal context attention the clean "
                          "stream sees the tokens it would predict")
@@ -238,12 +255,12 @@ def block_diffusion_objective(
                                                  stratified=settings.stratified, device=device, generator=generator)
     token_levels = per_token_noise_levels(noise_levels, seq_len, block_size)
     noisy_ids, is_masked = mask_tokens(input_ids, maskable, token_levels, settings.mask_token_id,
-                                       generator=generator, draws=mask_draws)
+                                       generator=generator, draws=batch.mask_draws)
 
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
     pattern = two_stream_attention_pattern(batch_size, seq_len, block_size, key_is_token,
-                                           anneal_ratio=anneal_ratio, device=device, generator=generator,
-                                           anneal_seed=anneal_seed, context_attention=context_attention)
+                                           anneal_ratio=batch.anneal_ratio, device=device, generator=generator,
+                                           anneal_seed=batch.anneal_seed, context_attention=context_attention)
     dtype = unwrapped_model(model).get_input_embeddings().weight.dtype
     # entry i of ``keep`` is the index (of 2L) whose logit predicts token i + 1 (with the shift) or token i: the LM
     # head runs only there, and only where that token is masked
@@ -280,15 +297,17 @@ def block_diffusion_objective(
         return values
 
     clean_indices = torch.arange(seq_len, 2 * seq_len - 1, device=device)
-    output = mix_distillation(per_token_of(outputs.token_losses, keep), per_token_of(outputs.token_soft_losses, keep),
-                              soft_targets, settings.distill_weight, is_masked, token_levels, maskable,
-                              normalization=settings.normalization, normalizer=normalizer)
+    output = diffusion_loss_from_cross_entropy(
+        per_token_of(outputs.token_losses, keep), is_masked, token_levels, maskable,
+        normalization=settings.normalization, normalizer=batch.normalizer,
+        soft_cross_entropy=per_token_of(outputs.token_soft_losses, keep), soft_targets=soft_targets,
+        distill_weight=settings.distill_weight)
     if ar_weight:
         output = output.with_ar_loss(per_token_of(outputs.token_losses, clean_indices),
                                      per_token_of(outputs.token_soft_losses, clean_indices), settings.distill_weight,
-                                     maskable, ar_weight, ar_normalizer)
+                                     maskable, ar_weight, batch.ar_normalizer)
     return output
 
 
-__all__ = ["ObjectiveSettings", "block_diffusion_objective", "block_diffusion_settings", "diffusion_objective",
-           "model_config", "unwrapped_model"]
+__all__ = ["BatchTerms", "ObjectiveSettings", "block_diffusion_objective", "block_diffusion_settings", "diffusion_objective",
+           "full_attention_objective", "model_config", "unwrapped_model"]

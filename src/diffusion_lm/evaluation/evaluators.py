@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
@@ -58,6 +58,10 @@ class DecodingSettings:
     sub_block_length: int | None = None
     verify: str | None = None
     draft_length: int | None = None
+
+    def generate_kwargs(self) -> dict:
+        """Every decoding field but ``steps`` (the caller's, per task) and ``seed`` (the caller seeds a generator)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("steps", "seed")}
 
 
 def context_token_ids(tokenizer, text: str) -> list[int]:
@@ -145,18 +149,7 @@ class DiffusionEvaluator:
             infill_mask=infill_mask,
             max_new_tokens=max_new_tokens,
             steps=steps,
-            alg=d.alg,
-            temperature=d.temperature,
-            kv_cache=d.kv_cache,
-            threshold=d.threshold,
-            block_length=d.block_length,
-            top_k=d.top_k,
-            top_p=d.top_p,
-            alg_temperature=d.alg_temperature,
-            entropy_bound=d.entropy_bound,
-            sub_block_length=d.sub_block_length,
-            verify=d.verify,
-            draft_length=d.draft_length,
+            **d.generate_kwargs(),
             # greedy decoding draws nothing; for sampling the stream is seeded from the batch's first example
             generator=example_generator(d.seed, key, device=device),
             step_callback=show_step,

@@ -85,20 +85,19 @@ class CanvasKVStore:
             stored_v[:, :, window.start:window.end] = v
 
 
+@dataclass
 class WindowPlanner:
     """Decides each step's window for one ``generate`` call (see the module docstring)."""
 
-    def __init__(self, mode: str | None, refresh: str, exact_blocks: bool, shift: bool, canvas_length: int,
-                 device) -> None:
-        self.mode = mode
-        self.refresh = refresh
-        self.exact_blocks = exact_blocks
-        self.shift = shift
-        self.length = canvas_length
-        self.device = device
-        self.stored = False  # the store holds an entry for every position
-        self.fresh_until = 0  # positions before this hold keys / values computed from their final tokens
-        self.sub_fresh = 0  # sub-blocks: positions of the current block before this were recomputed last step
+    mode: str | None  # kv_cache
+    refresh: str  # kv_cache_refresh
+    exact_blocks: bool
+    shift: bool
+    length: int  # of the canvas
+    device: torch.device | str
+    stored: bool = False  # the store holds an entry for every position
+    fresh_until: int = 0  # positions before this hold keys / values computed from their final tokens
+    sub_fresh: int = 0  # sub-blocks: positions of the current block before this were recomputed last step
 
     def _range(self, start: int, end: int) -> torch.Tensor:
         return torch.arange(start, end, device=self.device)

@@ -60,6 +60,9 @@ def diffusion_loss_from_cross_entropy(
     *,
     normalization: str = "masked_tokens",
     normalizer: torch.Tensor | float | None = None,
+    soft_cross_entropy: torch.Tensor | None = None,
+    soft_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distill_weight: float = 0.0,
 ) -> DiffusionLossOutput:
     """The diffusion loss from the cross-entropy of each token's prediction (B, L), aligned with the tokens (the
     shift already undone); only masked positions count.
@@ -67,7 +70,23 @@ def diffusion_loss_from_cross_entropy(
     ``noise_levels`` is (B,) per sequence or (B, L) per token. ``normalizer`` replaces the count the weighted sum is
     divided by (the masked or modelled tokens of this batch), e.g. the count over every micro-batch and process of
     an optimizer step, so that the loss does not depend on how the step's batch is split.
+
+    Distillation: given ``soft_cross_entropy`` (B, L), each prediction's cross-entropy against the teacher's
+    distribution ``soft_targets`` (ids, probs), the per-token term is ``(1 - w) * CE(token) + w * CE(teacher)``
+    (w = ``distill_weight``): the cross-entropy against the mixture of the one-hot token and the teacher, so the 1/t
+    weight and the normalisation apply to both. Metrics (weighted / unweighted sums, ELBO) stay those of the token
+    alone; ``distill_kl_sum`` adds KL(teacher || model) summed over the masked positions.
     """
+    if soft_cross_entropy is not None:
+        output = diffusion_loss_from_cross_entropy(token_cross_entropy, is_masked, noise_levels, maskable,
+                                                   normalization=normalization, normalizer=normalizer)
+        mixed = (1.0 - distill_weight) * token_cross_entropy + distill_weight * soft_cross_entropy
+        loss = diffusion_loss_from_cross_entropy(mixed, is_masked, noise_levels, maskable,
+                                                 normalization=normalization, normalizer=normalizer).loss
+        masked = is_masked.bool() if maskable is None else is_masked.bool() & maskable.bool()
+        kl = torch.where(masked, soft_cross_entropy - teacher_entropy(soft_targets).to(mixed.device),
+                         torch.zeros((), device=mixed.device))
+        return replace(output, loss=loss, distill_kl_sum=kl.sum())
     if normalization not in LOSS_NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
     if maskable is None:
@@ -127,32 +146,3 @@ def teacher_entropy(soft_targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
     """(B, L) entropy of each teacher distribution (ids, probs), so that soft cross-entropy - entropy = KL."""
     probs = soft_targets[1].float()
     return -(probs * torch.log(probs.clamp(min=1e-30))).sum(dim=-1)
-
-
-def mix_distillation(
-    token_cross_entropy: torch.Tensor,
-    token_soft_cross_entropy: torch.Tensor | None,
-    soft_targets: tuple[torch.Tensor, torch.Tensor] | None,
-    distill_weight: float,
-    is_masked: torch.Tensor,
-    noise_levels: torch.Tensor,
-    maskable: torch.Tensor | None = None,
-    *,
-    normalization: str = "masked_tokens",
-    normalizer: torch.Tensor | float | None = None,
-) -> DiffusionLossOutput:
-    """The diffusion loss whose per-token term is ``(1 - w) * CE(token) + w * CE(teacher)`` (w = ``distill_weight``):
-    the cross-entropy against the mixture of the one-hot token and the teacher's distribution, so the 1/t weight
-    and the normalisation apply to both. Metrics (weighted / unweighted sums, ELBO) stay those of the token alone;
-    ``distill_kl_sum`` adds KL(teacher || model) summed over the masked positions."""
-    output = diffusion_loss_from_cross_entropy(token_cross_entropy, is_masked, noise_levels, maskable,
-                                               normalization=normalization, normalizer=normalizer)
-    if token_soft_cross_entropy is None:
-        return output
-    mixed = (1.0 - distill_weight) * token_cross_entropy + distill_weight * token_soft_cross_entropy
-    loss = diffusion_loss_from_cross_entropy(mixed, is_masked, noise_levels, maskable, normalization=normalization,
-                                             normalizer=normalizer).loss
-    masked = is_masked.bool() if maskable is None else is_masked.bool() & maskable.bool()
-    kl = torch.where(masked, token_soft_cross_entropy - teacher_entropy(soft_targets).to(mixed.device),
-                     torch.zeros((), device=mixed.device))
-    return replace(output, loss=loss, distill_kl_sum=kl.sum())
