@@ -8,6 +8,9 @@ Two layouts exist:
   token ``[¨M¨]`` (id 50257) for -m.
 - **DiffuLLaMA** (diffusionfamily/diffullama): a plain ``LlamaForCausalLM`` checkpoint; mask token id 811.
 
+The diffusion LMs published with their own remote code (LLaDA, Dream, Fast-dLLM v2) are described in
+``diffusion_lm.hub_imports`` and imported by the same entry point, ``import_reference``.
+
 Weights are not changed; the output is a push-ready diffusion-lm checkpoint (see ``diffusion_lm.checkpoint.save_checkpoint``).
 """
 
@@ -23,6 +26,16 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from .conversion import configure_generation, diffusion_config_from_ar, set_mask_token
 from .checkpoint import resolve_dtype, save_checkpoint
 from .evaluation.model_card import card_dataset_fields
+from .hub_imports import (
+    SUPPORTED_MODEL_TYPES,
+    HubRelease,
+    architecture_fields,
+    diffusion_fields,
+    hub_release,
+    release_notes,
+    release_weights,
+)
+from .models import diffusion_classes_for
 from .paths import read_json
 from .training_record import TrainingInfo
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
@@ -94,7 +107,8 @@ def resolve_source(src: str, *, revision: str | None = None, token: str | None =
 
 
 def detect_layout(directory: str) -> str:
-    """``"diffugpt"`` or ``"diffullama"``; ValueError naming what was found otherwise."""
+    """``"diffugpt"``, ``"diffullama"`` or a Hub release's model_type (``hub_imports.HUB_RELEASES``, lower case);
+    ValueError naming what was found otherwise."""
     if os.path.isfile(os.path.join(directory, "adapter_config.json")):
         raise ValueError(f"{directory} holds a LoRA adapter: import its base model, then load the adapter with PEFT")
     config = read_json(os.path.join(directory, "config.json"))
@@ -113,10 +127,10 @@ def detect_layout(directory: str) -> str:
         if "model.embed_tokens.weight" in names:
             return "diffullama"
         raise ValueError(f"{directory} has a LLaMA config but not LlamaForCausalLM weights (model.embed_tokens.*)")
-    raise ValueError(
-        f"{directory} has model_type {model_type!r}; the reference layouts are the DiffuGPT wrapper (gpt2) "
-        "and DiffuLLaMA (llama)"
-    )
+    if hub_release(model_type) is not None:
+        return str(model_type).lower()
+    supported = ", ".join(f"{name} ({layout})" for name, layout in SUPPORTED_MODEL_TYPES.items())
+    raise ValueError(f"{directory} has model_type {model_type!r}; the importable model types are {supported}")
 
 
 def import_reference(
@@ -129,40 +143,76 @@ def import_reference(
     dtype: torch.dtype | str = "auto",  # or "float32", "bfloat16", "float16"
     repo_id: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Convert a released DiffuGPT / DiffuLLaMA checkpoint (Hub id or directory) into our classes.
+    """Convert a released DiffuGPT / DiffuLLaMA / LLaDA / Dream / Fast-dLLM v2 checkpoint (Hub id or directory) into
+    our classes.
 
-    ``mask_token_id`` overrides the reference's mask id (the tokenizer's mask token, else ``[¨M¨]`` for DiffuGPT
-    when present, else 10541 / 811). With ``out_dir`` the result is saved there push-ready, card included.
+    ``mask_token_id`` overrides the release's mask id (DiffuGPT / DiffuLLaMA: the tokenizer's mask token, else
+    ``[¨M¨]`` for DiffuGPT when present, else 10541 / 811; the Hub releases: their config's ``mask_token_id``, else
+    the tokenizer's mask token, else their mask token's text, else the published id). A Hub release's published
+    decoding settings become the generation defaults. With ``out_dir`` the result is saved there push-ready, card
+    included.
     """
     dtype = resolve_dtype(dtype)  # fails on a bad name before anything is fetched
     directory = resolve_source(src, revision=revision, token=token)
     layout = detect_layout(directory)
     if not any(os.path.isfile(os.path.join(directory, name)) for name in TOKENIZER_FILES):
         raise ValueError(f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
-    mask_token_id = set_mask_token(tokenizer, reuse_token_id=_reference_mask_token_id(layout, tokenizer, mask_token_id))
+    release = hub_release(layout)
+    tokenizer = _load_tokenizer(directory, release)
+    mask_token_id = set_mask_token(tokenizer,
+                                   reuse_token_id=_reference_mask_token_id(layout, tokenizer, mask_token_id, directory))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
     if layout == "diffugpt":
         model = _load_diffugpt(directory, tokenizer, mask_token_id, dtype)
-    else:
+    elif layout == "diffullama":
         model = _load_diffullama(directory, tokenizer, mask_token_id, dtype)
+    else:
+        model = _load_hub_release(directory, release, tokenizer, mask_token_id, dtype)
     model.config.name_or_path = src
     configure_generation(model, tokenizer)
+    if release is not None:  # the release's published decoding becomes the checkpoint's generation defaults
+        model.generation_config.update(**release.decoding)
+        model.generation_config.validate(strict=True)
     model.eval()
     if out_dir is not None:
-        save_checkpoint(model, tokenizer, out_dir, _training_info(src, directory), repo_id=repo_id)
+        save_checkpoint(model, tokenizer, out_dir, _training_info(src, directory, release), repo_id=repo_id)
     return model, tokenizer
 
 
-def _reference_mask_token_id(layout: str, tokenizer, override: int | None) -> int:
+def _load_tokenizer(directory: str, release: HubRelease | None) -> PreTrainedTokenizerBase:
+    """The release's tokenizer. One whose config maps AutoTokenizer to its own code (Dream's tokenization_dream.py,
+    never fetched nor run) loads with the standard class of its files, and its saved config no longer names that
+    code, so the imported checkpoint loads without it."""
+    tokenizer_config = read_json(os.path.join(directory, "tokenizer_config.json")) or {}
+    if release is None or "AutoTokenizer" not in tokenizer_config.get("auto_map", {}):
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
+    from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
+
+    standard = PreTrainedTokenizerFast
+    if not os.path.isfile(os.path.join(directory, "tokenizer.json")) and release.family.startswith("qwen"):
+        standard = Qwen2Tokenizer  # Qwen's byte-level BPE from vocab.json + merges.txt
+    tokenizer = standard.from_pretrained(directory)
+    tokenizer.init_kwargs.pop("auto_map", None)
+    tokenizer._auto_map = None  # what save_pretrained writes back as auto_map
+    return tokenizer
+
+
+def _reference_mask_token_id(layout: str, tokenizer, override: int | None, directory: str) -> int:
     if override is not None:
         return override
+    release = hub_release(layout)
+    if release is not None:
+        configured = (read_json(os.path.join(directory, "config.json")) or {}).get("mask_token_id")
+        if configured is not None:  # what the release was trained with, whatever its tokenizer files say
+            return int(configured)
     if tokenizer.mask_token_id is not None:
         return tokenizer.mask_token_id
     if layout == "diffugpt" and DIFFUGPT_ADDED_MASK_TOKEN in tokenizer.get_vocab():
         return tokenizer.convert_tokens_to_ids(DIFFUGPT_ADDED_MASK_TOKEN)
+    if release is not None:
+        return tokenizer.get_vocab().get(release.mask_token, release.mask_token_id)
     return DEFAULT_MASK_TOKEN_IDS[layout]
 
 
@@ -224,6 +274,33 @@ def _load_diffullama(directory: str, tokenizer, mask_token_id: int, dtype) -> Pr
     return model
 
 
+def _load_hub_release(directory: str, release: HubRelease, tokenizer, mask_token_id: int, dtype) -> PreTrainedModel:
+    """The release's weights under our names in the family's classes, built without a random initialisation (the
+    parameters start on the meta device and take the release's tensors, in their stored dtype)."""
+    from accelerate import init_empty_weights
+
+    config_dict = read_json(os.path.join(directory, "config.json"))
+    weights = release_weights(release, config_dict, _load_weights(directory), directory)
+    embeddings = weights.get("model.embed_tokens.weight")
+    if embeddings is None:
+        raise ValueError(f"{directory} has a {release.name} config but no model.embed_tokens.weight tensor")
+    fields = {**architecture_fields(release, config_dict), **diffusion_fields(release, config_dict),
+              "vocab_size": embeddings.shape[0], "pad_token_id": tokenizer.pad_token_id,
+              "mask_token_id": _checked_mask_id(mask_token_id, embeddings.shape[0])}
+    config_class, model_class = diffusion_classes_for(release.family)
+    config = config_class(**fields)
+    with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed, not loaded
+        model = model_class(config)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"weights in {directory} do not fit a {release.name} of its config: {error}") from None
+    _check_loading(directory, set(missing) - ({"lm_head.weight"} if config.tie_word_embeddings else set()),
+                   unexpected)
+    model.tie_weights()
+    return model if dtype == "auto" else model.to(dtype)
+
+
 def _is_reused(mask_token_id: int, ar_config) -> bool:
     """An id inside the AR vocabulary (811, 10541) is an ordinary token; one past it (diffugpt-m) was added."""
     return mask_token_id < ar_config.vocab_size
@@ -281,12 +358,14 @@ def _load_bin(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
 
 
-def _training_info(src: str, directory: str) -> TrainingInfo:
+def _training_info(src: str, directory: str, release: HubRelease | None = None) -> TrainingInfo:
     """The card's record: the release's published settings where known; license, languages, datasets from its card."""
     fields = dict(REFERENCE_RELEASES.get(src.rstrip("/"), {}))
     if fields:
         fields["notes"] = ("Adaptation settings and evaluation results are those reported for the reference release "
                            f"(Gong et al., ICLR 2025, [arXiv:2410.17891]({_PAPER})); they were not re-run here.")
+    elif release is not None:
+        fields["notes"] = release_notes(release, src)
     readme = os.path.join(directory, "README.md")
     if os.path.isfile(readme):
         card_data = ModelCard.load(readme, ignore_metadata_errors=True).data
