@@ -131,7 +131,8 @@ def qwen2_shapes(head_dim: int = HIDDEN // HEADS, tied: bool = False) -> dict[st
             shapes[f"{prefix}.self_attn.{name}.bias"] = (rows,)
         shapes.update({
             f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * head_dim),
-            f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN), f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+            f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+            f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
             f"{prefix}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE), f"{prefix}.input_layernorm.weight": (HIDDEN,),
             f"{prefix}.post_attention_layernorm.weight": (HIDDEN,),
         })
