@@ -19,14 +19,16 @@ import pytest
 import torch
 import transformers
 
+from test_families import NEW_FAMILIES, tiny_family_diffusion_model
 from tiny import run_clean_process, tiny_diffusion_model
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELING_DIR = os.path.join(REPO, "src", "diffusion_lm", "modeling")
 LOWEST_DIR = os.path.join(REPO, ".ci", "transformers-lowest")
 LOWEST_PYTHON = os.path.join(LOWEST_DIR, "bin", "python")
-FAMILIES = ("gpt2", "llama", "qwen2")
-MODULES = {"gpt2": "diffugpt", "llama": "diffullama", "qwen2": "diffuqwen2"}  # family -> its module suffix
+FAMILIES = ("gpt2", "llama", "qwen2", *NEW_FAMILIES)
+MODULES = {"gpt2": "diffugpt", "llama": "diffullama", "qwen2": "diffuqwen2", "qwen3": "diffuqwen3",
+           "mistral": "diffumistral", "gemma3_text": "diffugemma3"}  # family -> its module suffix
 PROMPT = "the cat sat on"
 # what transformers prints when it asks, and when a tokenizer falls back to a bare configuration after a refusal
 PROMPT_TEXT = "Do you wish to run the custom code"
@@ -119,13 +121,18 @@ print("REPORT" + json.dumps(report))
 """
 
 
+def diffusion_model(family: str):
+    """(tiny diffusion model, tokenizer) of ``family`` (the families added on the template: tests/test_families.py)."""
+    return tiny_family_diffusion_model(family) if family in NEW_FAMILIES else tiny_diffusion_model(family)
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """family -> (directory, expected greedy sequence, expected logits), saved with the current code."""
     root = tmp_path_factory.mktemp("remote_code")
     saved = {}
     for family in FAMILIES:
-        model, tokenizer = tiny_diffusion_model(family)
+        model, tokenizer = diffusion_model(family)
         directory = str(root / family)
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
@@ -220,8 +227,8 @@ def relative_imports(module: str) -> set[str]:
     return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
 
 
-@pytest.mark.parametrize("entry", ["modeling_diffugpt", "modeling_diffullama", "modeling_diffuqwen2",
-                                   "configuration_diffugpt", "configuration_diffullama", "configuration_diffuqwen2"])
+@pytest.mark.parametrize("entry", [f"{kind}_{module}" for kind in ("modeling", "configuration")
+                                   for module in MODULES.values()])
 def test_auto_map_modules_import_all_they_need_directly(entry):
     """transformers 5.0 copies out of a local checkpoint only the files an auto_map module imports itself; a file
     needed further down would be missing from its modules cache (FileNotFoundError at load)."""
@@ -311,7 +318,7 @@ def test_configuration_loads_with_torch_unimportable(checkpoints, tmp_path, vers
     assert report.pop("torch_loaded") == []
     for family, (module, mask_token_id) in report.items():
         assert module.startswith("transformers_modules.") and module.endswith(f"configuration_{MODULES[family]}")
-        assert mask_token_id == tiny_diffusion_model(family)[0].config.mask_token_id
+        assert mask_token_id == diffusion_model(family)[0].config.mask_token_id
 
 
 def test_nothing_under_modeling_imports_diffusion_lm():

@@ -7,12 +7,18 @@ import os
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .modeling.configuration_diffugemma3 import DiffuGemma3Config
 from .modeling.configuration_diffugpt import DiffuGPTConfig
 from .modeling.configuration_diffullama import DiffuLlamaConfig
+from .modeling.configuration_diffumistral import DiffuMistralConfig
 from .modeling.configuration_diffuqwen2 import DiffuQwen2Config
+from .modeling.configuration_diffuqwen3 import DiffuQwen3Config
+from .modeling.modeling_diffugemma3 import DiffuGemma3ForMaskedDiffusion
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion
+from .modeling.modeling_diffumistral import DiffuMistralForMaskedDiffusion
 from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion
+from .modeling.modeling_diffuqwen3 import DiffuQwen3ForMaskedDiffusion
 
 # AR model_type -> diffusion classes (a family: its configuration and modeling files under modeling/, declared
 # from the template in modeling/modeling_diffusion.py, and an entry here)
@@ -20,10 +26,14 @@ FAMILIES = {
     "gpt2": (DiffuGPTConfig, DiffuGPTForMaskedDiffusion),
     "llama": (DiffuLlamaConfig, DiffuLlamaForMaskedDiffusion),
     "qwen2": (DiffuQwen2Config, DiffuQwen2ForMaskedDiffusion),
+    "qwen3": (DiffuQwen3Config, DiffuQwen3ForMaskedDiffusion),
+    "mistral": (DiffuMistralConfig, DiffuMistralForMaskedDiffusion),
+    "gemma3_text": (DiffuGemma3Config, DiffuGemma3ForMaskedDiffusion),  # Gemma 3's text model (Gemma3ForCausalLM)
 }
 DIFFUSION_MODEL_TYPES = {config_class.model_type: ar_type for ar_type, (config_class, _) in FAMILIES.items()}
 # diffusion model_type -> the family's name in cards and messages
-FAMILY_NAMES = {"diffugpt": "GPT-2", "diffullama": "LLaMA", "diffuqwen2": "Qwen2"}
+FAMILY_NAMES = {"diffugpt": "GPT-2", "diffullama": "LLaMA", "diffuqwen2": "Qwen2", "diffuqwen3": "Qwen3",
+                "diffumistral": "Mistral", "diffugemma3": "Gemma 3"}
 
 
 def resolve_mask_token_id(model, explicit: int | None = None) -> int:
@@ -68,7 +78,7 @@ def diffusion_classes_for(model_type: str):
     """(config class, model class) for an AR or diffusion ``model_type``; ValueError names the supported ones."""
     ar_type = DIFFUSION_MODEL_TYPES.get(model_type, model_type)
     if ar_type not in FAMILIES:
-        supported = ", ".join(sorted(FAMILIES))
+        supported = ", ".join(FAMILIES)  # in the order they were added
         raise ValueError(f"model_type {model_type!r} is not supported: diffusion-lm adapts decoder-only LMs of the "
                          f"families {supported} (and their diffusion versions)")
     return FAMILIES[ar_type]

@@ -6,6 +6,9 @@ sequences of the step (training draws it from a generator seeded by the seed and
 model runs with no L x L mask at all, so fused attention kernels apply; padding is masked in every phase.
 Block diffusion anneals from causal to block attention (bidirectional inside each block, causal across blocks).
 Masks are additive floats (0 = attend, dtype-min = blocked), which eager and SDPA attention both accept.
+Sliding-window layers (Mistral, Gemma 3, Qwen3 / Qwen2 with ``use_sliding_window``) get the same pattern restricted
+to keys within the window on either side, |query position - key position| < window (``restrict_to_window``): in
+causal mode exactly the AR model's window, in bidirectional and block modes the window applied symmetrically.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ def build_attention_mask(
     key_positions: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     anneal_seed: int | None = None,
+    sliding_window: int | None = None,
 ) -> torch.Tensor | None:
     """The additive mask a diffusion model's attention layers receive: the one mask builder, for a full forward and
     for new positions against cached keys alike.
@@ -139,17 +143,36 @@ def build_attention_mask(
     - annealed, ``causal`` or ``block`` (see ``attention_pattern``): a (B, 1, Q, L) pattern, padded keys blocked.
     ``seq_len`` counts the keys (``attention_mask`` is (B, seq_len) over them); ``position_ids`` (B, Q) are the
     queries' positions, ``key_positions`` (B, seq_len) the keys' (both default to 0 .. seq_len - 1).
+    ``sliding_window``: the pattern of a sliding-window layer (``restrict_to_window``; a 4D mask too).
     """
+    if position_ids is None:
+        position_ids = torch.arange(seq_len, device=device).expand(batch_size, -1)
+    if key_positions is None:
+        key_positions = position_ids
+    if sliding_window is not None:
+        full = build_attention_mask(attention_mask, batch_size, seq_len, dtype, device, anneal_ratio=anneal_ratio,
+                                    causal=causal, mode=mode, block_size=block_size, position_ids=position_ids,
+                                    key_positions=key_positions, generator=generator, anneal_seed=anneal_seed)
+        return restrict_to_window(full, position_ids, key_positions, sliding_window, dtype)
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask
     if attention_mask is not None and attention_mask.shape != (batch_size, seq_len):
         raise ValueError(f"attention_mask must have shape ({batch_size}, {seq_len}), got {tuple(attention_mask.shape)}")
     mode = mode or ("causal" if causal else "bidirectional")
     key_is_token = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
-    if position_ids is None:
-        position_ids = torch.arange(seq_len, device=device).expand(batch_size, -1)
-    if key_positions is None:
-        key_positions = position_ids
     pattern = attention_pattern(mode, position_ids, key_positions, key_is_token, block_size=block_size,
                                 anneal_ratio=anneal_ratio, generator=generator, anneal_seed=anneal_seed)
     return None if pattern is None else allowed_to_additive(pattern, dtype)
+
+
+def restrict_to_window(layer_mask: torch.Tensor | None, query_positions: torch.Tensor, key_positions: torch.Tensor,
+                       window: int, dtype: torch.dtype) -> torch.Tensor:
+    """A layer's mask (additive or boolean, 2D-broadcastable 4D, or None = attend everything) restricted to the keys
+    of a sliding window: |query position - key position| < ``window`` (the AR window in causal mode; symmetric in
+    bidirectional and block modes, as flash kernels apply it without a causal flag)."""
+    near = (query_positions[:, None, :, None] - key_positions[:, None, None, :]).abs() < window
+    if layer_mask is None:
+        return allowed_to_additive(near, dtype)
+    if layer_mask.dtype == torch.bool:
+        return layer_mask & near
+    return torch.where(near, layer_mask, torch.finfo(layer_mask.dtype).min)

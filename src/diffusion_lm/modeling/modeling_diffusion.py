@@ -14,7 +14,9 @@ the head, mixed in before the AR ``XForCausalLM`` (whose weight names, tied weig
 (the head's ``config_class`` is its decoder's).
 
 The decoder forward fits every stack laid out as transformers' LLaMA (``embed_tokens``, ``layers``, ``rotary_emb``,
-``norm``); a family laid out otherwise overrides the three small hooks (GPT-2 does).
+``norm``); a family laid out otherwise overrides the small hooks (GPT-2 does; Gemma 3 gives its local and global
+layers their own rotary embeddings). Sliding-window layers (``attention_windows``: from ``config.layer_types`` by
+default) get the one attention pattern restricted to their window (``attention_annealing.restrict_to_window``).
 
 Only ``torch`` and ``transformers`` are imported here: this file travels with checkpoints as remote code.
 """
@@ -55,6 +57,18 @@ class DiffusionDecoderMixin:
         """(hidden states entering the first layer, extra keyword arguments of every layer): rotary embeddings."""
         return inputs_embeds, {"position_embeddings": self.rotary_emb(inputs_embeds, position_ids=position_ids)}
 
+    def layer_inputs(self, index: int, layer_kwargs: dict) -> dict:
+        """The keyword arguments of layer ``index`` from what ``position_inputs`` returned (the same for every layer
+        by default)."""
+        return layer_kwargs
+
+    def attention_windows(self) -> list:
+        """Per decoder layer, its sliding window (None: full attention): ``config.sliding_window`` on the layers
+        ``config.layer_types`` marks ``"sliding_attention"`` (as transformers' Qwen2 / Qwen3 / Gemma 3 layers)."""
+        window, types = getattr(self.config, "sliding_window", None), getattr(self.config, "layer_types", None) or []
+        windows = [window if kind == "sliding_attention" else None for kind in types]
+        return windows or [None] * len(self.decoder_layers())
+
     def decoder_layers(self):
         return self.layers[: self.config.num_hidden_layers]
 
@@ -71,21 +85,22 @@ class DiffusionDecoderMixin:
         past_key_values: Cache | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        key_positions: torch.LongTensor | None = None,
         **kwargs,
     ) -> MaskedDiffusionLMOutput:
         reject_unused_kwargs(kwargs)
         cache = resolve_cache_argument(past_key_values, cache, use_cache)
-        inputs_embeds, position_ids, layer_mask = prepare_decoder_inputs(
+        windows = self.attention_windows()
+        inputs_embeds, position_ids, masks = prepare_decoder_inputs(
             self.config, self.get_input_embeddings(), input_ids, inputs_embeds, attention_mask, position_ids,
-            anneal_ratio, cache,
+            anneal_ratio, cache, windows=set(windows), key_positions=key_positions,
         )
         hidden_states, layer_kwargs = self.position_inputs(inputs_embeds, position_ids)
         layers = self.decoder_layers()
-        if cache is not None:
-            layer_kwargs[layer_cache_kwarg(layers[0])] = cache
-        for layer in layers:
-            hidden_states = layer(hidden_states, attention_mask=layer_mask, position_ids=position_ids, is_causal=False,
-                                  **layer_kwargs)
+        cache_kwargs = {} if cache is None else {layer_cache_kwarg(layers[0]): cache}
+        for index, layer in enumerate(layers):
+            hidden_states = layer(hidden_states, attention_mask=masks[windows[index]], position_ids=position_ids,
+                                  is_causal=False, **self.layer_inputs(index, layer_kwargs), **cache_kwargs)
             if isinstance(hidden_states, tuple):  # decoder layers of some releases return (hidden_states, ...)
                 hidden_states = hidden_states[0]
         return MaskedDiffusionLMOutput(last_hidden_state=self.final_norm(hidden_states), cache=cache)

@@ -13,7 +13,7 @@ import torch.utils.checkpoint
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
-from .attention_annealing import build_attention_mask
+from .attention_annealing import build_attention_mask, restrict_to_window
 from .modeling_diffusion_compat import attention_implementation
 from .shift import IGNORE_INDEX
 
@@ -125,11 +125,16 @@ def prepare_decoder_inputs(
     position_ids: torch.Tensor | None,
     anneal_ratio: float | None,
     cache: Cache | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(inputs_embeds, position_ids, mask for the attention layers): what every decoder stack starts from.
+    windows=(None,),
+    key_positions: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(inputs_embeds, position_ids, {sliding window or None: mask for the attention layers of that window}): what
+    every decoder stack starts from.
 
     With a KV cache the new positions attend to the cached keys and to each other; their position ids default to
     those that follow the cached keys (from a 2D ``attention_mask`` over cached + new keys when given).
+    Sliding windows (``windows``: those of the stack's layers) restrict the one pattern (``restrict_to_window``);
+    over a KV cache that needs the keys' positions (``key_positions``, (B, keys)) unless the window cannot bind.
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -148,14 +153,32 @@ def prepare_decoder_inputs(
                                                   inputs_embeds.device)[:, num_cached:]
     num_keys = num_cached + num_new
     if check_attention_mask(config, attention_mask, num_keys, num_new, batch_size, anneal_ratio):
-        return inputs_embeds, position_ids, attention_mask
-    key_positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
-    layer_mask = build_attention_mask(
-        attention_mask, batch_size, num_keys, inputs_embeds.dtype, inputs_embeds.device, mode=config.attention_mode,
-        block_size=getattr(config, "diffusion_block_size", None), position_ids=position_ids,
-        key_positions=key_positions, anneal_ratio=anneal_ratio,
-    )
-    return inputs_embeds, position_ids, layer_mask
+        if attention_mask is None or attention_mask.dim() != 4:  # flash kernels apply the layer's window themselves
+            return inputs_embeds, position_ids, dict.fromkeys(windows, attention_mask)
+        layer_mask = attention_mask
+    else:
+        positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
+        layer_mask = build_attention_mask(
+            attention_mask, batch_size, num_keys, inputs_embeds.dtype, inputs_embeds.device,
+            mode=config.attention_mode, block_size=getattr(config, "diffusion_block_size", None),
+            position_ids=position_ids, key_positions=positions, anneal_ratio=anneal_ratio,
+        )
+    if key_positions is None and not num_cached:  # without a cache the keys are the inputs themselves
+        key_positions = position_ids
+    # with a cache, the keys' positions are known only from ``key_positions`` (decoding caches hold their columns in
+    # any order): a window that could bind needs them; one spanning the model's positions cannot bind
+    longest = getattr(config, "max_position_embeddings", None)
+    masks = {}
+    for window in windows:
+        if window is None or (key_positions is None and longest is not None and window >= longest
+                              and int(position_ids.max()) < window):
+            masks[window] = layer_mask
+        elif key_positions is None:
+            raise ValueError(f"sliding_window {window}: a forward over a KV cache of {num_cached} keys needs "
+                             "key_positions (the positions of the cached and new keys) to apply the window")
+        else:
+            masks[window] = restrict_to_window(layer_mask, position_ids, key_positions, window, inputs_embeds.dtype)
+    return inputs_embeds, position_ids, masks
 
 
 # logits elements per LM-head chunk (32 MiB in float32): a chunk's rows follow from the vocabulary, 170 at 49k
@@ -229,8 +252,29 @@ def cross_entropy_at_targets(
     return losses.masked_scatter(scored, hard), losses.masked_scatter(scored, soft)
 
 
+class SoftCappedHead:
+    """An LM head whose logits are soft-capped, cap * tanh(logits / cap) (Gemma's ``final_logit_softcapping``); called
+    as the head itself, so the chunked loss caps exactly the logits it scores. Not a module: it owns no weights."""
+
+    def __init__(self, lm_head: torch.nn.Module, cap: float):
+        self.lm_head, self.cap, self.out_features = lm_head, cap, getattr(lm_head, "out_features", None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.lm_head.weight
+
+    def __call__(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lm_head(hidden_states) / self.cap) * self.cap
+
+
 class DiffusionLMHeadMixin:
     """The LM head on top of the decoder stack found at ``base_model_prefix`` (``model`` or ``transformer``)."""
+
+    def logits_head(self):
+        """What turns hidden states into logits: ``lm_head``, soft-capped where ``config.final_logit_softcapping``
+        is set (Gemma)."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return self.lm_head if cap is None else SoftCappedHead(self.lm_head, cap)
 
     def forward(
         self,
@@ -279,7 +323,7 @@ class DiffusionLMHeadMixin:
         hidden_states = outputs.last_hidden_state
         if target_ids is not None:
             soft = None if soft_target_ids is None else (soft_target_ids, soft_target_probs)
-            losses = cross_entropy_at_targets(hidden_states, self.lm_head, target_ids, loss_chunk_size, soft)
+            losses = cross_entropy_at_targets(hidden_states, self.logits_head(), target_ids, loss_chunk_size, soft)
             hard, soft_losses = (losses, None) if soft is None else losses
             return MaskedDiffusionLMOutput(
                 token_losses=hard,
@@ -290,7 +334,7 @@ class DiffusionLMHeadMixin:
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) and logits_to_keep > 0 else (
             logits_to_keep if isinstance(logits_to_keep, torch.Tensor) else slice(None))
         return MaskedDiffusionLMOutput(
-            logits=self.lm_head(hidden_states[:, keep]),
+            logits=self.logits_head()(hidden_states[:, keep]),
             last_hidden_state=hidden_states,
             cache=outputs.cache,
         )
