@@ -219,3 +219,21 @@ def test_lora_sft_trains_each_new_family(tmp_path, family):
     assert torch.isfinite(torch.tensor(result.training_loss))
     trainer.save_model(str(tmp_path / "adapter"))
     assert os.path.isfile(tmp_path / "adapter" / "adapter_config.json")
+
+
+def test_qwen3_presets_and_the_8b_launch_config():
+    """The Qwen3 presets resolve (block diffusion, their bases); the 8B launch config parses with accelerate's own
+    loader and wraps the layer class Qwen3's diffusion model declares as its FSDP unit."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from diffusion_lm.adapt import resolve_settings
+
+    small, large = resolve_settings("Qwen3-0.6B-block", {}), resolve_settings("Qwen3-8B-block", {})
+    assert (small.base, large.base) == ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B")
+    assert small.attention_mode == large.attention_mode == "block" and large.diffusion_block_size == 32
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    launch = load_config_from_file(os.path.join(repo, "training", "accelerate", "fsdp2_qwen3_8b.yaml"))
+    assert launch.distributed_type == DistributedType.FSDP and launch.fsdp_config["fsdp_version"] == 2
+    layer = launch.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+    assert layer in tiny_family_diffusion_model("qwen3")[0]._no_split_modules
