@@ -307,6 +307,22 @@ def test_release_imports_and_computes_the_original_forward(tmp_path, release):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_imported_release_trains(tmp_path, release):
+    """The training objective of our trainers runs on the imported model with its own mask id, shift and blocks."""
+    from diffusion_lm.objective import ObjectiveSettings, diffusion_objective
+
+    RELEASES[release][0](tmp_path / "release")
+    model, _ = import_reference(str(tmp_path / "release"))
+    model.train()
+    settings = ObjectiveSettings(mask_token_id=model.config.mask_token_id, shift=model.config.shift)
+    maskable = torch.ones_like(IDS, dtype=torch.bool)
+    maskable[:, 0] = False
+    output = diffusion_objective(model, IDS, maskable, settings, generator=torch.Generator().manual_seed(0))
+    output.loss.backward()
+    assert torch.isfinite(output.loss) and model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
 def test_llada_mapping_and_decoding(tmp_path):
     write_llada(tmp_path / "release", dtype=torch.bfloat16)
     model, tokenizer = import_reference(str(tmp_path / "release"), str(tmp_path / "out"))
