@@ -30,9 +30,9 @@ IDS = torch.tensor([[1, 7, 8, 9, 10, 11, 12, 13], [1, 20, 21, 22, 23, 24, 25, 26
 
 # ---- tokenizer files ----
 
-def word_tokenizer_files(directory, specials: dict[int, str], tokenizer_config: dict) -> None:
-    """tokenizer.json (word level, ordinary words w<i> and ``specials`` at their ids) and ``tokenizer_config``."""
-    vocab = {f"w{i}": i for i in range(VOCAB_SIZE) if i not in specials}
+def word_tokenizer_files(directory, specials: dict[int, str], tokenizer_config: dict, size: int = VOCAB_SIZE) -> None:
+    """tokenizer.json (word level, ``size`` ids: words w<i> and ``specials`` at their ids) and ``tokenizer_config``."""
+    vocab = {f"w{i}": i for i in range(size) if i not in specials}
     vocab.update({token: i for i, token in specials.items()})
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[3]))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -370,6 +370,21 @@ def test_fast_dllm_v2_is_a_block_model_with_sub_blocks(tmp_path):
     assert decoded[None].shape == (1, 12) and not (decoded[None] == 52).any()
     # block-causal attention: committed blocks never see later ones, so the prefix cache is exact
     assert torch.equal(decoded[None], decoded["prefix"])
+
+
+def test_mask_token_missing_from_the_tokenizer_files_is_added_at_its_id(tmp_path):
+    """A release whose config names the mask id right after its tokenizer's last id, while its tokenizer files do not
+    hold the mask token (the base model's tokenizer shipped unchanged)."""
+    directory = tmp_path / "release"
+    write_fast_dllm_v2(directory)
+    config = json.load(open(directory / "config.json"))
+    write_json(directory, "config.json", {**config, "mask_token_id": 60})  # embedding rows: 64
+    without_mask = {i: token for i, token in FAST_DLLM_SPECIALS.items() if token != "|<MASK>|"}
+    word_tokenizer_files(directory, without_mask, {"tokenizer_class": "PreTrainedTokenizerFast",
+                                                   "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, size=60)
+    model, tokenizer = import_reference(str(directory))
+    assert model.config.mask_token_id == 60 == tokenizer.mask_token_id == len(tokenizer) - 1
+    assert tokenizer.mask_token == "|<MASK>|"
 
 
 def test_bad_hub_sources_name_what_is_missing(tmp_path):

@@ -159,8 +159,12 @@ def import_reference(
         raise ValueError(f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
     release = hub_release(layout)
     tokenizer = _load_tokenizer(directory, release)
-    mask_token_id = set_mask_token(tokenizer,
-                                   reuse_token_id=_reference_mask_token_id(layout, tokenizer, mask_token_id, directory))
+    mask_token_id = _reference_mask_token_id(layout, tokenizer, mask_token_id, directory)
+    if release is not None and mask_token_id == len(tokenizer):
+        # the release's mask row right after the tokenizer's last id, but its tokenizer files do not name it: added
+        # as a special token, it gets exactly that id
+        tokenizer.add_special_tokens({"mask_token": release.mask_token})
+    mask_token_id = set_mask_token(tokenizer, reuse_token_id=mask_token_id)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
