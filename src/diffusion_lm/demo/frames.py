@@ -96,7 +96,8 @@ def decoding_kwargs(positions: int, steps=None, threshold=None, kv_cache: str = 
                     block_length=None, verify: str = "none", temperature: float = 0.0) -> dict:
     """``model.generate`` keyword arguments of the page's settings, through the command line's one definition
     (``cli/decoding_flags.py``): ``steps`` empty or 0 means one per generated position, ``kv_cache``, ``threshold``
-    and ``block_length`` left empty (or 0) keep the checkpoint's, ``verify="none"`` decodes by diffusion. ValueError for a value no model takes."""
+    and ``block_length`` left empty (or 0) keep the checkpoint's, ``verify="none"`` decodes by diffusion.
+    ValueError for a value no model takes."""
     values = {spec.field: spec.default for spec in DECODING_FLAGS}
     values.update(steps=_given(steps, int), threshold=_given(threshold, float), temperature=float(temperature or 0),
                   block_length=_given(block_length, int),
@@ -209,8 +210,8 @@ def stream_ar(ar_model, tokenizer, prompt: str, max_new_tokens: int, temperature
 
     def work(emit):
         streamer = _TextStreamer(tokenizer, emit)
-        out = ar_model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=int(max_new_tokens),
-                                streamer=streamer, pad_token_id=pad, **sampling)
+        out = ar_model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                max_new_tokens=int(max_new_tokens), streamer=streamer, pad_token_id=pad, **sampling)
         return streamer.tokenizer.decode(streamer.tokens, skip_special_tokens=True), out.shape[1] - input_ids.shape[1]
 
     yield from run_in_thread(work)
@@ -259,8 +260,8 @@ def counters(decoding: Decoding) -> str:
     filled = f"{sum(decoding.generated) - masks} / {sum(decoding.generated)} positions filled"
     if not decoding.seconds:
         return f"step {len(decoding.frames)} · {filled}"
-    return (f"**{decoding.forward_passes}** forward passes · **{decoding.tokens_per_forward:.2f}** tokens per forward · "
-            f"**{decoding.tokens_per_second:.1f}** tokens/s · {len(decoding.frames)} steps · {filled}")
+    return (f"**{decoding.forward_passes}** forward passes · **{decoding.tokens_per_forward:.2f}** tokens per "
+            f"forward · **{decoding.tokens_per_second:.1f}** tokens/s · {len(decoding.frames)} steps · {filled}")
 
 
 __all__ = ["CHECKPOINT_DEFAULT", "Decoding", "Done", "Frame", "KV_CACHE_CHOICES", "VERIFY_CHOICES", "counters",

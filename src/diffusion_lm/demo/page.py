@@ -29,7 +29,8 @@ LEGEND = ("Grey: the prompt · ░: still masked · yellow: committed at this st
           "blue bar: a block starts")
 
 
-def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0, title: str = "diffusion-lm") -> gr.Blocks:
+def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0,
+               title: str = "diffusion-lm") -> gr.Blocks:
     """The page for ``model`` / ``tokenizer`` (a diffusion checkpoint, e.g. from ``load_checkpoint``); ``ar_model``:
     an AR model on the same tokenizer (its base) that generates beside it. ``frame_interval``: at least this many
     seconds between the frames shown, so that a fast model's steps can be followed (the counters time the call
