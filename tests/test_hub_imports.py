@@ -1,6 +1,6 @@
-"""Import of the Hub's diffusion LMs (LLaDA, Dream, Fast-dLLM v2): tiny replicas written in each release's published
-layout (original parameter names, original-style config.json with its model_type and auto_map, tokenizer files) must
-import through ``import_reference`` and compute what the original computes.
+"""Import of the Hub's diffusion LMs (LLaDA, Dream, Fast-dLLM v2, SDAR): tiny replicas written in each release's
+published layout (original parameter names, original-style config.json with its model_type and auto_map, tokenizer
+files) must import through ``import_reference`` and compute what the original computes.
 
 The original forward is reimplemented here in plain torch from the releases' published math (RMSNorm in float32,
 rotary embeddings over half-split dimensions, SwiGLU MLP, grouped-query attention with the release's attention
@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from diffusion_lm import DiffuLlamaForMaskedDiffusion, DiffuQwen2ForMaskedDiffusion
+from diffusion_lm.modeling.modeling_diffuqwen3 import DiffuQwen3ForMaskedDiffusion
 from diffusion_lm.cli import main
 from diffusion_lm.modeling.shift import logits_per_position
 from diffusion_lm.push import push_readiness_problems
@@ -120,15 +121,20 @@ def write_llada(directory, drop: tuple[str, ...] = (), dtype=torch.float32) -> d
     return tensors
 
 
-def qwen2_shapes(head_dim: int = HIDDEN // HEADS, tied: bool = False) -> dict[str, tuple[int, ...]]:
-    """Qwen2ForCausalLM's tensor names and shapes (q/k/v biases, no o_proj bias), as Dream and Fast-dLLM v2 keep."""
+def qwen_shapes(qwen3: bool = False, tied: bool = False) -> dict[str, tuple[int, ...]]:
+    """Qwen2ForCausalLM's tensor names and shapes (q/k/v biases, no o_proj bias), as Dream and Fast-dLLM v2 keep; with
+    ``qwen3`` Qwen3ForCausalLM's, as SDAR keeps (no biases, a per-head RMSNorm of queries and keys)."""
+    head_dim = HIDDEN // HEADS
     shapes = {"model.embed_tokens.weight": (VOCAB_SIZE, HIDDEN)}
     for layer in range(LAYERS):
         prefix = f"model.layers.{layer}"
         for name, rows in (("q_proj", HEADS * head_dim), ("k_proj", KV_HEADS * head_dim),
                            ("v_proj", KV_HEADS * head_dim)):
             shapes[f"{prefix}.self_attn.{name}.weight"] = (rows, HIDDEN)
-            shapes[f"{prefix}.self_attn.{name}.bias"] = (rows,)
+            if not qwen3:
+                shapes[f"{prefix}.self_attn.{name}.bias"] = (rows,)
+        if qwen3:
+            shapes[f"{prefix}.self_attn.q_norm.weight"] = shapes[f"{prefix}.self_attn.k_norm.weight"] = (head_dim,)
         shapes.update({
             f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * head_dim),
             f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
@@ -142,7 +148,7 @@ def qwen2_shapes(head_dim: int = HIDDEN // HEADS, tied: bool = False) -> dict[st
     return shapes
 
 
-def qwen2_config(**release_keys) -> dict:
+def qwen_config(**release_keys) -> dict:
     return {
         "attention_dropout": 0.0, "bos_token_id": 2, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": HIDDEN,
         "initializer_range": 0.02, "intermediate_size": INTERMEDIATE, "max_position_embeddings": 128,
@@ -160,9 +166,9 @@ DREAM_SPECIALS = {30: "<|endoftext|>", 31: "<|beginoftext|>", 32: "<|mask|>"}
 def write_dream(directory) -> dict[str, torch.Tensor]:
     """Dream-org/Dream-v0-*-7B's layout: Qwen2 tensors, model_type "Dream" with its own code, DreamTokenizer files."""
     os.makedirs(directory, exist_ok=True)
-    tensors = random_tensors(qwen2_shapes(), seed=1)
+    tensors = random_tensors(qwen_shapes(), seed=1)
     save_weights(directory, tensors)
-    write_json(directory, "config.json", qwen2_config(
+    write_json(directory, "config.json", qwen_config(
         architectures=["DreamModel"], model_type="Dream", mask_token_id=32, bos_token_id=30, eos_token_id=30,
         pad_token_id=30, tie_word_embeddings=False,
         auto_map={"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}))
@@ -181,14 +187,35 @@ def write_fast_dllm_v2(directory) -> dict[str, torch.Tensor]:
     """Efficient-Large-Model/Fast_dLLM_v2_7B's layout: Qwen2 tensors, model_type "Fast_dLLM_Qwen" with bd_size and
     no mask id in its config (its code defaults to the token |<MASK>|)."""
     os.makedirs(directory, exist_ok=True)
-    tensors = random_tensors(qwen2_shapes(), seed=2)
+    tensors = random_tensors(qwen_shapes(), seed=2)
     save_weights(directory, tensors)
-    write_json(directory, "config.json", qwen2_config(
+    write_json(directory, "config.json", qwen_config(
         architectures=["Fast_dLLM_QwenForCausalLM"], model_type="Fast_dLLM_Qwen", bd_size=FAST_DLLM_BLOCK,
         eos_token_id=51, tie_word_embeddings=False,
         auto_map={"AutoConfig": "configuration.Fast_dLLM_QwenConfig",
                   "AutoModelForCausalLM": "modeling.Fast_dLLM_QwenForCausalLM"}))
     word_tokenizer_files(directory, FAST_DLLM_SPECIALS, {
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    return tensors
+
+
+SDAR_SPECIALS = {2: "<|endoftext|>", 3: "<unk>", 50: "<|im_start|>", 51: "<|im_end|>", 53: "<|MASK|>"}
+SDAR_BLOCK = 4  # SDAR-*-Chat's block size
+
+
+def write_sdar(directory) -> dict[str, torch.Tensor]:
+    """JetLM/SDAR-1.7B-Chat's layout: Qwen3 tensors with tied embeddings, model_type "sdar" with its own code, the
+    mask token <|MASK|> added to the tokenizer (no mask id in the config)."""
+    os.makedirs(directory, exist_ok=True)
+    tensors = random_tensors(qwen_shapes(qwen3=True, tied=True), seed=3)
+    save_weights(directory, tensors)
+    config = qwen_config(
+        architectures=["SDARForCausalLM"], model_type="sdar", attention_bias=False, head_dim=HIDDEN // HEADS,
+        eos_token_id=51, tie_word_embeddings=True,
+        auto_map={"AutoConfig": "configuration_sdar.SDARConfig", "AutoModel": "modeling_sdar.SDARModel",
+                  "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM"})
+    write_json(directory, "config.json", config)
+    word_tokenizer_files(directory, SDAR_SPECIALS, {
         "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
     return tensors
 
@@ -228,8 +255,11 @@ def original_forward(ids, weights: dict, names: dict, allowed: torch.Tensor, eps
     batch, length = ids.shape
     for layer in range(LAYERS):
         normed = rms_norm(x, tensor("attn_norm", layer), eps)
-        q = linear(normed, "q", layer).view(batch, length, HEADS, head_dim).transpose(1, 2)
-        k = linear(normed, "k", layer).view(batch, length, KV_HEADS, head_dim).transpose(1, 2)
+        q = linear(normed, "q", layer).view(batch, length, HEADS, head_dim)
+        k = linear(normed, "k", layer).view(batch, length, KV_HEADS, head_dim)
+        if "q_norm" in names:  # Qwen3: each head's query and key RMS-normalised before the rotary embedding
+            q, k = rms_norm(q, tensor("q_norm", layer), eps), rms_norm(k, tensor("k_norm", layer), eps)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = linear(normed, "v", layer).view(batch, length, KV_HEADS, head_dim).transpose(1, 2)
         q, k = rotate(q, theta), rotate(k, theta)
         k, v = (t.repeat_interleave(HEADS // KV_HEADS, dim=1) for t in (k, v))
@@ -256,8 +286,12 @@ QWEN2_NAMES = {
         ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"), ("down", "mlp.down_proj"),
         ("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"))},
 }
+SDAR_NAMES = {**QWEN2_NAMES, "head": "model.embed_tokens.weight",  # tied
+              "q_norm": "model.layers.{layer}.self_attn.q_norm.weight",
+              "k_norm": "model.layers.{layer}.self_attn.k_norm.weight"}
 FULL = torch.ones(IDS.shape[1], IDS.shape[1], dtype=torch.bool)
-# Fast-dLLM v2's inference mask: query block >= key block (blocks of bd_size counted from position 0)
+# Fast-dLLM v2's and SDAR's inference mask: query block >= key block (blocks counted from position 0); both replicas
+# use blocks of 4
 BLOCK_CAUSAL = (torch.arange(IDS.shape[1])[:, None] // FAST_DLLM_BLOCK) >= (torch.arange(IDS.shape[1])[None] //
                                                                             FAST_DLLM_BLOCK)
 
@@ -271,8 +305,8 @@ def imported_logits(directory, ids):
 
 
 def original_predictions(logits, shift: bool):
-    """Row j predicts token j, by the release's own decoding code: LLaDA reads logits[:, j]; Dream and Fast-dLLM v2
-    read logits[:, j - 1] (``torch.cat([logits[:, :1], logits[:, :-1]], dim=1)`` in their generate)."""
+    """Row j predicts token j, by the release's own decoding code: LLaDA and SDAR read logits[:, j]; Dream and
+    Fast-dLLM v2 read logits[:, j - 1] (``torch.cat([logits[:, :1], logits[:, :-1]], dim=1)`` in their generate)."""
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1) if shift else logits
 
 
@@ -282,6 +316,7 @@ RELEASES = {
     "dream": (write_dream, DiffuQwen2ForMaskedDiffusion, QWEN2_NAMES, FULL, 1e-6, 1000000.0, True, 32),
     "fast_dllm_v2": (write_fast_dllm_v2, DiffuQwen2ForMaskedDiffusion, QWEN2_NAMES, BLOCK_CAUSAL, 1e-6, 1000000.0,
                      True, 52),
+    "sdar": (write_sdar, DiffuQwen3ForMaskedDiffusion, SDAR_NAMES, BLOCK_CAUSAL, 1e-6, 1000000.0, False, 53),
 }
 
 
@@ -372,6 +407,20 @@ def test_fast_dllm_v2_is_a_block_model_with_sub_blocks(tmp_path):
     assert torch.equal(decoded[None], decoded["prefix"])
 
 
+def test_sdar_is_a_block_model_without_shift(tmp_path):
+    write_sdar(tmp_path / "release")
+    model, tokenizer = import_reference(str(tmp_path / "release"))
+    config = model.config
+    assert (config.attention_mode, config.diffusion_block_size, config.shift) == ("block", SDAR_BLOCK, False)
+    assert config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
+    assert (model.generation_config.threshold, model.generation_config.temperature) == (0.9, 1.0)
+    prompt = IDS[:1, :5]
+    decoded = {cache: model.generate(prompt, max_new_tokens=7, kv_cache=cache, threshold=0.9, temperature=0.0)
+               for cache in (None, "prefix")}
+    assert decoded[None].shape == (1, 12) and not (decoded[None] == 53).any()
+    assert torch.equal(decoded[None], decoded["prefix"])
+
+
 def test_mask_token_missing_from_the_tokenizer_files_is_added_at_its_id(tmp_path):
     """A release whose config names the mask id right after its tokenizer's last id, while its tokenizer files do not
     hold the mask token (the base model's tokenizer shipped unchanged)."""
@@ -404,6 +453,6 @@ def test_bad_hub_sources_name_what_is_missing(tmp_path):
     config = json.load(open(tmp_path / "unknown" / "config.json"))
     write_json(tmp_path / "unknown", "config.json", {**config, "model_type": "mdm_unknown"})
     with pytest.raises(ValueError, match="model_type 'mdm_unknown'; the importable model types are .*llada.*Dream.*"
-                                         "Fast_dLLM_Qwen") as error:
+                                         "Fast_dLLM_Qwen.*sdar") as error:
         import_reference(str(tmp_path / "unknown"))
     assert "\n" not in str(error.value)

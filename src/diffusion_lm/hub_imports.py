@@ -66,9 +66,18 @@ HUB_RELEASES = {
         decoding={"threshold": 0.9, "sub_block_length": 8, "kv_cache": "prefix", "steps": None,
                   "block_length": None, "alg": "confidence", "temperature": 0.0},
     ),
+    "sdar": HubRelease(
+        name="SDAR", repos=("JetLM/SDAR-1.7B-Chat", "JetLM/SDAR-4B-Chat", "JetLM/SDAR-8B-Chat"),
+        family="qwen3", mask_token="<|MASK|>", mask_token_id=151669, shift=False,
+        block_size_key="block_size", default_block_size=4,
+        # JetAstra/SDAR's generate.py as its README runs it: blocks of 4 in 4 steps, low_confidence_dynamic
+        # remasking (every proposal above 0.9, at least the schedule's count), sampling at temperature 1.0
+        decoding={"threshold": 0.9, "kv_cache": "prefix", "steps": None, "block_length": None, "alg": "confidence",
+                  "temperature": 1.0},
+    ),
 }
 SUPPORTED_MODEL_TYPES = {"gpt2": "DiffuGPT wrapper", "llama": "DiffuLLaMA", "llada": "LLaDA", "Dream": "Dream",
-                         "Fast_dLLM_Qwen": "Fast-dLLM v2"}
+                         "Fast_dLLM_Qwen": "Fast-dLLM v2", "sdar": "SDAR"}
 
 
 def hub_release(model_type) -> HubRelease | None:

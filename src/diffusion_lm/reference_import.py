@@ -8,7 +8,7 @@ Two layouts exist:
   token ``[¨M¨]`` (id 50257) for -m.
 - **DiffuLLaMA** (diffusionfamily/diffullama): a plain ``LlamaForCausalLM`` checkpoint; mask token id 811.
 
-The diffusion LMs published with their own remote code (LLaDA, Dream, Fast-dLLM v2) are described in
+The diffusion LMs published with their own remote code (LLaDA, Dream, Fast-dLLM v2, SDAR) are described in
 ``diffusion_lm.hub_imports`` and imported by the same entry point, ``import_reference``.
 
 Weights are not changed; the output is a push-ready diffusion-lm checkpoint (see ``diffusion_lm.checkpoint.save_checkpoint``).
@@ -143,8 +143,8 @@ def import_reference(
     dtype: torch.dtype | str = "auto",  # or "float32", "bfloat16", "float16"
     repo_id: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Convert a released DiffuGPT / DiffuLLaMA / LLaDA / Dream / Fast-dLLM v2 checkpoint (Hub id or directory) into
-    our classes.
+    """Convert a released DiffuGPT / DiffuLLaMA / LLaDA / Dream / Fast-dLLM v2 / SDAR checkpoint (Hub id or
+    directory) into our classes.
 
     ``mask_token_id`` overrides the release's mask id (DiffuGPT / DiffuLLaMA: the tokenizer's mask token, else
     ``[¨M¨]`` for DiffuGPT when present, else 10541 / 811; the Hub releases: their config's ``mask_token_id``, else
