@@ -21,6 +21,7 @@ CHROMIUM = next(filter(None, (shutil.which(name) for name in BROWSER_NAMES)), No
 if CHROMIUM is None:
     pytest.skip("no Chromium from the OS packages on PATH (apt-get install chromium)", allow_module_level=True)
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: gradio reports nothing anywhere
 SCREENSHOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "demo.png")
 TIMEOUT_MS = 30_000
 FRAME_INTERVAL = 0.1  # seconds between the frames the page shows: the browser sees every step
@@ -83,6 +84,8 @@ def choose(page, elem_id: str, option: str) -> None:
 
 
 def test_generate_streams_the_canvas_then_replays_step_one(page):
+    page.locator("#dlm-generate").click()  # no prompt yet: the page says so and keeps serving
+    page.get_by_text("the prompt is empty").first.wait_for()
     page.evaluate(RECORD_CANVASES)
     page.locator("#dlm-prompt textarea").fill("once upon a time")
     set_number(page, "dlm-new-tokens", 8)

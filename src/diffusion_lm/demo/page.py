@@ -137,9 +137,14 @@ def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0,
 
 
 def warm_up(model, tokenizer, ar_model=None) -> None:
-    """One short decode of each model before the page serves, so the first run's tokens/s is not the warm-up's."""
-    for _ in stream_decoding(model, tokenizer, prompt_decoding(model, tokenizer, "a", 2, None), steps=2, verify=None):
-        pass
+    """One short decode of each model before the page serves, so the first run's tokens/s is not the warm-up's (a
+    checkpoint whose own decoding settings are refused is left cold: the page shows the refusal on every run)."""
+    try:
+        for _ in stream_decoding(model, tokenizer, prompt_decoding(model, tokenizer, "a", 2, None), steps=2,
+                                 verify=None):
+            pass
+    except ValueError:
+        return
     if ar_model is not None:
         for _ in stream_ar(ar_model, tokenizer, "a", 2):
             pass
