@@ -86,6 +86,18 @@ def test_the_canvas_draws_masks_this_steps_tokens_and_block_starts(tiny):
     assert render_canvas(tokenizer, decoding, None).count('class="dlm-mask"') == 8  # before any step
 
 
+def test_a_block_diffusion_models_canvas_is_cut_at_its_own_blocks():
+    model, tokenizer = tiny_diffusion_model("llama")
+    model.config.attention_mode, model.config.diffusion_block_size = "block", 4
+    decoding = prompt_decoding(model, tokenizer, "once upon a", 9, None)  # 3 prompt tokens: blocks start at 4, 8
+    assert decoding.block_ids[3:] == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    frames = decode(model, tokenizer, decoding, 9)
+    assert [frame.tokens for frame in frames] == decoding.history
+    assert render_canvas(tokenizer, decoding, 0).count("border-left") == 3
+    with pytest.raises(ValueError, match="differs from the model's diffusion_block_size"):
+        decode(model, tokenizer, prompt_decoding(model, tokenizer, "the", 8, 8), 8, block_length=8)
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda m, t: prompt_decoding(m, t, "  ", 4, None), "prompt is empty"),
     (lambda m, t: infill_decoding(m, t, "a", "b", 0, None), "hole length must be >= 1"),
