@@ -129,8 +129,11 @@ def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0,
             step = min(max(int(step), 0), len(decoding.frames))
             return render_canvas(tokenizer, decoding, step - 1 if step else None)
 
-        generate_button.click(on_generate, [prompt, max_new_tokens, *settings], outputs)
-        infill_button.click(on_infill, [prefix, hole, suffix, *settings], outputs)
+        # one decode at a time (both tabs share the model): tokens/s is never two calls sharing the device
+        generate_button.click(on_generate, [prompt, max_new_tokens, *settings], outputs, concurrency_id="decode",
+                              concurrency_limit=1)
+        infill_button.click(on_infill, [prefix, hole, suffix, *settings], outputs, concurrency_id="decode",
+                            concurrency_limit=1)
         replay.input(on_replay, [replay, state], canvas)
         replay.release(on_replay, [replay, state], canvas)
     return demo
