@@ -91,7 +91,8 @@ def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0,
 
         def refused(error: Exception):
             gr.Warning(str(error))
-            return {stats: f"**Refused:** {error}", canvas: "", text: ""}
+            return {stats: f"**Refused:** {error}", canvas: "", text: "", state: None,
+                    replay: gr.Slider(0, 1, value=0, step=1, interactive=True)}
 
         def on_generate(prompt_text, new_tokens, *settings_values):
             try:
@@ -102,7 +103,11 @@ def build_demo(model, tokenizer, ar_model=None, *, frame_interval: float = 0.0,
                 yield refused(error)
                 return
             if ar_model is not None:
-                yield from ar_updates(prompt_text, int(new_tokens), settings_values[5], decoding)
+                try:
+                    yield from ar_updates(prompt_text, int(new_tokens), settings_values[5], decoding)
+                except (ValueError, TypeError) as error:  # e.g. more positions than the AR model has
+                    gr.Warning(f"AR base: {error}")
+                    yield {ar_stats: f"**AR base refused:** {error}"}
 
         def ar_updates(prompt_text: str, new_tokens: int, temperature_value, decoding: Decoding):
             for event in stream_ar(ar_model, tokenizer, prompt_text, new_tokens, float(temperature_value or 0.0)):
