@@ -158,9 +158,11 @@ def decode(model, ids, **kwargs):
     return model.generate(ids, **{**settings, **kwargs})
 
 
+@pytest.mark.parametrize("window", [WIDE, NARROW], ids=["window-cannot-bind", "window-binds"])
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_cached_decode_equals_the_uncached_decode(family):
-    model, _ = tiny_family_diffusion_model(family)
+def test_cached_decode_equals_the_uncached_decode(family, window):
+    """With a window the canvas exceeds, the decoding caches pass the keys' positions so the window applies."""
+    model, _ = tiny_family_diffusion_model(family, sliding_window=window)
     ids = torch.tensor([[1, 10, 11, 12, 13]])
     exact = decode(model, ids)
     for kv_cache in ("prefix", "dual"):

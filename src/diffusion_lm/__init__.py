@@ -9,7 +9,10 @@ import importlib
 from .models import register_auto_classes
 from .modeling.configuration_diffugpt import DiffuGPTConfig
 from .modeling.configuration_diffullama import DiffuLlamaConfig
+from .modeling.configuration_diffugemma3 import DiffuGemma3Config
+from .modeling.configuration_diffumistral import DiffuMistralConfig
 from .modeling.configuration_diffuqwen2 import DiffuQwen2Config
+from .modeling.configuration_diffuqwen3 import DiffuQwen3Config
 from .modeling.generation_diffusion import (
     DiffusionGenerationConfig,
     DiffusionGenerationMixin,
@@ -17,7 +20,10 @@ from .modeling.generation_diffusion import (
 )
 from .modeling.modeling_diffugpt import DiffuGPTForMaskedDiffusion, DiffuGPTModel
 from .modeling.modeling_diffullama import DiffuLlamaForMaskedDiffusion, DiffuLlamaModel
+from .modeling.modeling_diffugemma3 import DiffuGemma3ForMaskedDiffusion, DiffuGemma3Model
+from .modeling.modeling_diffumistral import DiffuMistralForMaskedDiffusion, DiffuMistralModel
 from .modeling.modeling_diffuqwen2 import DiffuQwen2ForMaskedDiffusion, DiffuQwen2Model
+from .modeling.modeling_diffuqwen3 import DiffuQwen3ForMaskedDiffusion, DiffuQwen3Model
 
 __version__ = "0.1.0"
 
@@ -56,12 +62,21 @@ __all__ = [
     "DiffuGPTConfig",
     "DiffuGPTForMaskedDiffusion",
     "DiffuGPTModel",
+    "DiffuGemma3Config",
+    "DiffuGemma3ForMaskedDiffusion",
+    "DiffuGemma3Model",
     "DiffuLlamaConfig",
     "DiffuLlamaForMaskedDiffusion",
     "DiffuLlamaModel",
+    "DiffuMistralConfig",
+    "DiffuMistralForMaskedDiffusion",
+    "DiffuMistralModel",
     "DiffuQwen2Config",
     "DiffuQwen2ForMaskedDiffusion",
     "DiffuQwen2Model",
+    "DiffuQwen3Config",
+    "DiffuQwen3ForMaskedDiffusion",
+    "DiffuQwen3Model",
     "DiffusionGenerationConfig",
     "DiffusionGenerationMixin",
     "DiffusionGenerationOutput",

@@ -5,8 +5,8 @@ itself with the adapter disabled (no second copy of the weights); otherwise a fr
 step. It reads the clean context (every token before the one predicted) and hands over its top-k distribution of
 each token, renormalised: ``(ids, probs)``, each (B, L, K), entry j the distribution of token j (entry 0 is empty:
 nothing predicts the first token). The student is trained against ``(1 - w) * one-hot + w * teacher`` at each
-scored position (``diffusion_loss.diffusion_loss_from_cross_entropy``): the forward KL(teacher || student), mode-covering, as in
-classic distillation; the teacher never receives a gradient.
+scored position (``diffusion_loss.diffusion_loss_from_cross_entropy``): the forward KL(teacher || student),
+mode-covering, as in classic distillation; the teacher never receives a gradient.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class ARTeacher:
         """(ids, probs), each (B, L, K): entry j is the teacher's top-k distribution of token j given tokens < j."""
         batch_size, seq_len = input_ids.shape
         base = unwrapped_model(self.model)
-        head = base.get_output_embeddings()
+        # the logits the model itself reads (soft-capped where the family caps them, Gemma)
+        head = base.logits_head() if hasattr(base, "logits_head") else base.get_output_embeddings()
         was_training = self.model.training
         self.model.eval()  # no dropout in the teacher, also when it shares the student's modules
         try:

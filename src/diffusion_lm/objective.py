@@ -309,5 +309,5 @@ def block_diffusion_objective(
     return output
 
 
-__all__ = ["BatchTerms", "ObjectiveSettings", "block_diffusion_objective", "block_diffusion_settings", "diffusion_objective",
-           "full_attention_objective", "model_config", "unwrapped_model"]
+__all__ = ["BatchTerms", "ObjectiveSettings", "block_diffusion_objective", "block_diffusion_settings",
+           "diffusion_objective", "full_attention_objective", "model_config", "unwrapped_model"]

@@ -24,7 +24,8 @@ SUBCOMMANDS = {
     "eval": ("eval", "evaluate a diffusion LM (and its AR base) on likelihood and zero-shot tasks"),
     "push": ("hub", "upload a checkpoint directory to the Hugging Face Hub"),
     "card": ("hub", "re-render a checkpoint directory's model card"),
-    "import-reference": ("hub", "convert a released DiffuGPT / DiffuLLaMA checkpoint into diffusion-lm classes"),
+    "import-reference": ("hub", "convert a released diffusion LM (DiffuGPT, DiffuLLaMA, LLaDA, Dream, "
+                                "Fast-dLLM v2, SDAR) into diffusion-lm classes"),
 }
 
 # the arguments that name models or data: (attribute, how the message names it, what it may be)

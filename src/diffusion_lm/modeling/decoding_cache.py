@@ -189,7 +189,7 @@ class ColumnCache:
             pattern = torch.where(causal_queries[:, None, :, None], causal, pattern)
         layer_mask = allowed_to_additive(pattern, model.dtype)
         outputs = model(input_ids=input_ids, attention_mask=layer_mask, position_ids=positions, cache=self.cache,
-                        logits_to_keep=read_columns)
+                        key_positions=key_positions, logits_to_keep=read_columns)
         self.positions, self.valid = key_positions, key_valid
         return outputs.logits
 

@@ -225,8 +225,8 @@ def window_logits(model, x, model_attention_mask, positions, key_is_token, windo
     pattern = attention_pattern(attention_mode, query_positions, key_positions, key_mask, block_size=block_size,
                                 causal_before=causal_before)
     layer_mask = None if pattern is None else allowed_to_additive(pattern, model.dtype)
-    outputs = model(input_ids=x[:, window.start:window.end], attention_mask=layer_mask,
-                    position_ids=query_positions, cache=cache, logits_to_keep=rows - window.start)
+    outputs = model(input_ids=x[:, window.start:window.end], attention_mask=layer_mask, position_ids=query_positions,
+                    cache=cache, key_positions=key_positions, logits_to_keep=rows - window.start)
     store.write_back(cache, window, x.shape[1])
     return outputs.logits
 

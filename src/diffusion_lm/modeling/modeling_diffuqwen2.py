@@ -1,7 +1,8 @@
 """DiffuQwen2: a Qwen2 decoder run as a masked-diffusion LM (bidirectional attention, AR shift kept).
 
 Weight names are those of ``Qwen2ForCausalLM`` (``model.*``, ``lm_head.*``), so AR checkpoints load as they are.
-Sliding-window layers, if configured, attend fully: diffusion attention is bidirectional.
+Sliding-window layers, where ``use_sliding_window`` is set (off in every Qwen2.5 release), apply the window
+symmetrically in the diffusion modes (docs/families.md).
 """
 
 from __future__ import annotations
