@@ -2,7 +2,8 @@
 chromium``; never a browser that Playwright downloads), driven by Playwright, against ``build_demo`` served in-process
 on a tiny random model. It types a prompt, presses Generate, sees the canvas change step by step before the final
 text, replays step 1, fills a hole, and reads a refused setting's message while the page keeps working; the
-screenshot it takes is the README's docs/demo.png.
+screenshot it takes is the README's docs/demo.png when ``DIFFUSION_LM_UPDATE_SCREENSHOT=1`` (otherwise it goes to
+the test's temporary folder, so a test run leaves the repository unchanged).
 """
 
 from __future__ import annotations
@@ -83,9 +84,7 @@ def choose(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_generate_streams_the_canvas_then_replays_step_one(page):
-    page.locator("#dlm-generate").click()  # no prompt yet: the page says so and keeps serving
-    page.get_by_text("the prompt is empty").first.wait_for()
+def test_generate_streams_the_canvas_then_replays_step_one(page, tmp_path):
     page.evaluate(RECORD_CANVASES)
     page.locator("#dlm-prompt textarea").fill("once upon a time")
     set_number(page, "dlm-new-tokens", 8)
@@ -110,8 +109,13 @@ def test_generate_streams_the_canvas_then_replays_step_one(page):
     assert page.locator("#dlm-text textarea").input_value() == final
     set_number(page, "dlm-replay", 3)
     page.wait_for_function("() => document.querySelector('#dlm-canvas .dlm-canvas').dataset.step === '3'")
-    os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    screenshot = SCREENSHOT if os.environ.get("DIFFUSION_LM_UPDATE_SCREENSHOT") == "1" else tmp_path / "demo.png"
+    page.screenshot(path=screenshot, full_page=True)
+    assert os.path.getsize(screenshot) > 10_000
+
+    page.locator("#dlm-prompt textarea").fill("")  # no prompt: the page says so (and keeps serving: next test)
+    page.locator("#dlm-generate").click()
+    page.get_by_text("the prompt is empty").first.wait_for()
 
 
 def test_infill_and_a_refused_setting(page):
