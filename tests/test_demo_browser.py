@@ -85,6 +85,7 @@ def choose(page, elem_id: str, option: str) -> None:
 
 
 def test_generate_streams_the_canvas_then_replays_step_one(page, tmp_path):
+    page.wait_for_selector("#dlm-canvas", state="attached")  # the page renders its components after the button
     page.evaluate(RECORD_CANVASES)
     page.locator("#dlm-prompt textarea").fill("once upon a time")
     set_number(page, "dlm-new-tokens", 8)
