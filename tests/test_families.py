@@ -25,8 +25,7 @@ from diffusion_lm.conversion import convert_ar_model
 
 NEW_FAMILIES = ("qwen3", "mistral", "gemma3_text")
 MODEL_TYPES = {"qwen3": "diffuqwen3", "mistral": "diffumistral", "gemma3_text": "diffugemma3"}
-# a window the tests' sequences exceed (so it binds), and one spanning the model's positions (so it cannot: cached
-# decoding, whose caches do not pass key positions yet)
+# a window the tests' sequences exceed (so it binds), and one spanning the model's positions (so it cannot)
 NARROW, WIDE = 4, 64
 
 
@@ -199,6 +198,29 @@ def test_a_window_a_ready_mask_over_a_cache_cannot_apply_is_refused_and_key_posi
         got = model(x[:, 8:], attention_mask=mask, position_ids=positions, cache=cache, key_positions=keys).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(full[:, 8:], expected)
+    with torch.no_grad():  # without a ready mask the cached keys precede the new ones: no key_positions needed
+        cache = DynamicCache()
+        causal(x[:, :8], cache=cache)
+        continued = causal(x[:, 8:], cache=cache).logits
+    torch.testing.assert_close(continued, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_a_window_no_query_key_distance_reaches_builds_no_mask(family, monkeypatch):
+    """A window longer than every query-key distance restricts nothing: the layers get the mode's own mask (none for
+    unpadded bidirectional attention), so SDPA keeps its mask-free kernel."""
+    import diffusion_lm.modeling.modeling_diffusion_utils as utils
+
+    model, _ = tiny_family_diffusion_model(family, sliding_window=NARROW)
+    restricted = []
+    real = utils.restrict_to_window
+    monkeypatch.setattr(utils, "restrict_to_window", lambda *a, **k: restricted.append(a[3]) or real(*a, **k))
+    with torch.no_grad():
+        model(torch.randint(6, 80, (1, NARROW)))
+    assert restricted == []
+    with torch.no_grad():
+        model(torch.randint(6, 80, (1, NARROW + 1)))
+    assert restricted and set(restricted) == {NARROW}
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)

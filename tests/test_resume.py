@@ -277,9 +277,32 @@ def test_save_total_limit_deletes_the_oldest_checkpoints_but_never_the_newest_no
     for step in (2, 4, 6, 8, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
     (tmp_path / "checkpoint-notes").mkdir()  # not a checkpoint: never touched
-    delete_old_checkpoints(str(tmp_path), 2, keep=str(tmp_path / "checkpoint-4"))
+    delete_old_checkpoints(str(tmp_path), 2, keep=(None, str(tmp_path / "checkpoint-4")))
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-4", "checkpoint-notes"]
-    delete_old_checkpoints(str(tmp_path), 1, keep=None)
+    delete_old_checkpoints(str(tmp_path), 1)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-notes"]
-    delete_old_checkpoints(str(tmp_path), None, keep=None)  # no limit: nothing deleted
+    delete_old_checkpoints(str(tmp_path), None)  # no limit: nothing deleted
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-notes"]
+    # a run resumed from an earlier step writes checkpoint-6 beside a stale checkpoint-10: the new one stays
+    (tmp_path / "checkpoint-6").mkdir()
+    delete_old_checkpoints(str(tmp_path), 1, keep=(str(tmp_path / "checkpoint-6"),))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-6", "checkpoint-notes"]
+
+
+def test_the_best_model_is_named_by_its_final_folder_and_survives_rotation(tmp_path, base, corpus):
+    """load_best_model_at_end: transformers names the best checkpoint while it is written (in the staging folder);
+    the run state and the saved trainer_state.json must name the folder it is renamed to, which rotation keeps."""
+    import json
+
+    out = str(tmp_path / "best")
+    settings = AdaptSettings(base=base, dataset=corpus, eval_dataset=corpus, output_dir=out, eval_steps=2,
+                             **{**EXACT, "save_total_limit": 1},
+                             extra_training_args={"load_best_model_at_end": True, "metric_for_best_model": "loss"})
+    run_adaptation(settings)
+    checkpoints = sorted(name for name in os.listdir(out) if name.startswith("checkpoint-"))
+    assert checkpoints  # the newest, and the best where it is another one
+    for name in checkpoints:
+        with open(os.path.join(out, name, "trainer_state.json"), encoding="utf-8") as f:
+            best = json.load(f)["best_model_checkpoint"]
+        assert ".staging" not in best and os.path.isdir(best), best
+    assert ".staging" not in os.listdir(out)

@@ -442,6 +442,7 @@ def test_push_to_hub_uploads_weights_with_a_card(tmp_path, monkeypatch, lora):
     trainer = DiffusionSFTTrainer(model, args=config(tmp_path, push_to_hub=True, hub_model_id="me/tiny-sft"),
                                   train_dataset=prompt_completion_dataset(), processing_class=tokenizer,
                                   peft_config=lora_config_for(model, r=4) if lora else None)
+    assert {"diffusion-lm", "masked-diffusion"} <= set(trainer.model.model_tags)  # for TRL's and PEFT's cards too
     trainer.train()
     trainer.push_to_hub(dataset_name="me/pairs")
     upload = api.uploads[-1]

@@ -67,7 +67,7 @@ class ARTeacher:
                 hidden = self.model(input_ids=input_ids, attention_mask=mask,
                                     logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
                 hidden = hidden.last_hidden_state[:, :-1].reshape(-1, hidden.last_hidden_state.shape[-1])
-                k = min(self.top_k, head.out_features if hasattr(head, "out_features") else head.weight.shape[0])
+                k = min(self.top_k, getattr(head, "out_features", None) or head.weight.shape[0])
                 ids = torch.zeros((hidden.shape[0], k), dtype=torch.long, device=input_ids.device)
                 probs = torch.zeros((hidden.shape[0], k), dtype=torch.float32, device=input_ids.device)
                 rows = loss_chunk_rows(head.weight.shape[0])

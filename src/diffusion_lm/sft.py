@@ -180,6 +180,7 @@ class DiffusionSFTTrainer(DiffusionTrainerMixin, SFTTrainer):
         if self.args.mask_token_id is not None:  # generation must use the [MASK] the model is trained with
             base.generation_config.mask_token_id = self.mask_token_id
         self.init_diffusion_state()
+        self.model.add_model_tags(self.card_tags)  # the tags of cards written by TRL, PEFT and push_to_hub
         self.train_tokens_seen = 0  # tokens of every process, for the log's num_tokens and the training record
         self.dataset_names: list[str] = []  # recorded in the card; set by callers that know where the data came from
 

@@ -158,15 +158,16 @@ class DiffusionTrainingArguments(DiffusionArguments, TrainingArguments):
             raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
 
 
-def delete_old_checkpoints(run_dir: str, limit: int | None, keep: str | None) -> None:
-    """``save_total_limit``: delete the oldest ``checkpoint-N`` folders (by step) beyond ``limit``, never the newest
-    (resumption reads it) nor ``keep`` (the best model when ``load_best_model_at_end``)."""
+def delete_old_checkpoints(run_dir: str, limit: int | None, keep: tuple[str | None, ...] = ()) -> None:
+    """``save_total_limit``: delete the oldest ``checkpoint-N`` folders (by step) beyond ``limit``, never the one of
+    the highest step nor those in ``keep`` (the checkpoint just written, which resumption reads, and the best model
+    when ``load_best_model_at_end``)."""
     steps = sorted(int(name.rsplit("-", 1)[1]) for name in os.listdir(run_dir)
                    if re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", name) and os.path.isdir(os.path.join(run_dir, name)))
     folders = [os.path.abspath(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")) for step in steps]
     if not limit or limit <= 0 or len(folders) <= limit:
         return
-    protected = {folders[-1]} | ({os.path.abspath(keep)} if keep else set())
+    protected = {folders[-1]} | {os.path.abspath(folder) for folder in keep if folder}
     removable = [folder for folder in folders if folder not in protected]
     for folder in removable[:len(folders) - max(limit, len(protected))]:
         shutil.rmtree(folder)
@@ -200,18 +201,22 @@ class AtomicCheckpointsMixin:
         finally:
             self._checkpoint_staging = None
         self.accelerator.wait_for_everyone()
+        final = os.path.join(run_dir, name)
+        # _save_checkpoint names the best model under the staging folder, on every process (each one loads it at the
+        # end): point it at the folder the checkpoint is renamed to
+        best = self.state.best_model_checkpoint
+        best_was_staged = best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging)
+        if best_was_staged:
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
         if self.args.should_save:
-            final = os.path.join(run_dir, name)
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)
-            best = self.state.best_model_checkpoint  # named by _save_checkpoint under the staging folder
-            if best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging):
-                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+            if best_was_staged:
                 self.state.save_to_json(os.path.join(final, "trainer_state.json"))
             ordinary_permissions(final)
             shutil.rmtree(staging, ignore_errors=True)
-            delete_old_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+            delete_old_checkpoints(run_dir, self.args.save_total_limit, (final, self.state.best_model_checkpoint))
         self.accelerator.wait_for_everyone()
 
 

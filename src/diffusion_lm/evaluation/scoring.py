@@ -167,7 +167,9 @@ def _pad_right(rows: list[torch.Tensor], pad_value) -> tuple[torch.Tensor, torch
 
 
 # model types whose logits are exactly lm_head(base_model(...).last_hidden_state): no soft-capping or logit scale
-_PLAIN_HEAD_MODEL_TYPES = {"gpt2", "llama", "qwen2", "diffugpt", "diffullama", "diffuqwen2"}
+# (Gemma 3 soft-caps its logits, so it is not one)
+_PLAIN_HEAD_MODEL_TYPES = {"gpt2", "llama", "qwen2", "qwen3", "mistral",
+                           "diffugpt", "diffullama", "diffuqwen2", "diffuqwen3", "diffumistral"}
 
 
 def logits_at_positions(model, input_ids, attention_mask, positions: Sequence[torch.Tensor]) -> list[torch.Tensor]:

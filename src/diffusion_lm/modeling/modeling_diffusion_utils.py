@@ -158,6 +158,8 @@ def prepare_decoder_inputs(
         layer_mask = attention_mask
     else:
         positions = positions_from_padding(attention_mask, batch_size, num_keys, inputs_embeds.device)
+        if key_positions is None:  # a 2D mask (or none): the cached keys precede the new ones, in order
+            key_positions = positions
         layer_mask = build_attention_mask(
             attention_mask, batch_size, num_keys, inputs_embeds.dtype, inputs_embeds.device,
             mode=config.attention_mode, block_size=getattr(config, "diffusion_block_size", None),
@@ -169,9 +171,13 @@ def prepare_decoder_inputs(
     # any order): a window that could bind needs them; one spanning the model's positions cannot bind
     longest = getattr(config, "max_position_embeddings", None)
     masks = {}
+    span = None  # the farthest any query is from any key: a window at least this long cannot bind
+    if key_positions is not None and any(window is not None for window in windows):
+        span = int(max(key_positions.max() - position_ids.min(), position_ids.max() - key_positions.min()))
     for window in windows:
-        if window is None or (key_positions is None and longest is not None and window >= longest
-                              and int(position_ids.max()) < window):
+        if window is None or (span is not None and span < window) or (
+                key_positions is None and longest is not None and window >= longest
+                and int(position_ids.max()) < window):
             masks[window] = layer_mask
         elif key_positions is None:
             raise ValueError(f"sliding_window {window}: a forward over a KV cache of {num_cached} keys needs "
