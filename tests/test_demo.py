@@ -53,15 +53,43 @@ def test_frames_are_the_history_of_the_same_generate_call(tiny, settings):
     assert "forward passes" in counters(decoding)
 
 
-def test_frames_are_yielded_while_generate_runs(tiny):
-    """The first frame reaches the consumer before the call returns (the decode runs in its own thread)."""
+def test_frames_are_yielded_while_generate_runs(tiny, monkeypatch):
+    """The first frame reaches the consumer while the call is still running (it waits for the consumer here)."""
+    import threading
+
     model, tokenizer = tiny
+    first_frame_seen = threading.Event()
+    steps_done_when_seen = []
+    generate = model.generate
+
+    def waiting_generate(*args, step_callback, **kwargs):
+        def callback(step, sequences, logits):
+            step_callback(step, sequences, logits)
+            if step == 0:  # the decode goes on only once the consumer holds the first frame
+                assert first_frame_seen.wait(timeout=30)
+            steps_done_when_seen.append(step)
+        return generate(*args, step_callback=callback, **kwargs)
+
+    monkeypatch.setattr(model, "generate", waiting_generate)
     decoding = prompt_decoding(model, tokenizer, "the cat", 4, None)
     frames = stream_decoding(model, tokenizer, decoding, **decoding_kwargs(4))
-    next(frames)
-    assert decoding.seconds == 0.0  # not finished as far as the consumer knows
+    assert next(frames).step == 0 and steps_done_when_seen == []
+    first_frame_seen.set()
     rest = list(frames)
-    assert len(rest) == 3 and decoding.seconds > 0
+    assert len(rest) == 3 and decoding.seconds > 0 and steps_done_when_seen == [0, 1, 2, 3]
+
+
+def test_a_closed_page_request_stops_its_decode_and_joins_the_thread(tiny):
+    """The consumer going away (gradio cancels the generator) ends the decode at its next step: no orphan thread."""
+    import threading
+
+    model, tokenizer = tiny
+    decoding = prompt_decoding(model, tokenizer, "the cat", 32, None)
+    frames = stream_decoding(model, tokenizer, decoding, **decoding_kwargs(32))
+    next(frames)
+    frames.close()
+    assert not any(thread.name == "diffusion-lm-demo" and thread.is_alive() for thread in threading.enumerate())
+    assert len(decoding.frames) == 1 and decoding.seconds == 0.0  # never finished
 
 
 def test_infill_frames_fill_only_the_hole(tiny):

@@ -67,29 +67,46 @@ class Decoding:
         return self.frames[index - 1].tokens if index > 0 else self.initial
 
 
+class DecodeCancelled(Exception):
+    """Raised inside a decode thread at its next step once its consumer has gone (page closed, run replaced)."""
+
+
 def run_in_thread(work: Callable[[Callable[[Any], None]], Any]) -> Iterator[Any]:
     """Run ``work(emit)`` in a thread; yield what it emits as it arrives, then a ``Done`` with its return value and
-    its duration. An exception in ``work`` is raised here, in the consumer."""
+    its duration. An exception in ``work`` is raised here, in the consumer. When the consumer stops early (the
+    generator is closed), the next ``emit`` raises ``DecodeCancelled`` in the thread, which is joined: no decode
+    outlives its page request (two would share the device and each other's tokens/s)."""
     events: queue.Queue = queue.Queue()
     failure = []
+    stop = threading.Event()
+
+    def emit(item):
+        if stop.is_set():
+            raise DecodeCancelled()
+        events.put(item)
 
     def target():
         try:
             start = time.perf_counter()
-            value = work(events.put)
+            value = work(emit)
             events.put(Done(value, time.perf_counter() - start))
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
             failure.append(error)
             events.put(None)
 
-    threading.Thread(target=target, daemon=True, name="diffusion-lm-demo").start()
-    while True:
-        item = events.get()
-        if failure:
-            raise failure[0]
-        yield item
-        if isinstance(item, Done):
-            return
+    thread = threading.Thread(target=target, daemon=True, name="diffusion-lm-demo")
+    thread.start()
+    try:
+        while True:
+            item = events.get()
+            if failure:
+                raise failure[0]
+            yield item
+            if isinstance(item, Done):
+                return
+    finally:
+        stop.set()
+        thread.join()  # at most one step away: the step callback / streamer raises at once
 
 
 def decoding_kwargs(positions: int, steps=None, threshold=None, kv_cache: str = CHECKPOINT_DEFAULT,
@@ -264,6 +281,6 @@ def counters(decoding: Decoding) -> str:
             f"forward · **{decoding.tokens_per_second:.1f}** tokens/s · {len(decoding.frames)} steps · {filled}")
 
 
-__all__ = ["CHECKPOINT_DEFAULT", "Decoding", "Done", "Frame", "KV_CACHE_CHOICES", "VERIFY_CHOICES", "counters",
+__all__ = ["CHECKPOINT_DEFAULT", "DecodeCancelled", "Decoding", "Done", "Frame", "KV_CACHE_CHOICES", "VERIFY_CHOICES", "counters",
            "decoding_kwargs", "infill_decoding", "prompt_decoding", "render_canvas", "run_in_thread",
            "stream_ar", "stream_decoding"]
