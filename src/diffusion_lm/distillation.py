@@ -17,7 +17,7 @@ import copy
 import torch
 
 from .modeling.attention_annealing import build_attention_mask
-from .modeling.modeling_diffusion_utils import loss_chunk_rows
+from .modeling.modeling_diffusion_utils import lm_head_vocab_size, loss_chunk_rows
 from .objective import unwrapped_model
 
 DEFAULT_DISTILL_TOP_K = 64
@@ -67,10 +67,11 @@ class ARTeacher:
                 hidden = self.model(input_ids=input_ids, attention_mask=mask,
                                     logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
                 hidden = hidden.last_hidden_state[:, :-1].reshape(-1, hidden.last_hidden_state.shape[-1])
-                k = min(self.top_k, getattr(head, "out_features", None) or head.weight.shape[0])
+                vocab_size = lm_head_vocab_size(head)
+                k = min(self.top_k, vocab_size)
                 ids = torch.zeros((hidden.shape[0], k), dtype=torch.long, device=input_ids.device)
                 probs = torch.zeros((hidden.shape[0], k), dtype=torch.float32, device=input_ids.device)
-                rows = loss_chunk_rows(head.weight.shape[0])
+                rows = loss_chunk_rows(vocab_size)
                 for start in range(0, hidden.shape[0], rows):
                     top = torch.softmax(head(hidden[start:start + rows]).float(), dim=-1).topk(k, dim=-1)
                     ids[start:start + rows] = top.indices

@@ -281,6 +281,6 @@ def counters(decoding: Decoding) -> str:
             f"forward · **{decoding.tokens_per_second:.1f}** tokens/s · {len(decoding.frames)} steps · {filled}")
 
 
-__all__ = ["CHECKPOINT_DEFAULT", "DecodeCancelled", "Decoding", "Done", "Frame", "KV_CACHE_CHOICES", "VERIFY_CHOICES", "counters",
-           "decoding_kwargs", "infill_decoding", "prompt_decoding", "render_canvas", "run_in_thread",
+__all__ = ["CHECKPOINT_DEFAULT", "DecodeCancelled", "Decoding", "Done", "Frame", "KV_CACHE_CHOICES", "VERIFY_CHOICES",
+           "counters", "decoding_kwargs", "infill_decoding", "prompt_decoding", "render_canvas", "run_in_thread",
            "stream_ar", "stream_decoding"]

@@ -196,6 +196,12 @@ def loss_chunk_rows(vocab_size: int) -> int:
     return max(1, LOSS_CHUNK_ELEMENTS // vocab_size)
 
 
+def lm_head_vocab_size(lm_head: torch.nn.Module) -> int:
+    """The number of logits ``lm_head`` gives per position: ``out_features``, not ``weight.shape``, since ZeRO-3
+    leaves partitioned weights empty outside their gather."""
+    return getattr(lm_head, "out_features", None) or lm_head.weight.shape[0]
+
+
 def _chunk_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
 
@@ -228,8 +234,7 @@ def cross_entropy_at_targets(
     if target_ids.shape != hidden_states.shape[:2]:
         raise ValueError(f"target_ids must have shape {tuple(hidden_states.shape[:2])}, got {tuple(target_ids.shape)}")
     if chunk_size is None:
-        # out_features, not weight.shape: ZeRO-3 leaves partitioned weights empty outside their gather
-        chunk_size = loss_chunk_rows(getattr(lm_head, "out_features", None) or lm_head.weight.shape[0])
+        chunk_size = loss_chunk_rows(lm_head_vocab_size(lm_head))
     if chunk_size < 1:
         raise ValueError(f"loss_chunk_size must be >= 1, got {chunk_size}")
     scored = target_ids != IGNORE_INDEX
